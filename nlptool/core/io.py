@@ -1,0 +1,475 @@
+"""Readers and writers for the tables nlptool reads and writes: CSV, TSV and JSONL, with ``-`` for stdin/stdout.
+
+Reading streams record by record (a 1 GB JSONL is never held in memory as a whole); every record carries the 1-based
+physical line it ends on, so errors can name ``file:line: field 'x': ...``. Writing goes to a temporary file in the
+target's folder that is renamed over the target only when the command succeeds, so a failed run leaves no partial
+output; an existing file is only replaced with ``force=True``.
+
+Formats are chosen by ``fmt`` or by the file's extension (``.jsonl``/``.ndjson``/``.json`` → JSONL, ``.csv`` → CSV,
+``.tsv``/``.tab`` → TSV). Standard input without ``fmt`` is sniffed from its first line: ``{`` starts JSONL, a tab
+means TSV, anything else CSV.
+
+CSV/TSV headers: with ``header=None`` (auto) the first row is a header unless one of its fields parses as a number
+(the STS-B and SentEval files have no header and end in a numeric score). Headerless columns are named ``"0"``,
+``"1"``, ... in order.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import itertools
+import json
+import math
+import os
+import sys
+import tempfile
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from nlptool.core.errors import InputError, NlptoolError
+
+FORMATS = ("jsonl", "csv", "tsv")
+_EXTENSIONS = {
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".json": "jsonl",
+    ".csv": "csv",
+    ".tsv": "tsv",
+    ".tab": "tsv",
+}
+_DELIMITERS = {"csv": ",", "tsv": "\t"}
+
+# Fields can be long (documents); lift the csv module's 128 KiB default.
+csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
+
+
+def display_name(path: str | os.PathLike) -> str:
+    """How a path appears in messages: ``<stdin>`` for ``-``."""
+    return "<stdin>" if str(path) == "-" else str(path)
+
+
+def format_from_path(path: str | os.PathLike, fmt: str | None = None, *, default: str | None = None) -> str | None:
+    """The format named by ``fmt`` or by the file extension (``None`` when neither tells and there is no default)."""
+    if fmt is not None and fmt != "auto":
+        if fmt not in FORMATS:
+            raise NlptoolError(f"unknown format '{fmt}'; choose one of {', '.join(FORMATS)}")
+        return fmt
+    if str(path) != "-":
+        suffixes = Path(str(path)).suffixes
+        # data.csv.part or data.jsonl.tmp: look at every suffix from the right
+        for suffix in reversed(suffixes):
+            if suffix.lower() in _EXTENSIONS:
+                return _EXTENSIONS[suffix.lower()]
+    return default
+
+
+def _sniff_format(first_line: str) -> str:
+    stripped = first_line.lstrip("\ufeff").lstrip()
+    if stripped.startswith("{"):
+        return "jsonl"
+    if "\t" in first_line:
+        return "tsv"
+    return "csv"
+
+
+def _is_number(value: str) -> bool:
+    try:
+        float(value)
+    except ValueError:
+        return False
+    return True
+
+
+@dataclass
+class Record:
+    """One input row: its fields and the 1-based physical line it ends on."""
+
+    line: int
+    data: dict[str, Any]
+
+
+class TableReader:
+    """Iterate the records of a CSV/TSV/JSONL file or stdin, lazily.
+
+    Args:
+        path: a file path or ``-`` for stdin.
+        fmt: ``jsonl``, ``csv``, ``tsv`` or ``None``/``"auto"`` (extension, else sniffed).
+        header: CSV/TSV only: ``True``, ``False`` or ``None`` for auto-detection (see the module docstring).
+        names: CSV/TSV only: column names to use instead of the header / positional names.
+
+    Use as a context manager (it closes the file) and iterate it for :class:`Record` objects. ``fieldnames`` is
+    known after construction for CSV/TSV (``None`` for JSONL).
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        fmt: str | None = None,
+        *,
+        header: bool | None = None,
+        names: Sequence[str] | None = None,
+        stdin: IO[str] | None = None,
+    ):
+        self.path = str(path)
+        self.name = display_name(self.path)
+        if self.path == "-":
+            stream = stdin if stdin is not None else sys.stdin
+            if hasattr(stream, "reconfigure"):
+                with contextlib.suppress(Exception):
+                    stream.reconfigure(encoding="utf-8", errors="strict")
+            self._fh: IO[str] = stream
+            self._owns = False
+        else:
+            p = Path(self.path)
+            if not p.exists():
+                raise NlptoolError(f"input file {self.path} does not exist; check the path")
+            if p.is_dir():
+                raise NlptoolError(f"input {self.path} is a folder, not a file; give a CSV/TSV/JSONL file")
+            self._fh = open(p, encoding="utf-8", newline="")  # noqa: SIM115 - closed by close()
+            self._owns = True
+        self._lines = self._numbered_lines()
+        first = self._peek_first_line()
+        self.fmt = format_from_path(self.path, fmt) or (_sniff_format(first) if first is not None else "jsonl")
+        self.fieldnames: list[str] | None = None
+        self._csv_rows: Iterator[tuple[int, list[str]]] | None = None
+        if self.fmt in _DELIMITERS:
+            self._init_csv(header, names)
+
+    # -- plumbing ---------------------------------------------------------------------------------------------------
+    def _numbered_lines(self) -> Iterator[str]:
+        try:
+            yield from self._fh
+        except UnicodeDecodeError as exc:
+            raise InputError(
+                f"not valid UTF-8 text ({exc.reason}); convert the file to UTF-8", path=self.path
+            ) from None
+
+    def _peek_first_line(self) -> str | None:
+        try:
+            first = next(self._lines)
+        except StopIteration:
+            return None
+        self._lines = itertools.chain([first], self._lines)
+        return first
+
+    def _init_csv(self, header: bool | None, names: Sequence[str] | None) -> None:
+        delimiter = _DELIMITERS[self.fmt]
+        reader = csv.reader(self._lines, delimiter=delimiter)
+        name = self.path
+
+        def rows() -> Iterator[tuple[int, list[str]]]:
+            try:
+                for row in reader:
+                    if not row or (len(row) == 1 and not row[0].strip()):
+                        continue  # blank line
+                    if reader.line_num == 1 and row and row[0].startswith("\ufeff"):
+                        row[0] = row[0][1:]
+                    yield reader.line_num, row
+            except csv.Error as exc:
+                raise InputError(f"malformed {self.fmt.upper()} ({exc})", path=name, line=reader.line_num) from None
+
+        it = rows()
+        try:
+            first_line, first = next(it)
+        except StopIteration:
+            self.fieldnames = list(names) if names else []
+            self._csv_rows = iter(())
+            return
+        is_header = header if header is not None else not any(_is_number(v.strip()) for v in first)
+        if is_header:
+            cols = [c.strip() for c in first]
+            dupes = sorted({c for c in cols if cols.count(c) > 1})
+            if dupes:
+                raise InputError(
+                    f"duplicate column name(s) {', '.join(dupes)} in the header", path=name, line=first_line
+                )
+            self.fieldnames = list(names) if names else cols
+            self._csv_rows = it
+        else:
+            self.fieldnames = list(names) if names else [str(i) for i in range(len(first))]
+            self._csv_rows = itertools.chain([(first_line, first)], it)
+
+    # -- iteration --------------------------------------------------------------------------------------------------
+    def __iter__(self) -> Iterator[Record]:
+        if self.fmt == "jsonl":
+            return self._iter_jsonl()
+        return self._iter_csv()
+
+    def _iter_jsonl(self) -> Iterator[Record]:
+        for line_no, line in enumerate(self._lines, start=1):
+            if line_no == 1:
+                line = line.lstrip("\ufeff")
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise InputError(
+                    f"invalid JSON ({exc.msg} at column {exc.colno})", path=self.path, line=line_no
+                ) from None
+            if not isinstance(obj, dict):
+                raise InputError(
+                    f"expected a JSON object per line, found {type(obj).__name__}", path=self.path, line=line_no
+                )
+            yield Record(line_no, obj)
+
+    def _iter_csv(self) -> Iterator[Record]:
+        assert self._csv_rows is not None and self.fieldnames is not None
+        names = self.fieldnames
+        for line_no, row in self._csv_rows:
+            if len(row) != len(names):
+                raise InputError(
+                    f"expected {len(names)} fields ({', '.join(names)}), found {len(row)}; "
+                    "check the delimiter and quoting",
+                    path=self.path,
+                    line=line_no,
+                )
+            yield Record(line_no, dict(zip(names, row, strict=True)))
+
+    def close(self) -> None:
+        if self._owns:
+            self._fh.close()
+
+    def __enter__(self) -> TableReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def read_records(path: str | os.PathLike, fmt: str | None = None, **kwargs: Any) -> TableReader:
+    """Open ``path`` for reading records; see :class:`TableReader`."""
+    return TableReader(path, fmt, **kwargs)
+
+
+def chunked(iterable: Iterable[Any], size: int) -> Iterator[list[Any]]:
+    """Yield lists of up to ``size`` items."""
+    if size < 1:
+        raise ValueError("chunk size must be >= 1")
+    it = iter(iterable)
+    while chunk := list(itertools.islice(it, size)):
+        yield chunk
+
+
+# -- field helpers ---------------------------------------------------------------------------------------------------
+def get_field(record: Record, field: str, path: str) -> Any:
+    """``record.data[field]``, or an :class:`InputError` naming file, line and field (listing the fields present)."""
+    try:
+        return record.data[field]
+    except KeyError:
+        present = ", ".join(list(record.data)[:12]) or "none"
+        raise InputError(f"missing (fields present: {present})", path=path, line=record.line, field=field) from None
+
+
+def to_float(value: Any, *, path: str, line: int, field: str) -> float:
+    """Parse one number (JSON number or numeric string); bools and empty strings are errors."""
+    if isinstance(value, bool) or value is None:
+        raise InputError(f"expected a number, found {json.dumps(value)}", path=path, line=line, field=field)
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value.strip())
+        except ValueError:
+            pass
+    shown = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)[:40]
+    raise InputError(f"expected a number, found '{shown}'", path=path, line=line, field=field)
+
+
+def to_float_list(value: Any, *, path: str, line: int, field: str) -> list[float]:
+    """Parse a list of numbers: a JSON list, or a string holding a JSON list (as CSV cells do)."""
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError:
+            raise InputError(
+                f"expected a list of numbers such as [0.2, 0.8], found '{text[:40]}'", path=path, line=line, field=field
+            ) from None
+    if not isinstance(value, list):
+        raise InputError(f"expected a list of numbers, found {type(value).__name__}", path=path, line=line, field=field)
+    if not value:
+        raise InputError("expected a non-empty list of numbers, found []", path=path, line=line, field=field)
+    out = []
+    for i, v in enumerate(value):
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise InputError(
+                f"item {i} is not a number ({json.dumps(v, ensure_ascii=False)[:40]})",
+                path=path,
+                line=line,
+                field=field,
+            )
+        out.append(float(v))
+    return out
+
+
+def json_safe(value: Any) -> Any:
+    """Replace non-finite floats (which JSON cannot hold) by ``None``, recursively; numpy scalars become Python."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if hasattr(value, "item") and callable(value.item) and getattr(value, "ndim", 1) == 0:
+        return json_safe(value.item())
+    if hasattr(value, "tolist"):
+        return json_safe(value.tolist())
+    return value
+
+
+# -- writing ---------------------------------------------------------------------------------------------------------
+def check_output_path(path: str | os.PathLike | None, force: bool = False) -> None:
+    """Fail early (before any work) if ``path`` exists and ``force`` is off, or its folder is missing."""
+    if path is None or str(path) == "-":
+        return
+    p = Path(str(path))
+    if p.is_dir():
+        raise NlptoolError(f"output {p} is a folder; give a file name")
+    if p.exists() and not force:
+        raise NlptoolError(f"output file {p} already exists; pass --force to overwrite it or choose another name")
+    if not p.parent.exists():
+        raise NlptoolError(f"the folder of output file {p} does not exist; create {p.parent} first")
+
+
+@contextlib.contextmanager
+def atomic_output(path: str | os.PathLike, *, force: bool = False, binary: bool = False) -> Iterator[IO[Any]]:
+    """Open a temporary file beside ``path``; rename it over ``path`` only if the block succeeds.
+
+    On any exception (including KeyboardInterrupt) the temporary file is removed and ``path`` is left untouched.
+    """
+    check_output_path(path, force)
+    target = Path(str(path))
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        if binary:
+            fh: IO[Any] = os.fdopen(fd, "wb")
+        else:
+            fh = os.fdopen(fd, "w", encoding="utf-8", newline="")
+        with fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        if target.exists() and not force:  # appeared while we worked
+            raise NlptoolError(f"output file {target} appeared while writing; pass --force to overwrite it")
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+class RecordWriter:
+    """Write dict records as JSONL, CSV or TSV.
+
+    CSV/TSV columns come from ``fieldnames`` or the first record's keys; list/dict values are written as JSON text;
+    ``None`` as an empty cell. JSONL keeps non-ASCII text as is (``ensure_ascii=False``); non-finite floats become
+    ``null``.
+    """
+
+    def __init__(self, fh: IO[str], fmt: str = "jsonl", fieldnames: Sequence[str] | None = None):
+        if fmt not in FORMATS:
+            raise NlptoolError(f"unknown output format '{fmt}'; choose one of {', '.join(FORMATS)}")
+        self.fh = fh
+        self.fmt = fmt
+        self.fieldnames = list(fieldnames) if fieldnames else None
+        self._csv: Any = None
+        self.count = 0
+
+    def write(self, record: dict[str, Any]) -> None:
+        if self.fmt == "jsonl":
+            self.fh.write(json.dumps(json_safe(record), ensure_ascii=False) + "\n")
+        else:
+            if self._csv is None:
+                if self.fieldnames is None:
+                    self.fieldnames = list(record)
+                self._csv = csv.writer(self.fh, delimiter=_DELIMITERS[self.fmt], lineterminator="\n")
+                self._csv.writerow(self.fieldnames)
+            self._csv.writerow([_cell(record.get(k)) for k in self.fieldnames])
+        self.count += 1
+
+    def write_many(self, records: Iterable[dict[str, Any]]) -> None:
+        for r in records:
+            self.write(r)
+        self.fh.flush()
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return repr(value) if math.isfinite(value) else ("inf" if value > 0 else "-inf" if value < 0 else "nan")
+    if isinstance(value, (list, dict)):
+        return json.dumps(json_safe(value), ensure_ascii=False)
+    if hasattr(value, "item") and getattr(value, "ndim", 1) == 0:
+        return _cell(value.item())
+    return str(value)
+
+
+@contextlib.contextmanager
+def open_writer(
+    path: str | os.PathLike,
+    fmt: str | None = None,
+    *,
+    force: bool = False,
+    fieldnames: Sequence[str] | None = None,
+    stdout: IO[str] | None = None,
+) -> Iterator[RecordWriter]:
+    """A :class:`RecordWriter` to ``path`` (atomically) or stdout for ``-``.
+
+    The format is ``fmt``, else the extension of ``path``, else JSONL.
+    """
+    out_fmt = format_from_path(path, fmt, default="jsonl")
+    assert out_fmt is not None
+    if str(path) == "-":
+        stream = stdout if stdout is not None else sys.stdout
+        writer = RecordWriter(stream, out_fmt, fieldnames)
+        yield writer
+        stream.flush()
+        return
+    with atomic_output(path, force=force) as fh:
+        yield RecordWriter(fh, out_fmt, fieldnames)
+
+
+def spool_stdin(stdin: IO[str] | None = None) -> str:
+    """Copy stdin to a temporary file (for commands that need two passes) and return its path.
+
+    The caller removes the file when done.
+    """
+    stream = stdin if stdin is not None else sys.stdin
+    fd, tmp = tempfile.mkstemp(prefix="nlptool-stdin-", suffix=".spool")
+    with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
+        while block := stream.read(1 << 20):
+            fh.write(block)
+    return tmp
+
+
+def dumps_metrics(metrics: dict[str, Any]) -> str:
+    """Metrics as pretty JSON with sorted keys and raw floats (non-finite → null)."""
+    return json.dumps(json_safe(metrics), ensure_ascii=False, sort_keys=True, indent=2) + "\n"
+
+
+__all__ = [
+    "FORMATS",
+    "Record",
+    "RecordWriter",
+    "TableReader",
+    "atomic_output",
+    "check_output_path",
+    "chunked",
+    "display_name",
+    "dumps_metrics",
+    "format_from_path",
+    "get_field",
+    "json_safe",
+    "open_writer",
+    "read_records",
+    "spool_stdin",
+    "to_float",
+    "to_float_list",
+]

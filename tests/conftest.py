@@ -1,0 +1,73 @@
+"""Shared fixtures: a CLI runner with stdout and stderr apart, tiny random models built in-test (never the network),
+and the path of the shared datasets (tests that need them skip when they are absent)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE_DATA = REPO / "sample_data"
+SHARED_DATA = Path(os.environ.get("NLPTOOL_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never touch the network
+
+
+@pytest.fixture
+def runner() -> CliRunner:
+    return CliRunner()
+
+
+@pytest.fixture
+def invoke(runner):
+    """Run ``nlptool ARGS`` in-process; returns click's Result (``stdout``, ``stderr``, ``exit_code``)."""
+    from nlptool.cli import app
+
+    def _invoke(*args: str, input: str | None = None):
+        return runner.invoke(app, [str(a) for a in args], input=input)
+
+    return _invoke
+
+
+def jsonl(text: str) -> list[dict]:
+    """Parse every non-empty stdout line as JSON (fails loudly on anything else)."""
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+TINY_VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [f"w{i}" for i in range(80)] + list("abcdefghijklmn")
+
+
+@pytest.fixture(scope="session")
+def tiny_bert_dir(tmp_path_factory) -> Path:
+    """A randomly initialised 2-layer BERT with MLM+NSP heads (BertForPreTraining) and a WordPiece tokenizer."""
+    from transformers import BertConfig, BertForPreTraining, BertTokenizerFast
+
+    path = tmp_path_factory.mktemp("tiny-bert")
+    (path / "vocab.txt").write_text("\n".join(TINY_VOCAB) + "\n", encoding="utf-8")
+    tok = BertTokenizerFast(vocab_file=str(path / "vocab.txt"))
+    tok.save_pretrained(path)
+    config = BertConfig(
+        vocab_size=len(TINY_VOCAB),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=37,
+        max_position_embeddings=64,
+    )
+    BertForPreTraining(config).save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_bert_no_heads_dir(tmp_path_factory, tiny_bert_dir) -> Path:
+    """The same encoder saved as a bare BertModel: no MLM or NSP head (like all-MiniLM-L6-v2)."""
+    from transformers import BertModel, BertTokenizerFast
+
+    path = tmp_path_factory.mktemp("tiny-bert-bare")
+    BertModel.from_pretrained(tiny_bert_dir, add_pooling_layer=False).save_pretrained(path)
+    BertTokenizerFast.from_pretrained(tiny_bert_dir).save_pretrained(path)
+    return path

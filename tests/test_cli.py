@@ -1,0 +1,108 @@
+"""The house rules every command shares: help, exit codes, config files, seeds, closed pipes."""
+
+import json
+import subprocess
+import sys
+import time
+
+from tests.conftest import jsonl
+
+COMMANDS = ["entropy-normalize", "calibrate-can", "gradcheck"]
+
+
+def test_help_lists_commands(invoke):
+    r = invoke("--help")
+    assert r.exit_code == 0
+    for c in COMMANDS:
+        assert c in r.stdout
+
+
+def test_no_heavy_imports_at_startup():
+    code = "import sys, nlptool.cli; print(sorted(m for m in ('torch', 'transformers', 'pandas', 'numpy') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_help_is_fast():
+    t = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "nlptool", "--help"], capture_output=True, check=True)
+    assert time.perf_counter() - t < 3.0  # typically ~0.2 s; generous for a loaded CI machine
+
+
+def test_version(invoke):
+    r = invoke("--version")
+    assert r.exit_code == 0 and r.stdout.startswith("nlptool ")
+
+
+def test_each_command_has_help(invoke):
+    for c in COMMANDS:
+        r = invoke(c, "--help")
+        assert r.exit_code == 0, r.stderr
+        assert "Example:" in r.stdout and "kexue.fm" in r.stdout
+
+
+def test_usage_error_exit_2(invoke):
+    r = invoke("gradcheck", "--no-such-option")
+    assert r.exit_code == 2
+    r = invoke("no-such-command")
+    assert r.exit_code == 2
+
+
+def test_expected_error_is_one_line_exit_1(invoke, tmp_path):
+    r = invoke("entropy-normalize", str(tmp_path / "missing.jsonl"), "--target", "0.5")
+    assert r.exit_code == 1
+    assert r.stdout == ""
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: ") and "missing.jsonl" in lines[0]
+    assert "Traceback" not in r.stderr
+
+
+def test_config_supplies_options_and_flags_win(invoke, tmp_path):
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text("gradcheck:\n  layers: 3,5,1\n  trials: 2\n  inputs: 1\n", encoding="utf-8")
+    r = invoke("--config", cfg, "gradcheck")
+    assert r.exit_code == 0, r.stderr
+    rows = jsonl(r.stdout)
+    assert len(rows) == 2 and len(rows[0]["layers"]) == 2
+    r = invoke("--config", cfg, "gradcheck", "--trials", "3")
+    assert len(jsonl(r.stdout)) == 3
+    flat = tmp_path / "flat.yaml"
+    flat.write_text("layers: [3, 4, 4, 1]\ntrials: 1\ninputs: 2\n", encoding="utf-8")
+    r = invoke("--config", flat, "gradcheck")
+    assert r.exit_code == 0, r.stderr
+    rows = jsonl(r.stdout)
+    assert len(rows) == 2 and len(rows[0]["layers"]) == 3
+
+
+def test_config_errors(invoke, tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("gradcheck:\n  no_such: 1\n", encoding="utf-8")
+    r = invoke("--config", bad, "gradcheck")
+    assert r.exit_code == 1 and "no option 'no_such'" in r.stderr
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("a: [1,\n", encoding="utf-8")
+    r = invoke("--config", broken, "gradcheck")
+    assert r.exit_code == 1 and "invalid YAML" in r.stderr
+    r = invoke("--config", tmp_path / "none.yaml", "gradcheck")
+    assert r.exit_code == 1 and "does not exist" in r.stderr
+
+
+def test_global_seed_sets_command_seed(invoke):
+    a = invoke("--seed", "3", "gradcheck", "--trials", "1", "--inputs", "1").stdout
+    b = invoke("gradcheck", "--seed", "3", "--trials", "1", "--inputs", "1").stdout
+    c = invoke("gradcheck", "--trials", "1", "--inputs", "1").stdout
+    assert a == b != c
+
+
+def test_quiet_silences_stderr(invoke):
+    r = invoke("-q", "gradcheck", "--trials", "1", "--inputs", "1")
+    assert r.exit_code == 0 and r.stderr == ""
+
+
+def test_closed_pipe_exits_quietly(tmp_path):
+    src = tmp_path / "p.jsonl"
+    src.write_text("".join(json.dumps({"probs": [0.7, 0.2, 0.1]}) + "\n" for _ in range(200000)))
+    cmd = f"{sys.executable} -m nlptool entropy-normalize {src} --target-ratio 0.5 | head -n 2"
+    p = subprocess.run(["bash", "-o", "pipefail", "-c", cmd], capture_output=True, text=True, timeout=120)
+    assert len(p.stdout.splitlines()) == 2
+    assert "Traceback" not in p.stderr and "BrokenPipe" not in p.stderr
