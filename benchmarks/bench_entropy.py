@@ -57,7 +57,7 @@ def reference_row(p: np.ndarray, h_star: float) -> tuple[np.ndarray, float]:
 
 
 def reference(probs: np.ndarray, h_star: float) -> tuple[np.ndarray, np.ndarray]:
-    outs, gammas = zip(*(reference_row(row, h_star) for row in probs))
+    outs, gammas = zip(*(reference_row(row, h_star) for row in probs), strict=True)
     return np.array(outs), np.array(gammas)
 
 
@@ -114,11 +114,15 @@ def main(argv: list[str] | None = None) -> dict:
         "python": platform.python_version(),
     }
 
-    print(f"entropy normalisation: {args.rows} Dirichlet(alpha={args.alpha}) rows x {args.classes} classes, "
-          f"H* = {args.target_ratio} x log({args.classes}) = {h_star:.6f} nats, seed {args.seed}, "
-          f"median of {args.repeats} repeats")
-    print(f"reference (per-row scipy brentq) timed on the first {ref_rows} rows only; its rows/s is extrapolated "
-          "from that subset")
+    print(
+        f"entropy normalisation: {args.rows} Dirichlet(alpha={args.alpha}) rows x {args.classes} classes, "
+        f"H* = {args.target_ratio} x log({args.classes}) = {h_star:.6f} nats, seed {args.seed}, "
+        f"median of {args.repeats} repeats"
+    )
+    print(
+        f"reference (per-row scipy brentq) timed on the first {ref_rows} rows only; its rows/s is extrapolated "
+        "from that subset"
+    )
     print()
     print(f"{'method':<34}{'rows timed':>12}{'median s':>12}{'rows/s':>14}")
     print(f"{'normalize (vectorised numpy)':<34}{args.rows:>12}{t_vec:>12.4f}{vec_rps:>14.0f}")

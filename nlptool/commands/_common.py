@@ -130,13 +130,17 @@ def warn(message: str) -> None:
 
 @contextlib.contextmanager
 def progress(description: str, total: float | None = None, unit: str = "rows") -> Iterator[Callable[[float], None]]:
-    """A rich progress bar on stderr; yields ``advance(n)``. Silent with -q.
+    """A rich progress bar on stderr for long work; yields ``advance(n)``.
 
-    On a terminal it updates live; elsewhere (CI logs, CliRunner) rich prints the final state once.
+    The bar appears only on a terminal and only once the work has run for ``PROGRESS_DELAY_S`` seconds, so short
+    jobs, pipes, CI logs and ``-q`` stay clean.
     """
-    if STATE.quiet:
+    console = stderr_console()
+    if STATE.quiet or not console.is_terminal:
         yield lambda n=1: None
         return
+    import time
+
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -148,9 +152,26 @@ def progress(description: str, total: float | None = None, unit: str = "rows") -
 
     columns: list[Any] = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn()]
     columns += [TextColumn(unit), TimeElapsedColumn(), TimeRemainingColumn()]
-    with Progress(*columns, console=stderr_console(), transient=False) as bar:
-        task = bar.add_task(description, total=total)
-        yield lambda n=1: bar.advance(task, n)
+    bar = Progress(*columns, console=console, transient=False)
+    task = bar.add_task(description, total=total)
+    start = time.monotonic()
+    started = False
+
+    def advance(n: float = 1) -> None:
+        nonlocal started
+        bar.advance(task, n)
+        if not started and time.monotonic() - start >= PROGRESS_DELAY_S:
+            bar.start()
+            started = True
+
+    try:
+        yield advance
+    finally:
+        if started:
+            bar.stop()
+
+
+PROGRESS_DELAY_S = 2.0
 
 
 def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:

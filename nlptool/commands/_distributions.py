@@ -25,6 +25,11 @@ class DistributionLayout:
     columns: list[str] | None
 
     @property
+    def label(self) -> str:
+        """How errors name the place: the list field, or the columns."""
+        return self.field if self.field is not None else ",".join(self.columns or [])
+
+    @property
     def names(self) -> list[str] | None:
         """Class names implied by the layout (the column names), if any."""
         return self.columns
@@ -78,3 +83,13 @@ def write_row(record: Record, layout: DistributionLayout, values: Sequence[float
     else:
         row[out_field] = [float(v) for v in values]
     return row
+
+
+_CLI_FLAGS = {"renormalize=True": "--renormalize", "clip=True": "--clip", "logits=True": "--logits"}
+
+
+def cli_hint(message: str) -> str:
+    """Core messages name keyword arguments (``clip=True``); on the command line they are flags (``--clip``)."""
+    for keyword, flag in _CLI_FLAGS.items():
+        message = message.replace(keyword, flag)
+    return message

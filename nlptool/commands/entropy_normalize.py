@@ -65,7 +65,7 @@ def entropy_normalize(
     """
     import numpy as np
 
-    from nlptool.commands._distributions import choose_layout, read_row, write_row
+    from nlptool.commands._distributions import choose_layout, cli_hint, read_row, write_row
     from nlptool.core.entropy import entropy, normalize
     from nlptool.core.errors import InputError, RowError
     from nlptool.core.io import check_output_path, chunked, open_writer, read_records
@@ -105,7 +105,9 @@ def entropy_normalize(
                         )
                     except RowError as exc:
                         record = chunk[idx[exc.row]]
-                        raise InputError(exc.message, path=input, line=record.line, field=layout.field) from None
+                        raise InputError(
+                            cli_hint(exc.message), path=input, line=record.line, field=layout.label
+                        ) from None
                     for j, i in enumerate(idx):
                         out_probs[i] = p[j]
                     out_gamma[idx] = g
@@ -117,4 +119,5 @@ def entropy_normalize(
                 writer.fh.flush()
                 total += len(chunk)
                 advance(len(chunk))
-    info(f"entropy-normalize: {total} rows written to {'stdout' if output == '-' else output}")
+    if output != "-":
+        info(f"entropy-normalize: {total} rows written to {output}")

@@ -66,7 +66,8 @@ Edge-case rules (the same in both functions):
   ``m_j = p_j^alpha`` and the result is the prior restricted to the row's support, ``normalise(pi * [p_j > 0])``: the
   row's own probabilities are lost. This degenerate result is what the algorithm gives; callers that want CAN's effect
   must make sure some rows are confident.
-- ``alpha`` so large that an adjusted row underflows to all zeros raises :class:`NlptoolError`.
+- ``alpha`` so large that an adjusted row underflows to all zeros (e.g. ``0.4^1000``) raises :class:`RowError` for
+  that row.
 
 References:
     Menglin Jia, Austin Reiter, Ser-Nam Lim, Yoav Artzi, Claire Cardie, "When in Doubt: Improving Classification
@@ -225,9 +226,7 @@ def _finish(out: np.ndarray, uncertain: np.ndarray, unc: np.ndarray, return_mask
         sums = out[uncertain].sum(axis=1)
         if not (np.isfinite(sums) & (sums > 0)).all():
             i = int(np.flatnonzero(uncertain)[np.argmax(~(np.isfinite(sums) & (sums > 0)))])
-            raise NlptoolError(
-                f"row {i} underflowed to all zeros during alternating normalization; use a smaller alpha"
-            )
+            raise RowError("the adjusted row underflowed to all zeros (alpha too large); use a smaller alpha", row=i)
     if return_mask:
         return out, uncertain, unc
     return out
@@ -342,7 +341,8 @@ def calibrate(
         float64 array ``(n, C)``; with ``return_mask=True`` a tuple ``(probs, adjusted_mask, uncertainty)``.
 
     Raises:
-        RowError: a bad row (NaN/inf/negative entry, all zeros, sum off 1, or all mass on zero-prior classes).
+        RowError: a bad row (NaN/inf/negative entry, all zeros, sum off 1, all mass on zero-prior classes), or an
+            adjusted row that underflowed to all zeros because ``alpha`` is too large.
         NlptoolError: bad shape, ``k``, ``prior``, ``alpha``, ``iterations`` or ``threshold``.
 
     Reference: Jia et al., "When in Doubt: Improving Classification Performance with Alternating Normalization",

@@ -247,7 +247,9 @@ def _prepare(x: np.ndarray, *, logits: bool, check_sum: bool, renormalize: bool,
             i = int(np.argmax(bad | empty))
             if bad[i]:
                 j, v = _first_cell(x, i, bad_cells[i])
-                raise RowError(f"logit {v!r} at column {j}; logits must be finite (or -inf for an impossible class)", row=i)
+                raise RowError(
+                    f"logit {v!r} at column {j}; logits must be finite (or -inf for an impossible class)", row=i
+                )
             raise RowError("all logits are -inf; at least one class must be possible", row=i)
         shifted = x - m  # 0 at the max, -inf for impossible classes
         p = np.exp(shifted - np.log(np.einsum("ij->i", np.exp(shifted)))[:, None])
@@ -446,7 +448,7 @@ def _solve_gamma(
 def _finish(
     logr: np.ndarray, target: np.ndarray, gamma: np.ndarray, gamma_ok: np.ndarray, resid_ok: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Evaluate the refined ``gamma``; rows where it is not at least as close to the target fall back to ``gamma_ok``."""
+    """Evaluate the refined ``gamma``; rows where it is not at least as close to the target use ``gamma_ok``."""
     e, s = _powers(logr, gamma)
     h = np.log(s) - gamma * (np.einsum("ij,ij->i", e, logr) / s)
     worse = ~(np.abs(h - target) <= resid_ok)
