@@ -18,7 +18,8 @@ def test_help_lists_commands(invoke):
 
 
 def test_no_heavy_imports_at_startup():
-    code = "import sys, nlptool.cli; print(sorted(m for m in ('torch', 'transformers', 'pandas', 'numpy') if m in sys.modules))"
+    heavy = "('torch', 'transformers', 'pandas', 'numpy')"
+    code = f"import sys, nlptool.cli; print(sorted(m for m in {heavy} if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 

@@ -65,7 +65,9 @@ def calibrate_can(
     threshold: Annotated[
         float, typer.Option("--threshold", help="Rows with uncertainty < threshold are confident (τ).")
     ] = 0.9,
-    alpha: Annotated[float, typer.Option("--alpha", help="Power applied before each normalisation (α).", min=0.0)] = 1.0,
+    alpha: Annotated[
+        float, typer.Option("--alpha", help="Power applied before each normalisation (α).", min=0.0)
+    ] = 1.0,
     iterations: Annotated[int, typer.Option("--iterations", help="Alternating normalisation rounds.", min=1)] = 1,
     renormalize: Annotated[
         bool, typer.Option("--renormalize", help="Divide rows that do not sum to 1 by their sum instead of failing.")
@@ -89,7 +91,7 @@ def calibrate_can(
     """
     import numpy as np
 
-    from nlptool.commands._distributions import choose_layout, read_row, write_row
+    from nlptool.commands._distributions import choose_layout, cli_hint, read_row, write_row
     from nlptool.core.can import calibrate
     from nlptool.core.errors import RowError
     from nlptool.core.io import check_output_path, open_writer, read_records, spool_stdin
@@ -123,7 +125,7 @@ def calibrate_can(
                             f"{len(row)} probabilities where earlier rows have {width}; every row needs one per class",
                             path=input,
                             line=record.line,
-                            field=layout.field,
+                            field=layout.label,
                         )
                     chunks.append(row)
                     lines.append(record.line)
@@ -151,7 +153,7 @@ def calibrate_can(
                 renormalize=renormalize,
             )
         except RowError as exc:
-            raise InputError(exc.message, path=input, line=lines[exc.row], field=layout.field) from None
+            raise InputError(cli_hint(exc.message), path=input, line=lines[exc.row], field=layout.label) from None
         pred = adjusted.argmax(axis=1)
 
         # Pass 2: stream the records again and write them with the adjusted numbers.
@@ -184,7 +186,9 @@ def calibrate_can(
         "prior": prior_vec.tolist(),
     }
     if label_col is not None:
-        gold = np.asarray([_label_index(v, class_names, width, input, lines[i], label_col) for i, v in enumerate(gold_raw)])
+        gold = np.asarray(
+            [_label_index(v, class_names, width, input, lines[i], label_col) for i, v in enumerate(gold_raw)]
+        )
         before = probs.argmax(axis=1)
         metrics["accuracy_before"] = accuracy(gold, before)
         metrics["accuracy_after"] = accuracy(gold, pred)
@@ -192,19 +196,34 @@ def calibrate_can(
         metrics["accuracy_confident"] = accuracy(gold[conf], before[conf]) if conf.any() else None
         metrics["accuracy_uncertain_before"] = accuracy(gold[mask], before[mask]) if mask.any() else None
         metrics["accuracy_uncertain_after"] = accuracy(gold[mask], pred[mask]) if mask.any() else None
+
+        def shown(v: float | None) -> float:
+            return float("nan") if v is None else v
+
+        acc_conf = shown(metrics["accuracy_confident"])
         print_table(
             "calibrate-can",
             ["rows", "n", "acc before", "acc after"],
             [
                 ["all", n, metrics["accuracy_before"], metrics["accuracy_after"]],
-                ["confident", n - n_unc, metrics["accuracy_confident"] or float("nan"), metrics["accuracy_confident"] or float("nan")],
-                ["uncertain", n_unc, metrics["accuracy_uncertain_before"] or float("nan"), metrics["accuracy_uncertain_after"] or float("nan")],
+                ["confident (unchanged)", n - n_unc, acc_conf, acc_conf],
+                [
+                    "uncertain (adjusted)",
+                    n_unc,
+                    shown(metrics["accuracy_uncertain_before"]),
+                    shown(metrics["accuracy_uncertain_after"]),
+                ],
             ],
         )
     else:
-        info(f"calibrate-can: {n} rows, {n_unc} uncertain (adjusted), {metrics['changed_predictions']} predictions changed")
+        info(
+            f"calibrate-can: {n} rows, {n_unc} uncertain (adjusted), "
+            f"{metrics['changed_predictions']} predictions changed"
+        )
     params = {"top_k": top_k, "threshold": threshold, "alpha": alpha, "iterations": iterations, "label_col": label_col}
-    write_metrics(metrics_out, metrics, force=force, inputs=[input, *( [prior_from] if prior_from else [])], params=params)
+    write_metrics(
+        metrics_out, metrics, force=force, inputs=[input, *([prior_from] if prior_from else [])], params=params
+    )
 
 
 def _label_value(record: Any, col: str, path: str) -> str:
@@ -226,7 +245,9 @@ def _label_index(value: str, names: list[str] | None, width: int, path: str, lin
     if as_int is not None and float(value) == as_int and 0 <= as_int < width:
         return as_int
     known = ", ".join(names) if names else f"0..{width - 1}"
-    raise InputError(f"label '{value}' is not a class ({known}); name the classes with --labels", path=path, line=line, field=col)
+    raise InputError(
+        f"label '{value}' is not a class ({known}); name the classes with --labels", path=path, line=line, field=col
+    )
 
 
 def _resolve_prior(prior: str | None, prior_from: str | None, label_col: str, names: list[str] | None, width: int):
@@ -238,7 +259,11 @@ def _resolve_prior(prior: str | None, prior_from: str | None, label_col: str, na
         counts = np.zeros(width)
         with read_records(prior_from) as reader:
             for record in reader:
-                counts[_label_index(_label_value(record, label_col, prior_from), names, width, prior_from, record.line, label_col)] += 1
+                counts[
+                    _label_index(
+                        _label_value(record, label_col, prior_from), names, width, prior_from, record.line, label_col
+                    )
+                ] += 1
         if counts.sum() == 0:
             raise NlptoolError(f"--prior-from {prior_from} has no rows to count")
         if (counts == 0).any():

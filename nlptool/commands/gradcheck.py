@@ -55,11 +55,15 @@ def gradcheck(
     layers: Annotated[
         str, typer.Option("--layers", help="MLP sizes, input first: '4,16,16,1' (also the shapes for --checkpoint).")
     ] = "4,16,16,1",
-    activation: Annotated[Activation, typer.Option("--activation", help="Hidden-layer activation g.")] = Activation.tanh,
+    activation: Annotated[
+        Activation, typer.Option("--activation", help="Hidden-layer activation g.")
+    ] = Activation.tanh,
     output_activation: Annotated[
         Activation, typer.Option("--output-activation", help="Activation after the last layer.")
     ] = Activation.linear,
-    trials: Annotated[int, typer.Option("--trials", help="Random networks to build (seeds seed..seed+N-1).", min=1)] = 10,
+    trials: Annotated[
+        int, typer.Option("--trials", help="Random networks to build (seeds seed..seed+N-1).", min=1)
+    ] = 10,
     inputs: Annotated[
         int, typer.Option("--inputs", help="Random Gaussian inputs per network (without --input).", min=1)
     ] = 8,
@@ -85,8 +89,11 @@ def gradcheck(
     ] = False,
     objective: Annotated[
         Objective,
-        typer.Option("--f", help="Scalar f: the output (scalar nets), its squared norm, or its sum. auto: output "
-                     "for one output, else sqnorm."),
+        typer.Option(
+            "--f",
+            help="Scalar f: the output (scalar nets), its squared norm, or its sum. auto: output "
+            "for one output, else sqnorm.",
+        ),
     ] = Objective.auto,
     spectral: Annotated[
         Spectral,
@@ -131,7 +138,9 @@ def gradcheck(
     else:
         d_in, d_out = sizes[0], sizes[-1]
         models = [
-            build_mlp(sizes, activation.value, output_activation=output_activation.value, seed=seed + t, dtype=torch_dtype)
+            build_mlp(
+                sizes, activation.value, output_activation=output_activation.value, seed=seed + t, dtype=torch_dtype
+            )
             for t in range(trials)
         ]
     if input_file is not None:
@@ -180,7 +189,7 @@ def gradcheck(
     if violations:
         raise NlptoolError(
             f"the inequality fails in {violations} of {summary.get('total')} cases (largest ratio "
-            f"{summary.get('max_ratio')}); see the rows with \"holds\": false in the output"
+            f'{summary.get("max_ratio")}); see the rows with "holds": false in the output'
         )
 
 
@@ -217,8 +226,9 @@ def _load_checkpoint(path: str, activation: str, unsafe: bool) -> Any:
     except (pickle.UnpicklingError, RuntimeError, AttributeError) as exc:
         if not unsafe:
             raise NlptoolError(
-                f"checkpoint {path} is not a plain state_dict ({str(exc).splitlines()[0][:120]}); a pickled module runs "
-                "code when loaded: pass --unsafe-load if you trust the file, or save model.state_dict() instead"
+                f"checkpoint {path} is not a plain state_dict ({str(exc).splitlines()[0][:120]}); "
+                "a pickled module runs code when loaded: pass --unsafe-load if you trust the file, "
+                "or save model.state_dict() instead"
             ) from None
         obj = torch.load(path, map_location="cpu", weights_only=False)
     if isinstance(obj, nn.Module):
@@ -228,7 +238,9 @@ def _load_checkpoint(path: str, activation: str, unsafe: bool) -> Any:
     if not isinstance(obj, dict) or not obj:
         raise NlptoolError(f"checkpoint {path} holds neither an nn.Sequential nor a state_dict")
     linear_ids = sorted({int(k.split(".")[0]) for k in obj if k.split(".")[0].isdigit() and k.endswith(".weight")})
-    if not linear_ids or len(linear_ids) * 2 < sum(1 for k in obj if k.endswith((".weight", ".bias"))) - len(linear_ids):
+    if not linear_ids or len(linear_ids) * 2 < sum(1 for k in obj if k.endswith((".weight", ".bias"))) - len(
+        linear_ids
+    ):
         raise NlptoolError(
             f"state_dict in {path} does not look like a Sequential of Linear layers (keys like '0.weight', '0.bias')"
         )
@@ -257,8 +269,11 @@ def _read_inputs(path: str, field: str, columns: str | None, fmt: str | None, he
 
     vectors, lines = [], []
     with read_records(path, fmt, header=header) as reader:
-        layout = choose_layout(reader.fieldnames, field, columns, path=path, fmt=reader.fmt) if columns or \
-            reader.fieldnames is None or field in (reader.fieldnames or []) else None
+        layout = (
+            choose_layout(reader.fieldnames, field, columns, path=path, fmt=reader.fmt)
+            if columns or reader.fieldnames is None or field in (reader.fieldnames or [])
+            else None
+        )
         if layout is None:  # CSV without a list column and no --columns: every column is an input
             from nlptool.commands._distributions import DistributionLayout
 
@@ -267,7 +282,9 @@ def _read_inputs(path: str, field: str, columns: str | None, fmt: str | None, he
             vec = read_row(record, layout, path)
             if len(vec) != d_in:
                 raise InputError(
-                    f"input has {len(vec)} values but the network takes {d_in}", path=path, line=record.line,
+                    f"input has {len(vec)} values but the network takes {d_in}",
+                    path=path,
+                    line=record.line,
                     field=layout.field,
                 )
             vectors.append(vec)

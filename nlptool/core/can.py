@@ -40,11 +40,12 @@ uncertain row; :func:`calibrate` does not build it. After ``t`` rounds the confi
     \sum_r Y_{rc}^{\alpha} = V_{t,c}^{\alpha} \sum_r \frac{P_{rc}^{\alpha^{t+1}}}{Z_r^{\alpha}}, \qquad
     Z_r = \sum_c P_{rc}^{\alpha^t} V_{t,c},
 
-two matrix products per round over a chunk of uncertain rows. Cost for ``T > 1``: ``O(n_u n_c C)`` multiply-adds per
-extra round done by BLAS, plus ``O(n_u n_c)`` elementwise work (a reciprocal or power), with the ``(n_c, chunk)`` work
-array held near 64 MB by chunking the ``n_u`` uncertain rows. This factored form needs its factors (``P^(alpha^t)``,
-``V_t``) to stay far above float64 underflow; an uncertain row for which the bound ``min P^(alpha^t) * min V_t`` (or
-its ``alpha``-th power) falls below ``1e-250`` is recomputed by the literal algorithm, batched as a
+two matrix products per round over blocks of uncertain and confident rows. Cost for ``T > 1``: ``O(n_u n_c C)``
+multiply-adds per extra round done by BLAS, plus ``O(n_u n_c)`` elementwise work (a reciprocal or power); the work
+array is a ``(confident block, 256 uncertain rows)`` block of about 4 MB. This factored form needs its factors
+(``P^(alpha^t)``, ``V_t``) to stay far above float64 underflow; an uncertain row for which the bound
+``min P^(alpha^t) * min V_t`` (or its ``alpha``-th power) falls below ``1e-250``, or whose numbers overflow, is
+recomputed by the literal algorithm, batched as a
 ``(chunk, n_c + 1, C)`` tensor of at most about 256 MB (``O(n_c C T)`` elementwise work per such row). That needs
 extreme inputs: roughly confident entries with ``p^(alpha^T) < 1e-250`` (``alpha = 1``: ``p < 1e-250``; ``alpha = 3,
 T = 4``: ``p < 1e-3``) or class weights spanning a similar range.
@@ -89,9 +90,12 @@ __all__ = ["calibrate", "calibrate_reference", "topk_uncertainty"]
 #: Allowed deviation of a row sum from 1 before ``renormalize=True`` is required.
 SUM_TOLERANCE = 1e-6
 
-# Bytes budget for the chunked work arrays used for iterations > 1: the (n_confident, chunk) array of the factored form
-# is about a quarter of it (64 MB measured faster than larger, cache-unfriendly chunks); the direct fallback's
-# (chunk, n_confident + 1, C) tensor and its temporaries stay within it.
+# Work-array sizes for iterations > 1. The factored form takes _BLOCK_ROWS uncertain rows at a time and walks the
+# confident rows in blocks whose (confident block, uncertain rows) array is about _BLOCK_BYTES, so it stays in cache
+# (measured several times faster than one (n_confident, chunk) array of 64 MB). The direct fallback's
+# (chunk, n_confident + 1, C) tensor and its temporaries stay within _CHUNK_BYTES.
+_BLOCK_ROWS = 256
+_BLOCK_BYTES = 4 * 2**20
 _CHUNK_BYTES = 256 * 2**20
 
 
@@ -296,10 +300,10 @@ def _normalise_rows(x: np.ndarray) -> np.ndarray:
 def _adjust_one_round(u: np.ndarray, colsum: np.ndarray, n_conf: int, prior: np.ndarray):
     """One round for the uncertain rows: ``u = y^alpha``, ``colsum`` = confident column sums of ``Y^alpha``.
 
-    Returns (new uncertain rows, column weights ``prior / m``)."""
+    Returns (new uncertain rows, column means ``m``). Divides by ``m`` before multiplying by the prior, in the same
+    order as the reference (``u / m <= n_conf + 1`` cannot overflow, ``prior / m`` can for subnormal means)."""
     m = (colsum + u) / (n_conf + 1)
-    w = _safe_divide(np.broadcast_to(prior, m.shape), m)
-    return _normalise_rows(u * w), w
+    return _normalise_rows(_safe_divide(u, m) * prior), m
 
 
 def _power(x: np.ndarray, alpha: float) -> np.ndarray:
@@ -364,7 +368,7 @@ def _adjust_uncertain(conf: np.ndarray, unc_rows: np.ndarray, prior: np.ndarray,
         powers.append(_power(powers[-1], alpha))
 
     u = _power(unc_rows, alpha)
-    y, w = _adjust_one_round(u, powers[1].sum(axis=0), n_conf, prior)
+    y, m = _adjust_one_round(u, powers[1].sum(axis=0), n_conf, prior)
     if iterations == 1:
         return y
     if n_conf == 0:
@@ -375,12 +379,12 @@ def _adjust_uncertain(conf: np.ndarray, unc_rows: np.ndarray, prior: np.ndarray,
 
     # Smallest positive entry of each powers[t]; bounds the dynamic range of the factored form (see _more_rounds).
     min_pos = [float(a[a > 0].min()) if (a > 0).any() else 1.0 for a in powers]
-    chunk = max(1, min(unc_rows.shape[0], _CHUNK_BYTES // (32 * n_conf)))
+    chunk = max(1, _BLOCK_ROWS)
     result = np.empty_like(y)
     safe = np.ones(y.shape[0], dtype=bool)
     for s in range(0, y.shape[0], chunk):
         part = slice(s, s + chunk)
-        result[part], safe[part] = _more_rounds(y[part], w[part], powers, min_pos, prior, alpha, iterations)
+        result[part], safe[part] = _more_rounds(y[part], m[part], powers, min_pos, prior, alpha, iterations)
     if not safe.all():
         result[~safe] = _direct_rounds(conf, unc_rows[~safe], prior, alpha, iterations)
     return result
@@ -391,19 +395,21 @@ def _adjust_uncertain(conf: np.ndarray, unc_rows: np.ndarray, prior: np.ndarray,
 _SAFE_TINY = 1e-250
 
 
-def _more_rounds(y, w, powers, min_pos, prior, alpha, iterations):
-    """Rounds 2..iterations for a chunk of uncertain rows ``y`` (B, C), given their round-1 weights ``w``.
+def _more_rounds(y, m, powers, min_pos, prior, alpha, iterations):
+    """Rounds 2..iterations for a chunk of uncertain rows ``y`` (B, C), given their round-1 column means ``m``.
 
     Returns the adjusted rows and a mask of rows whose numbers stayed in a safe range (others must be recomputed).
     """
     with np.errstate(all="ignore"):  # rows that leave the safe range are flagged and recomputed, not warned about
-        return _more_rounds_unchecked(y, w, powers, min_pos, prior, alpha, iterations)
+        return _more_rounds_unchecked(y, m, powers, min_pos, prior, alpha, iterations)
 
 
-def _more_rounds_unchecked(y, w, powers, min_pos, prior, alpha, iterations):
+def _more_rounds_unchecked(y, m, powers, min_pos, prior, alpha, iterations):
     n_conf = powers[0].shape[0]
+    step = max(1, _BLOCK_BYTES // (8 * y.shape[0]))  # confident rows per block
     safe = np.ones(y.shape[0], dtype=bool)
     # Confident row r after round t is normalise(powers[t][r] * v); v is scale-free, so keep max(v) = 1.
+    w = _safe_divide(np.broadcast_to(prior, m.shape), m)
     v = w / w.max(axis=1, keepdims=True)
     for t in range(1, iterations):
         # Every positive powers[t][r, c] * v[c] is >= lo, hence so is each row sum z_r (v <= 1, so z_r <= C); with lo
@@ -411,16 +417,21 @@ def _more_rounds_unchecked(y, w, powers, min_pos, prior, alpha, iterations):
         v_min = np.where(v > 0, v, np.inf).min(axis=1)
         lo = min_pos[t] * v_min
         safe &= (lo >= _SAFE_TINY) & (lo**alpha >= _SAFE_TINY)
-        z = powers[t] @ v.T  # (n_conf, B): row sums of powers[t] * v before normalisation; all >= lo
-        if alpha == 1:
-            np.reciprocal(z, out=z)
-        else:
-            np.power(z, -alpha, out=z)  # <= lo^-alpha <= 1 / _SAFE_TINY; a z of 0 gives inf and flags the row below
-        # sum_r (normalise(powers[t][r] * v))^alpha = v^alpha * sum_r powers[t+1][r] / z_r^alpha
-        colsum = _power(v, alpha) * (z.T @ powers[t + 1])
+        # sum_r (normalise(powers[t][r] * v))^alpha = v^alpha * sum_r powers[t+1][r] / z_r^alpha, summed over blocks
+        acc = np.zeros_like(v)
+        for r in range(0, n_conf, step):
+            z = powers[t][r : r + step] @ v.T  # (block, B): row sums of powers[t] * v before normalisation; >= lo
+            if alpha == 1 or alpha == 2:  # fast paths: a reciprocal (and a square) instead of pow
+                np.reciprocal(z, out=z)
+                if alpha == 2:
+                    np.multiply(z, z, out=z)
+            else:
+                np.power(z, -alpha, out=z)  # <= lo^-alpha <= 1 / _SAFE_TINY; a z of 0 gives inf, flagged below
+            acc += z.T @ powers[t + 1][r : r + step]
+        colsum = _power(v, alpha) * acc
         u = _power(y, alpha)
-        y, w = _adjust_one_round(u, colsum, n_conf, prior)
-        v = _power(v, alpha) * w
+        y, m = _adjust_one_round(u, colsum, n_conf, prior)
+        v = _power(v, alpha) * _safe_divide(np.broadcast_to(prior, m.shape), m)
         vmax = v.max(axis=1, keepdims=True)
         safe &= np.isfinite(vmax[:, 0]) & (vmax[:, 0] > 0) & np.isfinite(colsum).all(axis=1)
         v = _safe_divide(v, vmax)

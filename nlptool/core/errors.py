@@ -43,15 +43,6 @@ class InputError(NlptoolError):
             where = f"{where}: field '{self.field}'" if where else f"field '{self.field}'"
         return f"{where}: {self.message}" if where else self.message
 
-    def located(self, *, path: str | None = None, line: int | None = None, field: str | None = None) -> "InputError":
-        """Return a copy with missing location parts filled in."""
-        return InputError(
-            self.message,
-            path=self.path if self.path is not None else path,
-            line=self.line if self.line is not None else line,
-            field=self.field if self.field is not None else field,
-        )
-
 
 class RowError(NlptoolError):
     """A problem with one row of a batch handed to a core function (0-based ``row`` index into that batch).

@@ -59,8 +59,16 @@ def test_target_ratio_and_csv_columns(invoke, tmp_path):
 
 def test_logits(invoke):
     logits = [2.0, 1.0, -1.0]
-    r = invoke("entropy-normalize", "-", "--field", "logits", "--logits", "--target-ratio", "0.5",
-               input=json.dumps({"logits": logits}) + "\n")
+    r = invoke(
+        "entropy-normalize",
+        "-",
+        "--field",
+        "logits",
+        "--logits",
+        "--target-ratio",
+        "0.5",
+        input=json.dumps({"logits": logits}) + "\n",
+    )
     out = jsonl(r.stdout)[0]
     assert out["logits"] == logits and abs(entropy(np.array(out["probs"])) - 0.5 * math.log(3)) <= 1e-9
 

@@ -190,16 +190,26 @@ def test_vectorised_matches_reference_hypothesis(data, n, c, alpha, iterations, 
                 fn(probs, prior, **kw)
             assert info.value.row == int(np.argmax(dead))
         return
+    try:
+        calibrate_reference(probs, prior, **kw)
+    except RowError as exc:  # an adjusted row underflowed (tiny mass on the prior's classes, alpha > 1): both raise
+        assert "smaller alpha" in exc.message
+        with pytest.raises(RowError, match="smaller alpha") as info:
+            calibrate(probs, prior, **kw)
+        assert info.value.row == exc.row
+        return
     out, _ = check_against_reference(probs, prior, **kw)
     assert (out[:, prior == 0][~(topk_uncertainty(probs, k=k) < threshold)] == 0).all()
 
 
 @pytest.mark.parametrize("iterations", [2, 3])
 def test_chunked_factored_path(monkeypatch, iterations):
-    monkeypatch.setattr(can, "_CHUNK_BYTES", 1)  # one uncertain row per chunk
+    monkeypatch.setattr(can, "_BLOCK_ROWS", 4)  # uncertain rows in chunks of 4 (and a remainder) ...
+    monkeypatch.setattr(can, "_BLOCK_BYTES", 8 * 4 * 3)  # ... against confident rows in blocks of 3 (and a remainder)
     rng = np.random.default_rng(7)
     probs = random_probs(rng, 30, 5)
-    check_against_reference(probs, rng.dirichlet(np.ones(5)), threshold=0.7, alpha=1.5, iterations=iterations)
+    _, mask = check_against_reference(probs, rng.dirichlet(np.ones(5)), threshold=0.7, alpha=1.5, iterations=iterations)
+    assert mask.sum() % 4 and (~mask).sum() % 3 and mask.sum() > 4 and (~mask).sum() > 3
 
 
 @pytest.mark.parametrize("alpha", [0.5, 2.0])

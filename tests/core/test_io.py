@@ -59,7 +59,7 @@ def test_jsonl_non_object(tmp_path):
 
 def test_csv_header_detected(tmp_path):
     p = tmp_path / "a.csv"
-    p.write_text("text,label\nhello,1\n\"multi\nline\",0\n", encoding="utf-8")
+    p.write_text('text,label\nhello,1\n"multi\nline",0\n', encoding="utf-8")
     rows, r = records(p)
     assert r.fieldnames == ["text", "label"]
     assert rows == [(2, {"text": "hello", "label": "1"}), (4, {"text": "multi\nline", "label": "0"})]

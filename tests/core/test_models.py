@@ -55,7 +55,9 @@ def test_missing_default_package_is_clear(monkeypatch):
 def test_head_check_refuses_random_nsp_head(tiny_bert_dir, tiny_bert_no_heads_dir):
     from transformers import BertForNextSentencePrediction
 
-    ok = load_model(resolve_model(str(tiny_bert_dir)), BertForNextSentencePrediction, required=("cls.seq_relationship",))
+    ok = load_model(
+        resolve_model(str(tiny_bert_dir)), BertForNextSentencePrediction, required=("cls.seq_relationship",)
+    )
     assert ok.cls.seq_relationship.weight.shape == (2, 32)
     with pytest.raises(NlptoolError, match=r"no NSP head.*cls\.seq_relationship.*nsp-adapt"):
         load_model(

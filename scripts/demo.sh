@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# The README demo: every command on the files in sample_data/, outputs in demo_out/ (re-runnable: --force).
+set -euo pipefail
+BIN="${1:-.venv/bin}"
+NLP="$BIN/nlptool"
+cd "$(dirname "$0")/.."
+mkdir -p demo_out
+set -x
+
+# CAN on real predictions: a logistic regression on all-MiniLM-L6-v2 embeddings of AG News (see sample_data/README.md)
+"$NLP" calibrate-can sample_data/agnews_preds.jsonl --labels World,Sports,Business,Sci/Tech --label-col label \
+  --prior sample_data/agnews_prior.csv -o demo_out/agnews_can.jsonl --metrics-out demo_out/agnews_can_metrics.json --force
+
+# Entropy normalisation: flatten SST-2 predictions to half the maximum entropy, from stdin
+head -n 5 sample_data/sst2_preds.jsonl | "$NLP" entropy-normalize - --target-ratio 0.5 > demo_out/sst2_flat.jsonl
+head -n 2 demo_out/sst2_flat.jsonl
+
+# The gradient-norm inequality on 20 random ReLU MLPs x 8 inputs
+"$NLP" gradcheck --layers 8,32,32,1 --activation relu --trials 20 --inputs 8 -o demo_out/gradcheck.jsonl \
+  --metrics-out demo_out/gradcheck_metrics.json --force
