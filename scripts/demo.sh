@@ -7,7 +7,9 @@ cd "$(dirname "$0")/.."
 mkdir -p demo_out
 set -x
 
-# CAN on real predictions: a logistic regression on all-MiniLM-L6-v2 embeddings of AG News (see sample_data/README.md)
+# CAN on real predictions: logistic regressions on all-MiniLM-L6-v2 embeddings (see sample_data/README.md)
+"$NLP" calibrate-can sample_data/sst2_preds.jsonl --labels negative,positive --label-col label \
+  -o demo_out/sst2_can.jsonl --metrics-out demo_out/sst2_can_metrics.json --force
 "$NLP" calibrate-can sample_data/agnews_preds.jsonl --labels World,Sports,Business,Sci/Tech --label-col label \
   --prior sample_data/agnews_prior.csv -o demo_out/agnews_can.jsonl --metrics-out demo_out/agnews_can_metrics.json --force
 

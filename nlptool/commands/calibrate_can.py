@@ -140,6 +140,11 @@ def calibrate_can(
         if class_names is not None and len(class_names) != width:
             raise NlptoolError(f"--labels names {len(class_names)} classes but the rows hold {width} probabilities")
 
+        gold = None
+        if label_col is not None:  # validated before anything is written
+            gold = np.asarray(
+                [_label_index(v, class_names, width, input, lines[i], label_col) for i, v in enumerate(gold_raw)]
+            )
         prior_vec = _resolve_prior(prior, prior_from, prior_label_col or label_col or "label", class_names, width)
         try:
             adjusted, mask, uncertainty = calibrate(
@@ -185,10 +190,7 @@ def calibrate_can(
         "changed_predictions": int((pred != probs.argmax(axis=1)).sum()),
         "prior": prior_vec.tolist(),
     }
-    if label_col is not None:
-        gold = np.asarray(
-            [_label_index(v, class_names, width, input, lines[i], label_col) for i, v in enumerate(gold_raw)]
-        )
+    if gold is not None:
         before = probs.argmax(axis=1)
         metrics["accuracy_before"] = accuracy(gold, before)
         metrics["accuracy_after"] = accuracy(gold, pred)
