@@ -33,9 +33,11 @@ lint: venv
 	$(BIN)/ruff format --check nlptool tests benchmarks scripts
 
 bench: venv
+	$(BIN)/python -m pip install --quiet -e ".[bench]"
 	PYTHONPATH=. $(BIN)/python benchmarks/bench_entropy.py
 	PYTHONPATH=. $(BIN)/python benchmarks/bench_can.py
 	PYTHONPATH=. $(BIN)/python benchmarks/bench_can_real.py
+	PYTHONPATH=. $(BIN)/python benchmarks/bench_cosent.py --encode
 
 clean:
 	rm -rf $(VENV) demo_out bench_out .pytest_cache

@@ -15,7 +15,7 @@ import typer
 from typer.core import TyperGroup
 
 from nlptool import __version__
-from nlptool.commands import calibrate_can, entropy_normalize, gradcheck
+from nlptool.commands import calibrate_can, encode, entropy_normalize, eval_sts, gradcheck
 from nlptool.commands._common import configure_logging
 from nlptool.core.errors import NlptoolError
 
@@ -152,6 +152,8 @@ def main_callback(
 app.command("entropy-normalize")(entropy_normalize.entropy_normalize)
 app.command("calibrate-can")(calibrate_can.calibrate_can)
 app.command("gradcheck")(gradcheck.gradcheck)
+app.command("encode")(encode.encode)
+app.command("eval-sts")(eval_sts.eval_sts)
 
 
 def main() -> None:

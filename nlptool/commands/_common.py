@@ -100,6 +100,10 @@ def configure_logging(verbose: int, quiet: bool) -> None:
             hf_logging.disable_progress_bar()
     else:
         level = logging.DEBUG if verbose >= 2 else logging.INFO if verbose == 1 else logging.WARNING
+        if not verbose:
+            # transformers 5 shows a bar for every (sub-second) weight load; keep stderr for our own bars. -v shows
+            # them, including download bars for hub models.
+            os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     from rich.logging import RichHandler
 
     logger.handlers.clear()

@@ -1,0 +1,256 @@
+"""``nlptool encode``: sentence embeddings from a model folder, hub id or the bundled default."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from nlptool.commands._common import ForceOpt, HeaderOpt, OutputOpt, info, progress
+
+
+class TextFormat(str, Enum):
+    """Input formats for texts: ``text`` is one text per line."""
+
+    auto = "auto"
+    text = "text"
+    jsonl = "jsonl"
+    csv = "csv"
+    tsv = "tsv"
+
+
+class Pooling(str, Enum):
+    cls = "cls"
+    mean = "mean"
+    first_last_avg = "first-last-avg"
+    pooler = "pooler"
+
+
+class Device(str, Enum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+ModelArg = Annotated[
+    str,
+    typer.Argument(
+        help="Model folder (e.g. from train-cosent), hub id, or 'default' for the bundled all-MiniLM-L6-v2.",
+        show_default=False,
+    ),
+]
+PoolingOpt = Annotated[
+    Pooling | None, typer.Option("--pooling", help="Pooling (default: what the model was trained with, else mean).")
+]
+MaxLengthOpt = Annotated[
+    int | None, typer.Option("--max-length", help="Max tokens per text (default: the model's setting).", min=1)
+]
+BatchSizeOpt = Annotated[int, typer.Option("--batch-size", help="Texts per forward pass.", min=1)]
+DeviceOpt = Annotated[Device, typer.Option("--device", help="auto: CUDA when available, else CPU.")]
+
+
+def model_spec(model: str | None) -> str | None:
+    """'default' (or nothing) selects the bundled default model."""
+    return None if model is None or model.strip().lower() in ("", "default") else model
+
+
+def resolve_device(device: Device | str) -> str:
+    import torch
+
+    value = device.value if isinstance(device, Device) else str(device)
+    if value == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if value == "cuda" and not torch.cuda.is_available():
+        from nlptool.core.errors import NlptoolError
+
+        raise NlptoolError("--device cuda was given but torch sees no CUDA device; use --device cpu or auto")
+    return value
+
+
+def encode(
+    model: ModelArg,
+    input: Annotated[
+        str, typer.Argument(help="Texts: a .txt file (one per line), CSV/TSV/JSONL with --text-col, or '-'.")
+    ],
+    output: OutputOpt = "-",
+    text_col: Annotated[
+        str | None,
+        typer.Option("--text-col", help="Column/field with the text (default: text, sentence, else the first)."),
+    ] = None,
+    input_format: Annotated[
+        TextFormat,
+        typer.Option(
+            "--format",
+            help="Input format; auto: by extension (.txt: lines), stdin: JSONL if it starts with '{', else lines.",
+        ),
+    ] = TextFormat.auto,
+    normalize: Annotated[
+        bool | None,
+        typer.Option(
+            "--normalize/--no-normalize",
+            help="L2-normalise the embeddings. Default: as the model's own pipeline does (all-MiniLM-L6-v2: yes).",
+            show_default=False,
+        ),
+    ] = None,
+    batch_size: BatchSizeOpt = 64,
+    chunk_size: Annotated[
+        int, typer.Option("--chunk-size", help="Texts read, length-sorted and encoded at a time (memory bound).", min=1)
+    ] = 10000,
+    pooling: PoolingOpt = None,
+    max_length: MaxLengthOpt = None,
+    device: DeviceOpt = Device.auto,
+    header: HeaderOpt = None,
+    force: ForceOpt = False,
+) -> None:
+    """Embed texts with a sentence encoder: JSONL rows {"line", "embedding"} on stdout, or .npy/.npz with -o.
+
+    Texts are batched, sorted by length within each chunk (results keep the input order) and streamed, so inputs
+    larger than memory work. With -o FILE.npy: a float32 (n, dim) array; FILE.npz: arrays "embeddings" and "lines"
+    (1-based input line of each text); other names: JSONL.
+
+    Example: nlptool encode my-model/ sentences.txt -o embeddings.npy
+
+    Reference: CoSENT, Su Jianlin, https://kexue.fm/archives/8847 (models from nlptool train-cosent)
+    """
+    import numpy as np
+
+    from nlptool.core.encoder import SentenceEncoder
+    from nlptool.core.io import atomic_output, check_output_path, chunked
+
+    check_output_path(output, force)
+    suffix = Path(output).suffix.lower() if output != "-" else ""
+    encoder = SentenceEncoder.load(model_spec(model), pooling=pooling.value if pooling else None, max_length=max_length)
+    dev = resolve_device(device)
+    if normalize is None:
+        normalize = encoder.normalizes
+    texts = iter_texts(input, input_format.value, text_col, header)
+
+    total = 0
+    with progress("encode", unit="texts") as advance:
+        if suffix in (".npy", ".npz"):
+            spool_fd, spool = _spool_path(output)
+            lines_all: list[int] = []
+            try:
+                with os.fdopen(spool_fd, "wb") as raw:
+                    for chunk in chunked(texts, chunk_size):
+                        emb = encoder.encode(
+                            [t for _, t in chunk],
+                            batch_size=batch_size,
+                            normalize=normalize,
+                            device=dev,
+                            progress=advance,
+                        )
+                        raw.write(np.ascontiguousarray(emb, dtype=np.float32).tobytes())
+                        lines_all += [ln for ln, _ in chunk]
+                        total += len(chunk)
+                matrix = (
+                    np.memmap(spool, dtype=np.float32, mode="r", shape=(total, encoder.dim))
+                    if total
+                    else (np.zeros((0, encoder.dim), dtype=np.float32))
+                )
+                with atomic_output(output, force=force, binary=True) as fh:
+                    if suffix == ".npy":
+                        np.save(fh, matrix)
+                    else:
+                        np.savez(fh, embeddings=matrix, lines=np.asarray(lines_all, dtype=np.int64))
+                del matrix
+            finally:
+                with contextlib.suppress(OSError):
+                    os.unlink(spool)
+        else:
+            from nlptool.core.io import open_writer
+
+            with open_writer(output, "jsonl", force=force) as writer:
+                for chunk in chunked(texts, chunk_size):
+                    emb = encoder.encode(
+                        [t for _, t in chunk], batch_size=batch_size, normalize=normalize, device=dev, progress=advance
+                    )
+                    for (line, _), vec in zip(chunk, emb, strict=True):
+                        writer.fh.write(f'{{"line": {line}, "embedding": [{", ".join(map(str, vec))}]}}\n')
+                    writer.fh.flush()
+                    total += len(chunk)
+    if output != "-":
+        info(f"encode: {total} texts × {encoder.dim} dims from {encoder.name} written to {output}")
+
+
+def _spool_path(output: str) -> tuple[int, str]:
+    import tempfile
+
+    target = Path(output)
+    return tempfile.mkstemp(prefix=f".{target.name}.", suffix=".f32", dir=target.parent)
+
+
+def iter_texts(path: str, fmt: str, text_col: str | None, header: bool | None) -> Any:
+    """Yield (line, text) from a text file (one per line) or a CSV/TSV/JSONL table."""
+    from nlptool.core.errors import InputError, NlptoolError
+    from nlptool.core.io import format_from_path, read_records
+
+    kind = fmt
+    if kind == "auto":
+        kind = format_from_path(path) or "text"
+        if path == "-":
+            kind = "stdin-auto"
+    if kind in ("text", "stdin-auto"):
+        import sys
+
+        if path == "-":
+            stream = sys.stdin
+        else:
+            if not Path(path).is_file():
+                raise NlptoolError(f"input file {path} does not exist; check the path")
+            stream = open(path, encoding="utf-8")  # noqa: SIM115 - closed below
+        try:
+            for number, line in enumerate(stream, start=1):
+                if kind == "stdin-auto" and number == 1 and line.lstrip().startswith("{"):
+                    yield from _table_texts(read_records("-", "jsonl", stdin=_prepend(line, stream)), text_col, path)
+                    return
+                text = line.rstrip("\r\n")
+                if not text.strip():
+                    continue  # blank lines separate nothing here; they are not texts
+                yield number, text
+        except UnicodeDecodeError as exc:
+            raise InputError(f"not valid UTF-8 text ({exc.reason})", path=path) from None
+        finally:
+            if stream is not sys.stdin:
+                stream.close()
+        return
+    yield from _table_texts(read_records(path, kind, header=header), text_col, path)
+
+
+def _prepend(first: str, stream: Any) -> Any:
+    import io
+    import itertools
+
+    class _Joined(io.TextIOBase):
+        def __init__(self) -> None:
+            self._it = itertools.chain([first], stream)
+
+        def __iter__(self):
+            return self._it
+
+    return _Joined()
+
+
+def _table_texts(reader: Any, text_col: str | None, path: str) -> Any:
+    from nlptool.core.errors import InputError
+
+    with reader:
+        col = text_col
+        for record in reader:
+            if col is None:
+                keys = list(record.data)
+                col = next(
+                    (k for k in ("text", "sentence", "sentence1", "0") if k in record.data), keys[0] if keys else None
+                )
+            value = record.data.get(col) if col is not None else None
+            if value is None:
+                raise InputError(
+                    "missing text (choose the column with --text-col)", path=path, line=record.line, field=col
+                )
+            if not isinstance(value, str):
+                raise InputError(f"expected text, found {type(value).__name__}", path=path, line=record.line, field=col)
+            yield record.line, value
