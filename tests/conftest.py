@@ -48,7 +48,8 @@ def tiny_bert_dir(tmp_path_factory) -> Path:
 
     path = tmp_path_factory.mktemp("tiny-bert")
     (path / "vocab.txt").write_text("\n".join(TINY_VOCAB) + "\n", encoding="utf-8")
-    tok = BertTokenizerFast(vocab_file=str(path / "vocab.txt"))
+    tok = BertTokenizerFast.from_pretrained(path)  # reads vocab.txt (transformers 5 ignores vocab_file=)
+    assert tok.convert_ids_to_tokens(tok("w1 a")["input_ids"]) == ["[CLS]", "w1", "a", "[SEP]"]
     tok.save_pretrained(path)
     config = BertConfig(
         vocab_size=len(TINY_VOCAB),

@@ -345,6 +345,7 @@ def atomic_output(path: str | os.PathLike, *, force: bool = False, binary: bool 
     target = Path(str(path))
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; the output gets the usual permissions
         if binary:
             fh: IO[Any] = os.fdopen(fd, "wb")
         else:
@@ -360,6 +361,12 @@ def atomic_output(path: str | os.PathLike, *, force: bool = False, binary: bool 
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 class RecordWriter:

@@ -15,9 +15,12 @@ NSP head, a pooler), so :func:`load_model` takes ``required`` weight-name prefix
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import logging
 import os
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -145,7 +148,8 @@ def load_model(
     if model_class is None:
         from transformers import AutoModel as model_class
     try:
-        model, info = model_class.from_pretrained(resolved.location, output_loading_info=True, **kwargs)
+        with _quiet_load_report():
+            model, info = model_class.from_pretrained(resolved.location, output_loading_info=True, **kwargs)
     except (OSError, ValueError) as exc:
         raise _load_error(resolved, "weights", exc) from None
     missing = [k for k in info.get("missing_keys", []) if any(_matches(k, p) for p in required)]
@@ -156,6 +160,23 @@ def load_model(
             f"initialise at random; {fix_hint or 'use a checkpoint that was trained with this head'}"
         )
     return model
+
+
+@contextlib.contextmanager
+def _quiet_load_report() -> Iterator[None]:
+    """Hide transformers' load report (unused heads of a pre-training checkpoint are expected here; missing weights
+    the technique needs are checked by :func:`load_model` itself). Shown when nlptool logs at INFO (``-v``)."""
+    from transformers.utils import logging as hf_logging
+
+    if logging.getLogger("nlptool").isEnabledFor(logging.INFO):
+        yield
+        return
+    previous = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(previous)
 
 
 def _matches(key: str, prefix: str) -> bool:
