@@ -15,7 +15,7 @@ import typer
 from typer.core import TyperGroup
 
 from nlptool import __version__
-from nlptool.commands import calibrate_can, encode, entropy_normalize, eval_sts, gradcheck
+from nlptool.commands import calibrate_can, encode, entropy_normalize, eval_sts, gradcheck, train_cosent
 from nlptool.commands._common import configure_logging
 from nlptool.core.errors import NlptoolError
 
@@ -154,6 +154,7 @@ app.command("calibrate-can")(calibrate_can.calibrate_can)
 app.command("gradcheck")(gradcheck.gradcheck)
 app.command("encode")(encode.encode)
 app.command("eval-sts")(eval_sts.eval_sts)
+app.command("train-cosent")(train_cosent.train_cosent)
 
 
 def main() -> None:

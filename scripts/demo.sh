@@ -7,6 +7,13 @@ cd "$(dirname "$0")/.."
 mkdir -p demo_out
 set -x
 
+# CoSENT: fine-tune the bundled all-MiniLM-L6-v2 on 600 STS-B pairs, evaluate it, embed a few sentences
+"$NLP" eval-sts default sample_data/stsb_dev_sample.csv --metrics-out demo_out/stsb_dev_before.json --force
+"$NLP" train-cosent --train sample_data/stsb_train_sample.csv --dev sample_data/stsb_dev_sample.csv \
+  --out demo_out/minilm-cosent --force
+"$NLP" eval-sts demo_out/minilm-cosent sample_data/stsb_dev_sample.csv --metrics-out demo_out/stsb_dev_after.json --force
+"$NLP" encode demo_out/minilm-cosent sample_data/sentences.txt -o demo_out/sentences.npy --force
+
 # CAN on real predictions: logistic regressions on all-MiniLM-L6-v2 embeddings (see sample_data/README.md)
 "$NLP" calibrate-can sample_data/sst2_preds.jsonl --labels negative,positive --label-col label \
   -o demo_out/sst2_can.jsonl --metrics-out demo_out/sst2_can_metrics.json --force

