@@ -24,8 +24,26 @@ def _one_line(text: str) -> str:
     return " ".join(str(text).split())
 
 
+_GLOBAL_FLAGS = {"-q", "--quiet", "-v", "--verbose", "-vv", "-vvv"}
+
+
 class NlptoolGroup(TyperGroup):
-    """Turns :class:`NlptoolError` into ``Error: ...`` on stderr and exit 1, in the shell and under CliRunner."""
+    """Turns :class:`NlptoolError` into ``Error: ...`` on stderr and exit 1, in the shell and under CliRunner.
+
+    The value-less global flags (``-q``, ``-v``) are also accepted after the command name (``nlptool encode -q ...``):
+    they are moved in front of it before parsing.
+    """
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        names = set(self.list_commands(ctx))
+        position = next((i for i, a in enumerate(args) if a in names), None)
+        if position is not None:
+            head, tail = args[:position], args[position:]
+            stop = tail.index("--") if "--" in tail else len(tail)
+            moved = [a for a in tail[:stop] if a in _GLOBAL_FLAGS]
+            if moved:
+                args = moved + head + [a for a in tail[:stop] if a not in _GLOBAL_FLAGS] + tail[stop:]
+        return super().parse_args(ctx, args)
 
     def invoke(self, ctx: Any) -> Any:
         try:

@@ -107,3 +107,8 @@ def test_closed_pipe_exits_quietly(tmp_path):
     p = subprocess.run(["bash", "-o", "pipefail", "-c", cmd], capture_output=True, text=True, timeout=120)
     assert len(p.stdout.splitlines()) == 2
     assert "Traceback" not in p.stderr and "BrokenPipe" not in p.stderr
+
+
+def test_global_flags_after_the_command(invoke):
+    r = invoke("gradcheck", "--trials", "1", "--inputs", "1", "-q")
+    assert r.exit_code == 0 and r.stderr == "" and len(jsonl(r.stdout)) == 1
