@@ -24,6 +24,11 @@ from nlptool.commands._common import (
 from nlptool.commands.encode import Device, DeviceOpt, MaxLengthOpt, PoolingOpt, model_spec, resolve_device
 from nlptool.commands.eval_sts import LabelCol, Text1Col, Text2Col
 
+# λ defaults. Su's 20 was chosen for raw BERT, whose cosines crowd into a narrow band; on an encoder already trained
+# for sentence similarity (all-MiniLM-L6-v2) λ=20 lowered STS-B dev Spearman and λ=5 raised it (BENCHMARKS.md).
+RECOMMENDED_SCALE_RAW_ENCODER = 20.0
+RECOMMENDED_SCALE_SENTENCE_MODEL = 5.0
+
 
 class Loss(str, Enum):
     cosent = "cosent"
@@ -55,8 +60,14 @@ def train_cosent(
         Loss, typer.Option("--loss", help="cosent (Su 2022), softmax (Sentence-BERT), cosine-mse (naive regression).")
     ] = Loss.cosent,
     scale: Annotated[
-        float, typer.Option("--scale", help="CoSENT's λ: cosine differences are multiplied by it.")
-    ] = 20.0,
+        float | None,
+        typer.Option(
+            "--scale",
+            help="CoSENT's λ (cosine differences are multiplied by it). Default: 20 (Su's value, for raw encoders "
+            "such as bert-base), 5 for models that are already sentence encoders (see BENCHMARKS.md).",
+            show_default=False,
+        ),
+    ] = None,
     epochs: Annotated[int, typer.Option("--epochs", help="Passes over the training pairs.", min=1)] = 1,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Pairs per optimizer step (global).", min=2)] = 16,
     lr: Annotated[float, typer.Option("--lr", help="Peak learning rate (AdamW).", min=0.0)] = 2e-5,
@@ -137,6 +148,10 @@ def train_cosent(
         class_ids = data.class_ids()  # raises for graded scores
     encoder = SentenceEncoder.load(model_spec(model), pooling=pooling.value if pooling else None, max_length=max_length)
     dev_name = resolve_device(device)
+    if scale is None:
+        scale = RECOMMENDED_SCALE_SENTENCE_MODEL if encoder.sentence_model else RECOMMENDED_SCALE_RAW_ENCODER
+    elif not scale > 0:
+        raise typer.BadParameter("must be positive", param_hint="--scale")
     if rank == 0:
         out_dir.mkdir(exist_ok=True)  # only now: bad data or a bad model leave no folder behind
         info(

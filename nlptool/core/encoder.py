@@ -135,6 +135,9 @@ class SentenceEncoder(torch.nn.Module):
         #: as in all-MiniLM-L6-v2): ``encode(normalize=None)`` then normalises, like ``SentenceTransformer.encode``,
         #: and :meth:`save` keeps the module.
         self.normalizes: bool = False
+        #: whether the checkpoint is already a trained sentence encoder (it has a sentence-transformers pipeline,
+        #: ``modules.json``), as opposed to a raw pre-trained encoder such as bert-base
+        self.sentence_model: bool = False
 
     # ------------------------------------------------------------------ loading
 
@@ -175,6 +178,7 @@ class SentenceEncoder(torch.nn.Module):
         encoder = cls(model, tokenizer, pooling=chosen, max_length=max_length)
         encoder.name = resolved.name
         modules = _read_json(resolved, "modules.json")
+        encoder.sentence_model = isinstance(modules, list)
         encoder.normalizes = isinstance(modules, list) and any(
             isinstance(m, dict) and str(m.get("type", "")).rsplit(".", 1)[-1] == "Normalize" for m in modules
         )

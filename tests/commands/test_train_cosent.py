@@ -232,3 +232,16 @@ def test_torchrun_two_processes_match_one(tiny_bert_no_dropout, tmp_path):
     assert max((a[k] - base[k]).abs().max().item() for k in a) > 1e-4  # and training did move the weights
     two = json.loads((tmp_path / "two" / "metrics.json").read_text())
     assert two["params"]["world_size"] == 2
+
+
+def test_default_scale_depends_on_the_model(invoke, tiny_bert_dir, pairs, tmp_path):
+    """λ defaults to Su's 20 for a raw encoder and to 5 for a model that is already a sentence encoder."""
+    train, _ = pairs
+    r = invoke(*train_args(tiny_bert_dir, train, tmp_path / "first"))
+    assert r.exit_code == 0, r.stderr
+    assert json.loads((tmp_path / "first" / "metrics.json").read_text())["params"]["scale"] == 20.0
+    r = invoke(*train_args(tmp_path / "first", train, tmp_path / "second"))
+    assert r.exit_code == 0, r.stderr
+    assert json.loads((tmp_path / "second" / "metrics.json").read_text())["params"]["scale"] == 5.0
+    r = invoke(*train_args(tmp_path / "first", train, tmp_path / "third", "--scale", "0"))
+    assert r.exit_code == 2
