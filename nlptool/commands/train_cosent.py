@@ -88,8 +88,12 @@ def train_cosent(
         int, typer.Option("--eval-every", help="Also evaluate every N steps (0: per epoch).", min=0)
     ] = 0,
     group_by_length: Annotated[
-        bool, typer.Option("--group-by-length", help="Batch pairs of similar length (faster; changes batch mix).")
-    ] = False,
+        bool,
+        typer.Option(
+            "--group-by-length/--no-group-by-length",
+            help="Batch pairs of similar length: less padding, about 1.5x faster on STS-B, same dev Spearman there.",
+        ),
+    ] = True,
     device: DeviceOpt = Device.auto,
     precision: Annotated[Precision, typer.Option("--precision", help="bf16/fp16 autocast (CUDA).")] = Precision.fp32,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from OUT/training/checkpoint-last.")] = False,
