@@ -36,7 +36,7 @@ class DistributionLayout:
 
 
 def choose_layout(
-    fieldnames: Sequence[str] | None, field: str, columns: str | None, *, path: str, fmt: str
+    fieldnames: Sequence[str] | None, field: str, columns: str | None, *, path: str
 ) -> DistributionLayout:
     """Decide the layout from ``--field``/``--columns`` and the header (``fieldnames`` is None for JSONL)."""
     if columns:

@@ -112,7 +112,7 @@ def calibrate_can(
         gold_raw: list[str] = []
         width = None
         with read_records(source, fmt_value(format), header=header) as reader:
-            layout = choose_layout(reader.fieldnames, field, columns, path=input, fmt=reader.fmt)
+            layout = choose_layout(reader.fieldnames, field, columns, path=input)
             if class_names is None and layout.columns is not None:
                 class_names = list(layout.columns)
             with progress("reading") as advance:

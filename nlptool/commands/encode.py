@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 from enum import Enum
 from pathlib import Path
@@ -206,7 +207,9 @@ def iter_texts(path: str, fmt: str, text_col: str | None, header: bool | None) -
         try:
             for number, line in enumerate(stream, start=1):
                 if kind == "stdin-auto" and number == 1 and line.lstrip().startswith("{"):
-                    yield from _table_texts(read_records("-", "jsonl", stdin=_prepend(line, stream)), text_col, path)
+                    yield from _table_texts(
+                        read_records("-", "jsonl", stdin=itertools.chain([line], stream)), text_col, path
+                    )
                     return
                 text = line.rstrip("\r\n")
                 if not text.strip():
@@ -219,20 +222,6 @@ def iter_texts(path: str, fmt: str, text_col: str | None, header: bool | None) -
                 stream.close()
         return
     yield from _table_texts(read_records(path, kind, header=header), text_col, path)
-
-
-def _prepend(first: str, stream: Any) -> Any:
-    import io
-    import itertools
-
-    class _Joined(io.TextIOBase):
-        def __init__(self) -> None:
-            self._it = itertools.chain([first], stream)
-
-        def __iter__(self):
-            return self._it
-
-    return _Joined()
 
 
 def _table_texts(reader: Any, text_col: str | None, path: str) -> Any:

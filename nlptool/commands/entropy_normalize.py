@@ -74,7 +74,7 @@ def entropy_normalize(
         raise typer.BadParameter("give exactly one of --target (nats) or --target-ratio", param_hint="--target")
     check_output_path(output, force)
     with read_records(input, fmt_value(format), header=header) as reader:
-        layout = choose_layout(reader.fieldnames, field, columns, path=input, fmt=reader.fmt)
+        layout = choose_layout(reader.fieldnames, field, columns, path=input)
         fieldnames = None
         if reader.fieldnames is not None:
             extra = [] if layout.columns is not None or output_field in reader.fieldnames else [output_field]

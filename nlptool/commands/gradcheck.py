@@ -264,20 +264,15 @@ def _load_checkpoint(path: str, activation: str, unsafe: bool) -> Any:
 def _read_inputs(path: str, field: str, columns: str | None, fmt: str | None, header: bool | None, d_in: int):
     import torch
 
-    from nlptool.commands._distributions import choose_layout, read_row
+    from nlptool.commands._distributions import DistributionLayout, choose_layout, read_row
     from nlptool.core.io import read_records
 
     vectors, lines = [], []
     with read_records(path, fmt, header=header) as reader:
-        layout = (
-            choose_layout(reader.fieldnames, field, columns, path=path, fmt=reader.fmt)
-            if columns or reader.fieldnames is None or field in (reader.fieldnames or [])
-            else None
-        )
-        if layout is None:  # CSV without a list column and no --columns: every column is an input
-            from nlptool.commands._distributions import DistributionLayout
-
-            layout = DistributionLayout(None, list(reader.fieldnames or []))
+        if columns or reader.fieldnames is None or field in reader.fieldnames:
+            layout = choose_layout(reader.fieldnames, field, columns, path=path)
+        else:  # CSV without a list column and no --columns: every column is an input
+            layout = DistributionLayout(None, list(reader.fieldnames))
         for record in reader:
             vec = read_row(record, layout, path)
             if len(vec) != d_in:

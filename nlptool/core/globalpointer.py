@@ -226,6 +226,15 @@ def _check_inputs(hidden: Tensor, attention_mask: Tensor | None, hidden_size: in
     return attention_mask
 
 
+def _check_head_args(hidden_size: int, num_types: int, head_size: int, use_rope: bool) -> None:
+    if hidden_size < 1 or num_types < 1 or head_size < 1:
+        raise GlobalPointerError(
+            f"hidden_size, num_types and head_size must be positive, got {hidden_size}, {num_types}, {head_size}"
+        )
+    if use_rope and head_size % 2:
+        raise GlobalPointerError(f"head_size must be even with RoPE, got {head_size}")
+
+
 class GlobalPointer(nn.Module):
     r"""GlobalPointer span scorer with one (q, k) projection per entity type.
 
@@ -248,12 +257,7 @@ class GlobalPointer(nn.Module):
 
     def __init__(self, hidden_size: int, num_types: int, head_size: int = 64, use_rope: bool = True):
         super().__init__()
-        if hidden_size < 1 or num_types < 1 or head_size < 1:
-            raise GlobalPointerError(
-                f"hidden_size, num_types and head_size must be positive, got {hidden_size}, {num_types}, {head_size}"
-            )
-        if use_rope and head_size % 2:
-            raise GlobalPointerError(f"head_size must be even with RoPE, got {head_size}")
+        _check_head_args(hidden_size, num_types, head_size, use_rope)
         self.hidden_size = hidden_size
         self.num_types = num_types
         self.head_size = head_size
@@ -305,12 +309,7 @@ class EfficientGlobalPointer(nn.Module):
 
     def __init__(self, hidden_size: int, num_types: int, head_size: int = 64, use_rope: bool = True):
         super().__init__()
-        if hidden_size < 1 or num_types < 1 or head_size < 1:
-            raise GlobalPointerError(
-                f"hidden_size, num_types and head_size must be positive, got {hidden_size}, {num_types}, {head_size}"
-            )
-        if use_rope and head_size % 2:
-            raise GlobalPointerError(f"head_size must be even with RoPE, got {head_size}")
+        _check_head_args(hidden_size, num_types, head_size, use_rope)
         self.hidden_size = hidden_size
         self.num_types = num_types
         self.head_size = head_size

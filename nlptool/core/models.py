@@ -60,7 +60,9 @@ def default_model_path() -> Path | None:
 
 
 def _looks_like_path(spec: str) -> bool:
-    return spec.startswith((".", "/", "~")) or os.sep in spec and not _HUB_ID.match(spec) or spec.endswith(os.sep)
+    if spec.startswith((".", "/", "~")) or spec.endswith(os.sep):
+        return True
+    return os.sep in spec and not _HUB_ID.match(spec)
 
 
 def resolve_model(spec: str | None) -> ResolvedModel:
