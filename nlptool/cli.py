@@ -16,6 +16,7 @@ from typer.core import TyperGroup
 
 from nlptool import __version__
 from nlptool.commands import calibrate_can, encode, entropy_normalize, eval_sts, gradcheck, train_cosent
+from nlptool.commands import ner as ner_commands
 from nlptool.commands._common import configure_logging
 from nlptool.core.errors import NlptoolError
 
@@ -173,6 +174,7 @@ app.command("gradcheck")(gradcheck.gradcheck)
 app.command("encode")(encode.encode)
 app.command("eval-sts")(eval_sts.eval_sts)
 app.command("train-cosent")(train_cosent.train_cosent)
+app.add_typer(ner_commands.app, name="ner")
 
 
 def main() -> None:

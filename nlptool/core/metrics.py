@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 
@@ -163,3 +163,70 @@ def best_threshold_accuracy(scores: Sequence | np.ndarray, labels: Sequence | np
         if not lo < t <= hi:
             t = hi
     return float(correct[k] / n), float(t)
+
+
+def _prf(correct: int, predicted: int, gold: int) -> dict[str, float]:
+    precision = correct / predicted if predicted else 0.0
+    recall = correct / gold if gold else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {
+        "precision": precision,
+        "recall": recall,
+        "f1": f1,
+        "support": gold,
+        "predicted": predicted,
+        "correct": correct,
+    }
+
+
+def span_prf(gold: Sequence[Iterable[tuple]], pred: Sequence[Iterable[tuple]]) -> dict:
+    """Exact-match span precision, recall and F1: micro over all spans, per label, and the macro mean over labels.
+
+    A span is ``(start, end, label)`` (any hashable boundaries); a prediction counts as correct only when the same
+    span with the same label is in the gold set of the same example (CoNLL / seqeval's entity-level measure).
+
+    Args:
+        gold: per example, its gold spans.
+        pred: per example, its predicted spans (duplicates count once).
+
+    Returns:
+        ``{"micro": {...}, "per_type": {label: {...}}, "macro": {"precision", "recall", "f1"}}``, each inner dict
+        with ``precision``, ``recall``, ``f1``, ``support`` (gold count), ``predicted`` and ``correct``. Labels are
+        those in the gold or the predicted spans; macro is their unweighted mean (as in seqeval). An undefined ratio
+        (nothing predicted, no gold) is 0.
+    """
+    if len(gold) != len(pred):
+        raise NlptoolError(f"gold has {len(gold)} examples but predictions have {len(pred)}")
+    counts: dict[str, list[int]] = {}
+    for g_spans, p_spans in zip(gold, pred, strict=True):
+        g, p = set(g_spans), set(p_spans)
+        for s in g:
+            counts.setdefault(s[-1], [0, 0, 0])[2] += 1
+        for s in p:
+            c = counts.setdefault(s[-1], [0, 0, 0])
+            c[1] += 1
+            c[0] += s in g
+    per_type = {label: _prf(*counts[label]) for label in sorted(counts)}
+    total = [sum(c[k] for c in counts.values()) for k in range(3)]
+    macro = {
+        key: float(np.mean([v[key] for v in per_type.values()])) if per_type else 0.0
+        for key in ("precision", "recall", "f1")
+    }
+    return {"micro": _prf(*total), "per_type": per_type, "macro": macro}
+
+
+def nested_recall(gold: Sequence[Iterable[tuple]], pred: Sequence[Iterable[tuple]]) -> dict[str, float]:
+    """Recall on the gold spans that lie inside another gold span of the same example (nested entities).
+
+    ``(start, end, label)`` span ``a`` is nested when some other gold span ``b`` has ``b.start <= a.start`` and
+    ``a.end <= b.end`` (and is not the same span). Returns ``{"nested_gold", "nested_found", "nested_recall"}``.
+    """
+    total = found = 0
+    for g_spans, p_spans in zip(gold, pred, strict=True):
+        g, p = set(g_spans), set(p_spans)
+        for a in g:
+            inner = any(b[:2] != a[:2] and b[0] <= a[0] and a[1] <= b[1] for b in g)
+            if inner:
+                total += 1
+                found += a in p
+    return {"nested_gold": total, "nested_found": found, "nested_recall": found / total if total else 0.0}

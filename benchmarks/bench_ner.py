@@ -1,0 +1,362 @@
+"""NER: Efficient GlobalPointer and GlobalPointer (``nlptool ner``) against a softmax-over-BIO token classifier.
+
+One system per invocation (so each can run as its own CPU-locked job); every result is written as JSON to
+``--out-dir`` and ``--report`` prints the table of all of them with ratios to the peer.
+
+Systems:
+
+- ``egp`` / ``gp``: ``nlptool ner train`` then ``nlptool ner eval`` (subprocesses running the real CLI). Training
+  throughput is the training loop's own clock (windows/s = sentences/s here, evaluation excluded); inference is
+  ``ner eval``'s clock around prediction (tokenize, forward, decode, merge), batch 64, length-sorted.
+- ``peer``: transformers ``AutoModelForTokenClassification`` (softmax over B-/I- tags and O) fine-tuned from the same
+  encoder, with the same shared training loop (``nlptool.core.train``: AdamW, linear warm-up 10% and decay, weight
+  decay 0.01, clipping 1.0, batches grouped by length, the same seed), epochs, lr, batch size and max length. Words
+  are the space-separated tokens of the text; the first sub-token of each word carries the word's tag (the usual
+  recipe). Prediction: argmax per word, BIO tags read back into spans (IOB2 rules), batch 64, length-sorted.
+
+All systems are scored by the same function (``nlptool.core.metrics.span_prf``: exact span and type); the peer's
+score is also cross-checked with seqeval on its word tags.
+
+Tasks:
+
+- ``conll``: CoNLL-2003 English train → dev (flat; evaluation use only, nothing is copied into the repository).
+- ``genia``: GENIA nested NER: the shared ``dev.jsonlines`` split by document (the first ``--genia-train-frac`` of
+  documents train, the rest evaluate); reports overall F1 and recall on nested gold entities. The peer cannot
+  represent nesting and is not run.
+- ``cluener`` / ``peoples-daily``: Chinese; need a Chinese encoder (``--model``), not available offline.
+
+Examples (each under the shared CPU lock):
+    flock /tmp/nlptool_cpu.lock .venv/bin/python benchmarks/bench_ner.py --task conll --system peer
+    flock /tmp/nlptool_cpu.lock .venv/bin/python benchmarks/bench_ner.py --task conll --system egp
+    .venv/bin/python benchmarks/bench_ner.py --report
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("NLPTOOL_SHARED_DATA", REPO.parent / "shared" / "data")) / "ner"
+SOURCES = {
+    "conll": ("conll", DATA / "conll2003" / "train.txt", DATA / "conll2003" / "dev.txt"),
+    "cluener": ("cluener", DATA / "cluener" / "train.json", DATA / "cluener" / "dev.json"),
+    "peoples-daily": ("bio-chars", DATA / "peoples_daily" / "example.dev", DATA / "peoples_daily" / "example.test"),
+}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--task", default="conll", choices=["conll", "genia", "cluener", "peoples-daily"])
+    p.add_argument("--system", default="egp", choices=["egp", "gp", "peer"])
+    p.add_argument("--model", default=None, help="encoder folder or hub id (default: the bundled all-MiniLM-L6-v2)")
+    p.add_argument("--epochs", type=int, default=1)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--max-length", type=int, default=128)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--eval-batch-size", type=int, default=64)
+    p.add_argument("--limit-train", type=int, default=0, help="use only the first N training texts (0: all)")
+    p.add_argument("--limit-eval", type=int, default=0, help="evaluate only the first N texts (0: all; smoke tests)")
+    p.add_argument("--genia-train-frac", type=float, default=0.8)
+    p.add_argument("--out-dir", default=str(REPO / "bench_out" / "ner"))
+    p.add_argument("--tag", default="", help="suffix for the result file name")
+    p.add_argument("--report", action="store_true", help="print the table of all results in --out-dir")
+    return p.parse_args(argv)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Data
+
+
+def prepare(args: argparse.Namespace, work: Path) -> tuple[Path, Path, dict]:
+    """Canonical JSONL train/eval files for the task (in ``work``) and a description of the split."""
+    from nlptool.core.ner_convert import convert
+
+    work.mkdir(parents=True, exist_ok=True)
+    train_p, eval_p = work / "train.jsonl", work / "eval.jsonl"
+    if args.task == "genia":
+        records, _ = convert(str(DATA / "genia_nested" / "dev.jsonlines"), "token-spans")
+        records = list(records)
+        docs = list(dict.fromkeys(r["doc_id"] for r in records))
+        cut = int(len(docs) * args.genia_train_frac)
+        train_docs = set(docs[:cut])
+        train = [r for r in records if r["doc_id"] in train_docs]
+        held = [r for r in records if r["doc_id"] not in train_docs]
+        split = {"source": "genia_nested/dev.jsonlines", "train_docs": cut, "eval_docs": len(docs) - cut}
+    else:
+        fmt, tr, ev = SOURCES[args.task]
+        train = list(convert(str(tr), fmt)[0])
+        held = list(convert(str(ev), fmt)[0])
+        split = {"train": str(tr), "eval": str(ev)}
+    if args.limit_train:
+        train = train[: args.limit_train]
+    if args.limit_eval:
+        held = held[: args.limit_eval]
+    for path, rows in ((train_p, train), (eval_p, held)):
+        with open(path, "w", encoding="utf-8") as fh:
+            for r in rows:
+                fh.write(json.dumps({"text": r["text"], "entities": r["entities"]}, ensure_ascii=False) + "\n")
+    split.update(train_texts=len(train), eval_texts=len(held))
+    return train_p, eval_p, split
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Ours
+
+
+def run_ours(args: argparse.Namespace, train_p: Path, eval_p: Path, work: Path) -> dict:
+    model_dir = work / f"model-{args.system}"
+    cmd = [sys.executable, "-m", "nlptool", "-q", "ner", "train", "--train", str(train_p), "--out", str(model_dir)]
+    cmd += ["--head", args.system, "--epochs", str(args.epochs), "--batch-size", str(args.batch_size)]
+    cmd += ["--lr", str(args.lr), "--max-length", str(args.max_length), "--seed", str(args.seed), "--force"]
+    if args.model:
+        cmd += ["--model", args.model]
+    t0 = time.perf_counter()
+    subprocess.run(cmd, check=True)
+    train_wall = time.perf_counter() - t0
+    train_metrics = json.loads((model_dir / "metrics.json").read_text())["metrics"]
+    metrics_p = work / f"eval-{args.system}.json"
+    cmd = [sys.executable, "-m", "nlptool", "ner", "eval", str(model_dir), str(eval_p), "--metrics-out", str(metrics_p)]
+    cmd += ["--batch-size", str(args.eval_batch_size), "--force"]
+    subprocess.run(cmd, check=True)
+    ev = json.loads(metrics_p.read_text())["metrics"]
+    return {
+        "train_texts_per_s": train_metrics["windows_per_s"],
+        "train_seconds": train_metrics["train_seconds"],
+        "train_wall_seconds": train_wall,
+        "train_windows": train_metrics["train_windows"],
+        "dropped_entities": train_metrics["alignment"]["misaligned"] + train_metrics["alignment"]["unrepresentable"],
+        "infer_texts_per_s": ev["texts_per_s"],
+        "f1": ev["micro"]["f1"],
+        "precision": ev["micro"]["precision"],
+        "recall": ev["micro"]["recall"],
+        "macro_f1": ev["macro"]["f1"],
+        "per_type_f1": {k: v["f1"] for k, v in ev["per_type"].items()},
+        "nested_gold": ev["nested_gold"],
+        "nested_recall": ev["nested_recall"],
+    }
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# The peer: softmax over BIO tags
+
+
+def _words(text: str) -> tuple[list[str], list[int]]:
+    words = text.split(" ")
+    starts, pos = [], 0
+    for w in words:
+        starts.append(pos)
+        pos += len(w) + 1
+    return words, starts
+
+
+def _word_tags(example: dict) -> list[str]:
+    words, starts = _words(example["text"])
+    index = {s: k for k, s in enumerate(starts)}
+    ends = {s + len(w): k for k, (s, w) in enumerate(zip(starts, words, strict=True))}
+    tags = ["O"] * len(words)
+    for e in example["entities"]:
+        i, j = index[e["start"]], ends[e["end"]]
+        tags[i] = f"B-{e['label']}"
+        for k in range(i + 1, j + 1):
+            tags[k] = f"I-{e['label']}"
+    return tags
+
+
+def run_peer(args: argparse.Namespace, train_p: Path, eval_p: Path) -> dict:
+    import numpy as np
+    import torch
+    from seqeval.metrics import f1_score
+    from transformers import AutoModelForTokenClassification
+
+    from nlptool.core.metrics import nested_recall, span_prf
+    from nlptool.core.models import load_model, load_tokenizer, resolve_model
+    from nlptool.core.ner_convert import bio_to_spans
+    from nlptool.core.train import TrainConfig, train
+
+    read = lambda p: [json.loads(line) for line in open(p, encoding="utf-8")]  # noqa: E731
+    train_rows, eval_rows = read(train_p), read(eval_p)
+    labels = sorted({e["label"] for r in train_rows for e in r["entities"]})
+    tag_names = ["O"] + [f"{p}-{lab}" for lab in labels for p in ("B", "I")]
+    tag_id = {t: i for i, t in enumerate(tag_names)}
+    resolved = resolve_model(args.model)
+    tok = load_tokenizer(resolved)
+    model = load_model(
+        resolved,
+        AutoModelForTokenClassification,
+        num_labels=len(tag_names),
+        id2label=dict(enumerate(tag_names)),
+        label2id=tag_id,
+    )
+
+    def encode(rows: list[dict], with_labels: bool) -> list[dict]:
+        out = []
+        for r in rows:
+            words, _ = _words(r["text"])
+            enc = tok(words, is_split_into_words=True, truncation=True, max_length=args.max_length)
+            word_ids = enc.word_ids()
+            item = {"input_ids": enc["input_ids"], "word_ids": word_ids, "n_words": len(words)}
+            if with_labels:
+                tags = _word_tags(r)
+                lab, prev = [], None
+                for w in word_ids:
+                    lab.append(-100 if w is None or w == prev else tag_id[tags[w]])
+                    prev = w
+                item["labels"] = lab
+            out.append(item)
+        return out
+
+    t_enc = time.perf_counter()
+    train_items = encode(train_rows, True)
+    encode_seconds = time.perf_counter() - t_enc
+    pad = tok.pad_token_id or 0
+
+    def collate(batch: list[dict]) -> dict:
+        length = max(len(b["input_ids"]) for b in batch)
+        ids = torch.full((len(batch), length), pad, dtype=torch.long)
+        mask = torch.zeros((len(batch), length), dtype=torch.long)
+        labels_t = torch.full((len(batch), length), -100, dtype=torch.long)
+        for k, b in enumerate(batch):
+            n = len(b["input_ids"])
+            ids[k, :n] = torch.tensor(b["input_ids"])
+            mask[k, :n] = 1
+            if "labels" in b:
+                labels_t[k, :n] = torch.tensor(b["labels"])
+        return {"input_ids": ids, "attention_mask": mask, "labels": labels_t}
+
+    def compute_loss(m, batch):  # noqa: ANN001
+        return m(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"]).loss
+
+    config = TrainConfig(
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        seed=args.seed,
+        device="cpu",
+        group_by_length=True,
+        weight_decay=0.01,
+        warmup_ratio=0.1,
+        max_grad_norm=1.0,
+    )
+    result = train(
+        model, train_items, collate, compute_loss, config, lengths=[len(t["input_ids"]) for t in train_items]
+    )
+
+    # inference: tokenize, forward, argmax, tags → spans (timed end to end, like ner eval)
+    model.eval()
+    t0 = time.perf_counter()
+    items = encode(eval_rows, False)
+    order = sorted(range(len(items)), key=lambda k: -len(items[k]["input_ids"]))
+    word_tags: list[list[str]] = [[] for _ in items]
+    truncated = 0
+    with torch.inference_mode():
+        for base in range(0, len(order), args.eval_batch_size):
+            idx = order[base : base + args.eval_batch_size]
+            batch = collate([items[k] for k in idx])
+            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+            best = logits.argmax(-1).numpy()
+            for row, k in enumerate(idx):
+                tags = ["O"] * items[k]["n_words"]
+                seen = set()
+                for pos, w in enumerate(items[k]["word_ids"]):
+                    if w is not None and w not in seen:
+                        seen.add(w)
+                        tags[w] = tag_names[int(best[row, pos])]
+                truncated += items[k]["n_words"] - len(seen)
+                word_tags[k] = tags
+    pred_spans = []
+    for r, tags in zip(eval_rows, word_tags, strict=True):
+        words, starts = _words(r["text"])
+        pred_spans.append([(starts[i], starts[j] + len(words[j]), lab) for lab, i, j in bio_to_spans(tags)])
+    infer_seconds = time.perf_counter() - t0
+    gold = [[(e["start"], e["end"], e["label"]) for e in r["entities"]] for r in eval_rows]
+    m = span_prf(gold, pred_spans)
+    m.update(nested_recall(gold, pred_spans))
+    seqeval_f1 = f1_score([_word_tags(r) for r in eval_rows], word_tags)
+    return {
+        "train_texts_per_s": result.examples_per_s,
+        "train_seconds": result.train_seconds,
+        "train_encode_seconds": encode_seconds,
+        "infer_texts_per_s": len(eval_rows) / infer_seconds,
+        "f1": m["micro"]["f1"],
+        "precision": m["micro"]["precision"],
+        "recall": m["micro"]["recall"],
+        "macro_f1": m["macro"]["f1"],
+        "per_type_f1": {k: v["f1"] for k, v in m["per_type"].items()},
+        "seqeval_f1": float(seqeval_f1),
+        "truncated_words": truncated,
+        "nested_gold": m["nested_gold"],
+        "nested_recall": m["nested_recall"],
+        "params": int(np.sum([p.numel() for p in model.parameters()])),
+    }
+
+
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def report(out_dir: Path) -> None:
+    rows = [json.loads(p.read_text()) for p in sorted(out_dir.glob("*.json"))]
+    for task in sorted({r["task"] for r in rows}):
+        sub = [r for r in rows if r["task"] == task]
+        peer = next((r for r in sub if r["system"] == "peer"), None)
+        print(f"\n### {task}\n")
+        print(
+            "| system | train texts | epochs | dev F1 ×100 | P | R | nested recall | train texts/s | ×peer | "
+            "infer texts/s | ×peer |"
+        )
+        print("|---|---|---|---|---|---|---|---|---|---|---|")
+        for r in sub:
+            res = r["result"]
+            tr = res["train_texts_per_s"] / peer["result"]["train_texts_per_s"] if peer else float("nan")
+            inf = res["infer_texts_per_s"] / peer["result"]["infer_texts_per_s"] if peer else float("nan")
+            nested = f"{100 * res['nested_recall']:.2f} ({res['nested_gold']})" if res["nested_gold"] else "-"
+            print(
+                f"| {r['system']}{r.get('tag') or ''} | {r['split']['train_texts']} | {r['args']['epochs']} | "
+                f"{100 * res['f1']:.2f} | {100 * res['precision']:.2f} | {100 * res['recall']:.2f} | {nested} | "
+                f"{res['train_texts_per_s']:.1f} | {tr:.2f} | {res['infer_texts_per_s']:.1f} | {inf:.2f} |"
+            )
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    out_dir = Path(args.out_dir)
+    if args.report:
+        report(out_dir)
+        return
+    import torch
+
+    torch.manual_seed(args.seed)
+    work = out_dir / "work" / f"{args.task}{args.tag}"
+    train_p, eval_p, split = prepare(args, work)
+    load_before = os.getloadavg()
+    t0 = time.perf_counter()
+    result = run_peer(args, train_p, eval_p) if args.system == "peer" else run_ours(args, train_p, eval_p, work)
+    doc = {
+        "task": args.task,
+        "system": args.system,
+        "tag": args.tag,
+        "args": vars(args),
+        "split": split,
+        "result": result,
+        "wall_seconds": time.perf_counter() - t0,
+        "loadavg_before": load_before,
+        "loadavg_after": os.getloadavg(),
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch threads "
+        f"{torch.get_num_threads()}",
+        "date": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
+    }
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"{args.task}_{args.system}{args.tag}.json"
+    path.write_text(json.dumps(doc, indent=1) + "\n")
+    print(json.dumps({k: doc[k] for k in ("task", "system", "split", "result", "wall_seconds")}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
