@@ -15,7 +15,16 @@ import typer
 from typer.core import TyperGroup
 
 from nlptool import __version__
-from nlptool.commands import calibrate_can, encode, entropy_normalize, eval_sts, gradcheck, train_cosent
+from nlptool.commands import (
+    calibrate_can,
+    encode,
+    entropy_normalize,
+    eval_sts,
+    gradcheck,
+    nsp_adapt,
+    train_cosent,
+    zero_shot,
+)
 from nlptool.commands import ner as ner_commands
 from nlptool.commands._common import configure_logging
 from nlptool.core.errors import NlptoolError
@@ -174,6 +183,8 @@ app.command("gradcheck")(gradcheck.gradcheck)
 app.command("encode")(encode.encode)
 app.command("eval-sts")(eval_sts.eval_sts)
 app.command("train-cosent")(train_cosent.train_cosent)
+app.command("zero-shot")(zero_shot.zero_shot)
+app.command("nsp-adapt")(nsp_adapt.nsp_adapt)
 app.add_typer(ner_commands.app, name="ner")
 
 

@@ -27,3 +27,12 @@ head -n 2 demo_out/sst2_flat.jsonl
 # The gradient-norm inequality on 20 random ReLU MLPs x 8 inputs
 "$NLP" gradcheck --layers 8,32,32,1 --activation relu --trials 20 --inputs 8 -o demo_out/gradcheck.jsonl \
   --metrics-out demo_out/gradcheck_metrics.json --force
+
+# NSP-BERT zero-shot: give the bundled all-MiniLM-L6-v2 (which has no NSP head) one on a small corpus, then classify
+# 100 SST-2 sentences by P(IsNext) of "It was great." / "It was terrible."; the embedding baseline; CAN on the result.
+# (The corpus is tiny: this shows the workflow; BENCHMARKS.md has the adaptation on 13,000 news sentences.)
+"$NLP" nsp-adapt --corpus sample_data/nsp_corpus.txt --out demo_out/minilm-nsp --epochs 2 --force
+"$NLP" zero-shot sample_data/sst2_zero_shot.jsonl --labels-file sample_data/sst2_labels.yaml --position suffix \
+  --model demo_out/minilm-nsp --label-col label -o demo_out/sst2_zs_nsp.jsonl --metrics-out demo_out/sst2_zs_nsp.json --force
+"$NLP" -q zero-shot sample_data/sst2_zero_shot.jsonl --labels-file sample_data/sst2_labels.yaml --method embedding \
+  --label-col label | "$NLP" calibrate-can - --labels negative,positive --label-col label -o demo_out/sst2_zs_emb_can.jsonl --force
