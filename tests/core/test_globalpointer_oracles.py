@@ -122,3 +122,18 @@ def test_decode_nested_spans():
     logits[0, 1, 1, 1] = 0.5  # LOC, nested in both
     logits[0, 0, 0, 1] = -0.1  # below the threshold
     assert decode_spans(logits) == [[(0, 0, 2, 3.0), (1, 0, 1, 2.0), (1, 1, 1, 0.5)]]
+
+
+@pytest.mark.parametrize("cls", [GlobalPointer, EfficientGlobalPointer])
+def test_512_tokens_and_10_types_fit_on_cpu(cls):
+    """The memory bound of the docs: one 512-token window, 10 types, scores + labels + backward on CPU."""
+    torch.manual_seed(0)
+    head = cls(hidden_size=32, num_types=10, head_size=64)
+    hidden = torch.randn(1, 512, 32, requires_grad=True)
+    logits = head(hidden, torch.ones(1, 512, dtype=torch.long))
+    assert logits.shape == (1, 10, 512, 512)  # 2.6 M scores, 10.5 MB in float32
+    labels = torch.zeros(logits.shape, dtype=torch.uint8)
+    labels[0, 3, 10, 12] = 1
+    loss = global_pointer_loss(logits, labels)
+    loss.backward()
+    assert torch.isfinite(loss) and torch.isfinite(hidden.grad).all()
