@@ -41,6 +41,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("NLPTOOL_SHARED_DATA", REPO.parent / "shared" / "data")) / "ner"
@@ -68,6 +69,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out-dir", default=str(REPO / "bench_out" / "ner"))
     p.add_argument("--tag", default="", help="suffix for the result file name")
     p.add_argument("--report", action="store_true", help="print the table of all results in --out-dir")
+    p.add_argument("--speed", action="store_true", help="interleaved throughput of peer, EGP and GP (after the runs)")
+    p.add_argument("--speed-steps", type=int, default=40, help="optimizer steps per training measurement")
+    p.add_argument("--speed-texts", type=int, default=1000, help="eval texts per inference measurement")
+    p.add_argument("--speed-repeats", type=int, default=3)
     return p.parse_args(argv)
 
 
@@ -170,57 +175,51 @@ def _word_tags(example: dict) -> list[str]:
     return tags
 
 
-def run_peer(args: argparse.Namespace, train_p: Path, eval_p: Path) -> dict:
-    import numpy as np
-    import torch
-    from seqeval.metrics import f1_score
-    from transformers import AutoModelForTokenClassification
+class Peer:
+    """The softmax-over-BIO token classifier: data encoding, training through the shared loop, prediction."""
 
-    from nlptool.core.metrics import nested_recall, span_prf
-    from nlptool.core.models import load_model, load_tokenizer, resolve_model
-    from nlptool.core.ner_convert import bio_to_spans
-    from nlptool.core.train import TrainConfig, train
+    def __init__(self, args: argparse.Namespace, labels: list[str], model_dir: str | None = None) -> None:
+        from transformers import AutoModelForTokenClassification
 
-    read = lambda p: [json.loads(line) for line in open(p, encoding="utf-8")]  # noqa: E731
-    train_rows, eval_rows = read(train_p), read(eval_p)
-    labels = sorted({e["label"] for r in train_rows for e in r["entities"]})
-    tag_names = ["O"] + [f"{p}-{lab}" for lab in labels for p in ("B", "I")]
-    tag_id = {t: i for i, t in enumerate(tag_names)}
-    resolved = resolve_model(args.model)
-    tok = load_tokenizer(resolved)
-    model = load_model(
-        resolved,
-        AutoModelForTokenClassification,
-        num_labels=len(tag_names),
-        id2label=dict(enumerate(tag_names)),
-        label2id=tag_id,
-    )
+        from nlptool.core.models import load_model, load_tokenizer, resolve_model
 
-    def encode(rows: list[dict], with_labels: bool) -> list[dict]:
+        self.args = args
+        self.tag_names = ["O"] + [f"{p}-{lab}" for lab in labels for p in ("B", "I")]
+        self.tag_id = {t: i for i, t in enumerate(self.tag_names)}
+        resolved = resolve_model(model_dir or args.model)
+        self.tok = load_tokenizer(resolved)
+        kwargs = {}
+        if model_dir is None:
+            kwargs = {
+                "num_labels": len(self.tag_names),
+                "id2label": dict(enumerate(self.tag_names)),
+                "label2id": self.tag_id,
+            }
+        self.model = load_model(resolved, AutoModelForTokenClassification, **kwargs)
+        self.pad = self.tok.pad_token_id or 0
+
+    def encode(self, rows: list[dict], with_labels: bool) -> list[dict]:
         out = []
         for r in rows:
             words, _ = _words(r["text"])
-            enc = tok(words, is_split_into_words=True, truncation=True, max_length=args.max_length)
+            enc = self.tok(words, is_split_into_words=True, truncation=True, max_length=self.args.max_length)
             word_ids = enc.word_ids()
             item = {"input_ids": enc["input_ids"], "word_ids": word_ids, "n_words": len(words)}
             if with_labels:
                 tags = _word_tags(r)
                 lab, prev = [], None
                 for w in word_ids:
-                    lab.append(-100 if w is None or w == prev else tag_id[tags[w]])
+                    lab.append(-100 if w is None or w == prev else self.tag_id[tags[w]])
                     prev = w
                 item["labels"] = lab
             out.append(item)
         return out
 
-    t_enc = time.perf_counter()
-    train_items = encode(train_rows, True)
-    encode_seconds = time.perf_counter() - t_enc
-    pad = tok.pad_token_id or 0
+    def collate(self, batch: list[dict]) -> dict:
+        import torch
 
-    def collate(batch: list[dict]) -> dict:
         length = max(len(b["input_ids"]) for b in batch)
-        ids = torch.full((len(batch), length), pad, dtype=torch.long)
+        ids = torch.full((len(batch), length), self.pad, dtype=torch.long)
         mask = torch.zeros((len(batch), length), dtype=torch.long)
         labels_t = torch.full((len(batch), length), -100, dtype=torch.long)
         for k, b in enumerate(batch):
@@ -231,77 +230,202 @@ def run_peer(args: argparse.Namespace, train_p: Path, eval_p: Path) -> dict:
                 labels_t[k, :n] = torch.tensor(b["labels"])
         return {"input_ids": ids, "attention_mask": mask, "labels": labels_t}
 
-    def compute_loss(m, batch):  # noqa: ANN001
+    @staticmethod
+    def compute_loss(m, batch):  # noqa: ANN001, ANN205
         return m(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"]).loss
 
-    config = TrainConfig(
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        seed=args.seed,
-        device="cpu",
-        group_by_length=True,
-        weight_decay=0.01,
-        warmup_ratio=0.1,
-        max_grad_norm=1.0,
-    )
-    result = train(
-        model, train_items, collate, compute_loss, config, lengths=[len(t["input_ids"]) for t in train_items]
-    )
+    def train(self, rows: list[dict]) -> Any:
+        from nlptool.core.train import TrainConfig, train
 
-    # inference: tokenize, forward, argmax, tags → spans (timed end to end, like ner eval)
-    model.eval()
-    t0 = time.perf_counter()
-    items = encode(eval_rows, False)
-    order = sorted(range(len(items)), key=lambda k: -len(items[k]["input_ids"]))
-    word_tags: list[list[str]] = [[] for _ in items]
-    truncated = 0
-    with torch.inference_mode():
-        for base in range(0, len(order), args.eval_batch_size):
-            idx = order[base : base + args.eval_batch_size]
-            batch = collate([items[k] for k in idx])
-            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-            best = logits.argmax(-1).numpy()
-            for row, k in enumerate(idx):
-                tags = ["O"] * items[k]["n_words"]
-                seen = set()
-                for pos, w in enumerate(items[k]["word_ids"]):
-                    if w is not None and w not in seen:
-                        seen.add(w)
-                        tags[w] = tag_names[int(best[row, pos])]
-                truncated += items[k]["n_words"] - len(seen)
-                word_tags[k] = tags
-    pred_spans = []
-    for r, tags in zip(eval_rows, word_tags, strict=True):
-        words, starts = _words(r["text"])
-        pred_spans.append([(starts[i], starts[j] + len(words[j]), lab) for lab, i, j in bio_to_spans(tags)])
+        items = self.encode(rows, True)
+        config = TrainConfig(
+            epochs=self.args.epochs,
+            batch_size=self.args.batch_size,
+            lr=self.args.lr,
+            seed=self.args.seed,
+            device="cpu",
+            group_by_length=True,
+            weight_decay=0.01,
+            warmup_ratio=0.1,
+            max_grad_norm=1.0,
+        )
+        return train(
+            self.model, items, self.collate, self.compute_loss, config, lengths=[len(t["input_ids"]) for t in items]
+        )
+
+    def predict(self, rows: list[dict]) -> tuple[list[list[str]], list[list[tuple]], int]:
+        """Word tags, character spans and the number of words cut off by truncation (tagged O)."""
+        import torch
+
+        from nlptool.core.ner_convert import bio_to_spans
+
+        self.model.eval()
+        items = self.encode(rows, False)
+        order = sorted(range(len(items)), key=lambda k: -len(items[k]["input_ids"]))
+        word_tags: list[list[str]] = [[] for _ in items]
+        truncated = 0
+        with torch.inference_mode():
+            for base in range(0, len(order), self.args.eval_batch_size):
+                idx = order[base : base + self.args.eval_batch_size]
+                batch = self.collate([items[k] for k in idx])
+                logits = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+                best = logits.argmax(-1).numpy()
+                for row, k in enumerate(idx):
+                    tags = ["O"] * items[k]["n_words"]
+                    seen = set()
+                    for pos, w in enumerate(items[k]["word_ids"]):
+                        if w is not None and w not in seen:
+                            seen.add(w)
+                            tags[w] = self.tag_names[int(best[row, pos])]
+                    truncated += items[k]["n_words"] - len(seen)
+                    word_tags[k] = tags
+        spans = []
+        for r, tags in zip(rows, word_tags, strict=True):
+            words, starts = _words(r["text"])
+            spans.append([(starts[i], starts[j] + len(words[j]), lab) for lab, i, j in bio_to_spans(tags)])
+        return word_tags, spans, truncated
+
+
+def _read(path: Path) -> list[dict]:
+    with open(path, encoding="utf-8") as fh:
+        return [json.loads(line) for line in fh]
+
+
+def run_peer(args: argparse.Namespace, train_p: Path, eval_p: Path, work: Path) -> dict:
+    import numpy as np
+    from seqeval.metrics import f1_score
+
+    from nlptool.core.metrics import nested_recall, span_prf
+
+    train_rows, eval_rows = _read(train_p), _read(eval_p)
+    peer = Peer(args, sorted({e["label"] for r in train_rows for e in r["entities"]}))
+    result = peer.train(train_rows)
+    peer.model.save_pretrained(work / "model-peer")
+    peer.tok.save_pretrained(work / "model-peer")
+    t0 = time.perf_counter()  # inference: tokenize, forward, argmax, tags -> spans (end to end, like ner eval)
+    word_tags, pred_spans, truncated = peer.predict(eval_rows)
     infer_seconds = time.perf_counter() - t0
     gold = [[(e["start"], e["end"], e["label"]) for e in r["entities"]] for r in eval_rows]
     m = span_prf(gold, pred_spans)
     m.update(nested_recall(gold, pred_spans))
-    seqeval_f1 = f1_score([_word_tags(r) for r in eval_rows], word_tags)
     return {
         "train_texts_per_s": result.examples_per_s,
         "train_seconds": result.train_seconds,
-        "train_encode_seconds": encode_seconds,
         "infer_texts_per_s": len(eval_rows) / infer_seconds,
         "f1": m["micro"]["f1"],
         "precision": m["micro"]["precision"],
         "recall": m["micro"]["recall"],
         "macro_f1": m["macro"]["f1"],
         "per_type_f1": {k: v["f1"] for k, v in m["per_type"].items()},
-        "seqeval_f1": float(seqeval_f1),
+        "seqeval_f1": float(f1_score([_word_tags(r) for r in eval_rows], word_tags)),
         "truncated_words": truncated,
         "nested_gold": m["nested_gold"],
         "nested_recall": m["nested_recall"],
-        "params": int(np.sum([p.numel() for p in model.parameters()])),
+        "params": int(np.sum([p.numel() for p in peer.model.parameters()])),
     }
+
+
+def run_speed(args: argparse.Namespace, train_p: Path, eval_p: Path, work: Path) -> dict:
+    """Training and inference throughput of peer, EGP and GP measured interleaved in one process.
+
+    Each repeat trains every system from the base encoder for ``--speed-steps`` optimizer steps (the shared loop's
+    clock) and predicts ``--speed-texts`` eval texts with the trained models of the full runs (``model-*`` in the
+    work folder); medians over ``--speed-repeats``. Interleaving puts the systems under the same machine load.
+    """
+    import statistics
+
+    from transformers import AutoModel
+
+    from nlptool.core.globalpointer import global_pointer_loss
+    from nlptool.core.models import load_model, load_tokenizer, resolve_model
+    from nlptool.core.ner import SpanNerModel, collate_windows, encode_windows, predict_spans, read_ner_jsonl
+    from nlptool.core.train import TrainConfig, train
+
+    n_train = args.speed_steps * args.batch_size
+    train_rows = _read(train_p)[:n_train]
+    eval_rows = _read(eval_p)[: args.speed_texts]
+    texts = [r["text"] for r in eval_rows]
+    examples = read_ner_jsonl(str(train_p))[:n_train]
+    labels = sorted({e["label"] for r in _read(train_p) for e in r["entities"]})
+    rates: dict[str, dict[str, list[float]]] = {s: {"train": [], "infer": []} for s in ("peer", "egp", "gp")}
+    resolved = resolve_model(args.model)
+    tok = load_tokenizer(resolved)
+    label2id = {lab: i for i, lab in enumerate(labels)}
+    for _ in range(args.speed_repeats):
+        for system in ("peer", "egp", "gp"):
+            if system == "peer":
+                peer = Peer(args, labels)
+                peer.args = argparse.Namespace(**{**vars(args), "epochs": 1})
+                rates[system]["train"].append(peer.train(train_rows).examples_per_s)
+                trained = Peer(args, labels, model_dir=str(work / "model-peer"))
+                t0 = time.perf_counter()
+                trained.predict(eval_rows)
+                rates[system]["infer"].append(len(texts) / (time.perf_counter() - t0))
+                continue
+            windows, _ = encode_windows(
+                tok, examples, max_length=args.max_length, stride=args.max_length // 4, label2id=label2id
+            )
+            net = SpanNerModel(
+                load_model(resolved, AutoModel), labels, head=system, head_size=64, max_length=args.max_length
+            )
+            pad = tok.pad_token_id or 0
+
+            def collate(batch, n=len(labels), pad=pad):  # noqa: ANN001, ANN202
+                return collate_windows(batch, n, pad)
+
+            def compute_loss(m, batch):  # noqa: ANN001, ANN202
+                return global_pointer_loss(m(batch["input_ids"], batch["attention_mask"]), batch["labels"])
+
+            config = TrainConfig(
+                epochs=1,
+                batch_size=args.batch_size,
+                lr=args.lr,
+                seed=args.seed,
+                device="cpu",
+                group_by_length=True,
+                weight_decay=0.01,
+                warmup_ratio=0.1,
+                max_grad_norm=1.0,
+            )
+            result = train(net, windows, collate, compute_loss, config, lengths=[len(w) for w in windows])
+            rates[system]["train"].append(result.examples_per_s)
+            model, mtok, _ = SpanNerModel.load(work / f"model-{system}")
+            t0 = time.perf_counter()
+            predict_spans(model, mtok, texts, batch_size=args.eval_batch_size)
+            rates[system]["infer"].append(len(texts) / (time.perf_counter() - t0))
+    out: dict[str, Any] = {"raw": rates, "train_texts": len(train_rows), "infer_texts": len(texts)}
+    for system, r in rates.items():
+        out[system] = {
+            "train_texts_per_s": statistics.median(r["train"]),
+            "infer_texts_per_s": statistics.median(r["infer"]),
+        }
+    for system in ("egp", "gp"):
+        out[system]["train_ratio"] = out[system]["train_texts_per_s"] / out["peer"]["train_texts_per_s"]
+        out[system]["infer_ratio"] = out[system]["infer_texts_per_s"] / out["peer"]["infer_texts_per_s"]
+    return out
 
 
 # --------------------------------------------------------------------------------------------------------------------
 
 
 def report(out_dir: Path) -> None:
+    for p in sorted((out_dir / "speed").glob("*.json")):
+        doc = json.loads(p.read_text())
+        res = doc["result"]
+        print(
+            f"\n### {doc['task']}: interleaved throughput ({doc['args']['speed_repeats']} repeats, medians; "
+            f"training {res['train_texts']} texts, inference {res['infer_texts']} texts, {doc['date']})\n"
+        )
+        print("| system | train texts/s | ×peer | infer texts/s | ×peer | raw train | raw infer |")
+        print("|---|---|---|---|---|---|---|")
+        for system in ("peer", "egp", "gp"):
+            r = res[system]
+            raw = res["raw"][system]
+            print(
+                f"| {system} | {r['train_texts_per_s']:.1f} | {r.get('train_ratio', 1.0):.2f} | "
+                f"{r['infer_texts_per_s']:.1f} | {r.get('infer_ratio', 1.0):.2f} | "
+                f"{', '.join(f'{x:.1f}' for x in raw['train'])} | {', '.join(f'{x:.1f}' for x in raw['infer'])} |"
+            )
     rows = [json.loads(p.read_text()) for p in sorted(out_dir.glob("*.json"))]
     for task in sorted({r["task"] for r in rows}):
         sub = [r for r in rows if r["task"] == task]
@@ -337,10 +461,15 @@ def main(argv: list[str] | None = None) -> None:
     train_p, eval_p, split = prepare(args, work)
     load_before = os.getloadavg()
     t0 = time.perf_counter()
-    result = run_peer(args, train_p, eval_p) if args.system == "peer" else run_ours(args, train_p, eval_p, work)
+    if args.speed:
+        result = run_speed(args, train_p, eval_p, work)
+    elif args.system == "peer":
+        result = run_peer(args, train_p, eval_p, work)
+    else:
+        result = run_ours(args, train_p, eval_p, work)
     doc = {
         "task": args.task,
-        "system": args.system,
+        "system": "speed" if args.speed else args.system,
         "tag": args.tag,
         "args": vars(args),
         "split": split,
@@ -353,7 +482,9 @@ def main(argv: list[str] | None = None) -> None:
         "date": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
     }
     out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / f"{args.task}_{args.system}{args.tag}.json"
+    name = "speed" if args.speed else args.system
+    path = out_dir / ("speed" if args.speed else "") / f"{args.task}_{name}{args.tag}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(doc, indent=1) + "\n")
     print(json.dumps({k: doc[k] for k in ("task", "system", "split", "result", "wall_seconds")}, indent=1))
 

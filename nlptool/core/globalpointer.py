@@ -362,8 +362,10 @@ def decode_spans(logits: Tensor, threshold: float = 0.0) -> list[list[tuple[int,
     out: list[list[tuple[int, int, int, float]]] = []
     scores = logits.detach().cpu()
     for example in scores:
-        idx = (example > threshold).nonzero(as_tuple=False).tolist()
-        spans = [(t, i, j, float(example[t, i, j])) for t, i, j in idx]
+        keep = example > threshold
+        idx = keep.nonzero(as_tuple=False).tolist()
+        values = example[keep].tolist()  # row-major, the order of nonzero()
+        spans = [(t, i, j, float(v)) for (t, i, j), v in zip(idx, values, strict=True)]
         spans.sort(key=lambda s: -s[3])
         out.append(spans)
     return out
