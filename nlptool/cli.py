@@ -21,6 +21,7 @@ from nlptool.commands import (
     entropy_normalize,
     eval_sts,
     gradcheck,
+    kg_qa,
     nsp_adapt,
     train_cosent,
     zero_shot,
@@ -186,6 +187,7 @@ app.command("train-cosent")(train_cosent.train_cosent)
 app.command("zero-shot")(zero_shot.zero_shot)
 app.command("nsp-adapt")(nsp_adapt.nsp_adapt)
 app.add_typer(ner_commands.app, name="ner")
+app.add_typer(kg_qa.app, name="kg-qa")
 
 
 def main() -> None:

@@ -45,3 +45,11 @@ head -n 2 demo_out/sst2_flat.jsonl
 "$NLP" ner predict demo_out/minilm-ner sample_data/ner_texts.txt -o demo_out/ner_pred.jsonl --force
 head -n 2 demo_out/ner_pred.jsonl
 "$NLP" ner eval demo_out/minilm-ner sample_data/ner_dev.jsonl --metrics-out demo_out/ner_dev_metrics.json --force
+
+# kg-qa: Seq2Seq + trie-constrained decoding over an invented 35-triple KB (train a tiny char BART for ~300 steps,
+# then answer with Su's settings: renormalised probabilities and look-ahead)
+"$NLP" kg-qa train --kb sample_data/kgqa_kb.tsv --train sample_data/kgqa_train.jsonl --dev sample_data/kgqa_dev.jsonl \
+  --out demo_out/kgqa --epochs 60 --d-model 64 --layers 2 --ffn 128 --batch-size 8 --lr 3e-3 --dropout 0 --force
+"$NLP" kg-qa predict demo_out/kgqa sample_data/kgqa_dev.jsonl --renormalize --lookahead -o demo_out/kgqa_dev_preds.jsonl --force
+"$NLP" kg-qa eval --predictions demo_out/kgqa_dev_preds.jsonl sample_data/kgqa_dev.jsonl --metrics-out demo_out/kgqa_dev_metrics.json --force
+"$NLP" kg-qa ask demo_out/kgqa "白鹭是谁导演的？" --renormalize --lookahead

@@ -1,0 +1,183 @@
+"""Benchmark: ``nlptool kg-qa`` on KgCLUE (train 18,000 / dev 2,000 questions; evaluation use only, never committed).
+
+KgCLUE's 20.6M-triple Knowledge.txt cannot be had offline, so the KB is built from the triples in the QA answers
+(20,000 triples, plus any ``--extra-qa`` files whose answers join the KB). The splits share neither subjects nor
+predicates: ``dev`` measures unseen subjects and predicates, a held-out slice of train measures seen predicates.
+
+Three steps (the training step is the CLI itself):
+
+    python benchmarks/bench_kgqa.py prepare --data ../shared/data/kgqa --out bench_out/kgqa
+    nlptool kg-qa train --kb bench_out/kgqa/kb.tsv --train bench_out/kgqa/train.jsonl \\
+        --dev bench_out/kgqa/val.jsonl --out bench_out/kgqa/model --epochs 12 --force
+    python benchmarks/bench_kgqa.py eval --out bench_out/kgqa --model bench_out/kgqa/model
+
+``prepare`` shuffles train.json (seed 0) into ``heldout`` (1,000 questions, reported), ``val`` (500, model selection
+during training) and ``train`` (the rest); dev.json is only ever decoded. ``eval`` decodes held-out and dev under each
+setting and scores them with KgCLUE's metric (``nlptool.core.kgqa.kgclue_scores``): without the trie (an output that
+is not a KB key has no object and scores 0 on it), with the trie (mask-only and renormalised), with Su's look-ahead,
+and with ``--subject-in-question``; and it times decoding with and without the trie on the same questions (interleaved
+repeats, medians). Prints tables and one JSON line (last line of stdout).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import statistics
+import sys
+import time
+from pathlib import Path
+
+from nlptool.core.kgqa import (
+    DecodeOptions,
+    KgqaModel,
+    format_answer,
+    kb_from_qa,
+    kgclue_scores,
+    predictions_of,
+    read_qa,
+    write_kb,
+)
+
+SETTINGS = {
+    "no trie": DecodeOptions(constrained=False),
+    "trie (mask-only)": DecodeOptions(),
+    "trie, renormalised": DecodeOptions(renormalize=True),
+    "trie + look-ahead": DecodeOptions(lookahead=True),
+    "trie, renorm. + look-ahead (Su)": DecodeOptions(renormalize=True, lookahead=True),
+    "trie + subject-in-question": DecodeOptions(subject_in_question=True),
+    "trie + subject-in-q. + look-ahead": DecodeOptions(subject_in_question=True, lookahead=True),
+}
+
+
+def prepare(args: argparse.Namespace) -> None:
+    data = Path(args.data)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    train = [json.loads(line) for line in open(data / "train.json", encoding="utf-8") if line.strip()]
+    dev = [json.loads(line) for line in open(data / "dev.json", encoding="utf-8") if line.strip()]
+    rng = random.Random(args.seed)
+    order = list(range(len(train)))
+    rng.shuffle(order)
+    held = [train[i] for i in order[: args.heldout]]
+    val = [train[i] for i in order[args.heldout : args.heldout + args.val]]
+    rest = [train[i] for i in order[args.heldout + args.val :]]
+    for name, rows in (("train", rest), ("val", val), ("heldout", held), ("dev", dev)):
+        with open(out / f"{name}.jsonl", "w", encoding="utf-8") as fh:
+            for r in rows:
+                fh.write(json.dumps(r, ensure_ascii=False) + "\n")
+    kb = kb_from_qa([str(data / "train.json"), str(data / "dev.json"), *args.extra_qa])
+    with open(out / "kb.tsv", "w", encoding="utf-8") as fh:
+        write_kb(kb, fh)
+    print(
+        f"prepare: train {len(rest)}, val {len(val)}, heldout {len(held)}, dev {len(dev)}; KB {kb.triples} triples, "
+        f"{len(kb)} keys -> {out}"
+    )
+
+
+def _score(model: KgqaModel, rows, opts: DecodeOptions) -> tuple[dict, float, int]:
+    start = time.perf_counter()
+    cands = model.answer([r.question for r in rows], opts)
+    seconds = time.perf_counter() - start
+    not_in_kb = sum(1 for c in cands if c and not c[0].in_kb)
+    scores = kgclue_scores(predictions_of(cands), [format_answer(*r.answer) for r in rows])
+    return scores, seconds, not_in_kb
+
+
+def evaluate(args: argparse.Namespace) -> None:
+    import torch
+
+    out = Path(args.out)
+    model = KgqaModel.load(args.model)
+    n_params = sum(p.numel() for p in model.backbone.model.parameters())
+    splits = {"heldout": read_qa(str(out / "heldout.jsonl")), "dev": read_qa(str(out / "dev.jsonl"))}
+    if args.limit:
+        splits = {k: v[: args.limit] for k, v in splits.items()}
+    names = [s for s in SETTINGS if not args.settings or s in args.settings]
+    results: dict = {"settings": {}, "speed": {}}
+    print(
+        f"model {args.model}: {model.config['backbone']}, {n_params:,} parameters, trained "
+        f"{model.config.get('training', {}).get('seconds', float('nan')):.0f} s; KB {len(model.kb)} keys; "
+        f"beams {args.num_beams}; torch threads {torch.get_num_threads()}"
+    )
+    for split, rows in splits.items():
+        print(f"\n{split} ({len(rows)} questions)")
+        print(
+            f"{'setting':36s} {'Score':>6s} {'EM_S':>6s} {'F1_S':>6s} {'EM_P':>6s} {'F1_P':>6s} {'EM_O':>6s} "
+            f"{'F1_O':>6s} {'EM_All':>6s} {'F1_All':>6s} {'notKB':>5s} {'sec':>6s}"
+        )
+        for name in names:
+            opts = SETTINGS[name]
+            opts.num_beams = args.num_beams
+            opts.batch_size = args.batch_size
+            s, sec, nk = _score(model, rows, opts)
+            results["settings"].setdefault(split, {})[name] = {**s, "seconds": sec, "not_in_kb": nk}
+            print(
+                f"{name:36s} {s['Score']:6.2f} {s['EM_S']:6.2f} {s['F1_S']:6.2f} {s['EM_P']:6.2f} {s['F1_P']:6.2f} "
+                f"{s['EM_O']:6.2f} {s['F1_O']:6.2f} {s['EM_All']:6.2f} {s['F1_All']:6.2f} {nk:5d} {sec:6.1f}",
+                flush=True,
+            )
+    # Decoding speed: the same questions with and without the trie, interleaved repeats.
+    rows = splits["dev"][: args.speed_questions]
+    qs = [r.question for r in rows]
+    times: dict[str, list[float]] = {"no trie": [], "trie": []}
+    lengths: dict[str, float] = {}
+    for _ in range(args.repeats):
+        for name, opts in (("no trie", DecodeOptions(constrained=False)), ("trie", DecodeOptions())):
+            opts.num_beams = args.num_beams
+            opts.batch_size = args.batch_size
+            start = time.perf_counter()
+            model.answer(qs, opts)
+            times[name].append(time.perf_counter() - start)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    results["speed"] = {
+        "questions": len(qs),
+        "median_seconds": med,
+        "questions_per_s": {k: len(qs) / v for k, v in med.items()},
+        "overhead": med["trie"] / med["no trie"],
+        "repeats": args.repeats,
+        "lengths": lengths,
+    }
+    print(
+        f"\ndecoding speed, {len(qs)} dev questions, beams {args.num_beams}, batch {args.batch_size}, median of "
+        f"{args.repeats}: no trie {med['no trie']:.2f} s ({len(qs) / med['no trie']:.1f} q/s), trie "
+        f"{med['trie']:.2f} s ({len(qs) / med['trie']:.1f} q/s), overhead x{med['trie'] / med['no trie']:.2f}"
+    )
+    results["machine"] = {
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+    }
+    results["parameters"] = n_params
+    print(json.dumps(results, sort_keys=True))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = ap.add_subparsers(dest="step", required=True)
+    p = sub.add_parser("prepare", help="split train.json, write the KB")
+    p.add_argument("--data", default="../shared/data/kgqa")
+    p.add_argument("--out", default="bench_out/kgqa")
+    p.add_argument("--heldout", type=int, default=1000)
+    p.add_argument("--val", type=int, default=500)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--extra-qa", nargs="*", default=[], help="more QA files whose answers join the KB")
+    e = sub.add_parser("eval", help="decode held-out and dev under each setting")
+    e.add_argument("--out", default="bench_out/kgqa")
+    e.add_argument("--model", default="bench_out/kgqa/model")
+    e.add_argument("--num-beams", type=int, default=5)
+    e.add_argument("--batch-size", type=int, default=64)
+    e.add_argument("--limit", type=int, default=0, help="only the first N questions of each split (0 = all)")
+    e.add_argument("--settings", nargs="*", default=[], help="only these settings (names as printed)")
+    e.add_argument("--speed-questions", type=int, default=256)
+    e.add_argument("--repeats", type=int, default=3)
+    args = ap.parse_args()
+    prepare(args) if args.step == "prepare" else evaluate(args)
+
+
+if __name__ == "__main__":
+    main()

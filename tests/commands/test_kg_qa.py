@@ -1,0 +1,196 @@
+"""``nlptool kg-qa`` through the CLI: train a tiny model on the sample KB, then predict, eval, ask and build-trie;
+bad input gives one-line errors with file and line."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.conftest import SAMPLE_DATA, jsonl
+
+KB = SAMPLE_DATA / "kgqa_kb.tsv"
+TRAIN = SAMPLE_DATA / "kgqa_train.jsonl"
+DEV = SAMPLE_DATA / "kgqa_dev.jsonl"
+TINY = ["--d-model", "64", "--layers", "2", "--heads", "4", "--ffn", "128", "--dropout", "0", "--batch-size", "8",
+        "--lr", "3e-3", "--device", "cpu"]  # fmt: skip
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory) -> Path:
+    from typer.testing import CliRunner
+
+    from nlptool.cli import app
+
+    torch.set_num_threads(1)
+    out = tmp_path_factory.mktemp("kgqa") / "model"
+    args = ["kg-qa", "train", "--kb", str(KB), "--train", str(TRAIN), "--out", str(out), "--epochs", "60", *TINY]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.stderr + str(result.exception)
+    return out
+
+
+def test_train_writes_a_self_contained_folder(model_dir):
+    names = {p.name for p in model_dir.iterdir()}
+    assert {"kgqa.json", "kgqa_vocab.json", "kb.tsv", "trie.npz", "config.json", "metrics.json"} <= names
+    assert "training" not in names  # checkpoints are removed once the model is saved
+    cfg = json.loads((model_dir / "kgqa.json").read_text(encoding="utf-8"))
+    assert cfg["backbone"] == "bart-char" and cfg["kb"]["triples"] == 35 and cfg["kb"]["file"] == "kb.tsv"
+    metrics = json.loads((model_dir / "metrics.json").read_text(encoding="utf-8"))["metrics"]
+    assert metrics["train_questions"] == 34 and metrics["train_answers_not_in_kb"] == 0
+
+
+def test_predict_eval_and_ask(invoke, model_dir, tmp_path):
+    res = invoke("kg-qa", "predict", model_dir, TRAIN, "--top-k", "3", "--num-beams", "3")
+    assert res.exit_code == 0, res.stderr
+    rows = jsonl(res.stdout)
+    gold = jsonl(TRAIN.read_text(encoding="utf-8"))
+    assert len(rows) == len(gold)
+    kb_triples = {tuple(line.split("\t")) for line in KB.read_text(encoding="utf-8").splitlines()}
+    for row, g in zip(rows, gold, strict=True):
+        assert row["id"] == g["id"] and row["question"] == g["question"]
+        assert row["answer"] == g["answer"]  # the tiny model has learned its training questions
+        assert 1 <= len(row["candidates"]) <= 3
+        for c in row["candidates"]:
+            assert c["in_kb"] and tuple(c["answer"].split(" ||| ")) in kb_triples
+    # stdin gives the same, and decoding is deterministic
+    again = invoke("kg-qa", "predict", model_dir, "-", "--top-k", "3", "--num-beams", "3", input=TRAIN.read_text())
+    assert jsonl(again.stdout) == rows
+
+    preds = tmp_path / "preds.jsonl"
+    preds.write_text(res.stdout, encoding="utf-8")
+    scored = invoke("kg-qa", "eval", "--predictions", preds, TRAIN)
+    assert scored.exit_code == 0, scored.stderr
+    assert json.loads(scored.stdout)["Score"] == 100.0 and json.loads(scored.stdout)["EM_All"] == 100.0
+    assert "Score = 0.5·EM_O + 0.5·F1_O" in scored.stderr
+
+    metrics_file = tmp_path / "m.json"
+    direct = invoke("kg-qa", "eval", model_dir, TRAIN, "--num-beams", "3", "--metrics-out", metrics_file)
+    assert direct.exit_code == 0, direct.stderr
+    assert json.loads(direct.stdout)["Score"] == 100.0
+    saved = json.loads(metrics_file.read_text(encoding="utf-8"))
+    assert saved["metrics"]["not_in_kb"] == 0 and saved["params"]["trie"] is True
+
+    ask = invoke("kg-qa", "ask", model_dir, "陆远舟是做什么的？", "--top-k", "2")
+    assert ask.exit_code == 0, ask.stderr
+    lines = jsonl(ask.stdout)
+    assert [x["rank"] for x in lines] == [1, 2]
+    assert (lines[0]["subject"], lines[0]["predicate"], lines[0]["object"]) == ("陆远舟", "职业", "作家")
+    assert lines[0]["score"] >= lines[1]["score"]
+
+
+def test_several_objects_are_listed(invoke, model_dir):
+    res = invoke("kg-qa", "ask", model_dir, "陆远舟有哪些代表作品？", "--top-k", "1")
+    top = jsonl(res.stdout)[0]
+    assert top["object"] == "星河纪元" and top["objects"] == ["星河纪元", "云海行记"]
+
+
+def test_no_trie_and_decoding_flags(invoke, model_dir):
+    res = invoke("kg-qa", "predict", model_dir, DEV, "--no-trie", "--top-k", "1")
+    assert res.exit_code == 0, res.stderr
+    assert all("in_kb" in r["candidates"][0] for r in jsonl(res.stdout))
+    res = invoke("kg-qa", "predict", model_dir, DEV, "--renormalize", "--lookahead", "--subject-in-question")
+    assert res.exit_code == 0, res.stderr
+    assert all(c["in_kb"] for r in jsonl(res.stdout) for c in r["candidates"])
+    bad = invoke("kg-qa", "predict", model_dir, DEV, "--no-trie", "--lookahead")
+    assert bad.exit_code == 1 and "need the trie" in bad.stderr
+    bad = invoke("kg-qa", "predict", model_dir, DEV, "--top-k", "6", "--num-beams", "5")
+    assert bad.exit_code == 1 and "--top-k 6" in bad.stderr
+
+
+def test_build_trie(invoke, model_dir, tmp_path):
+    from nlptool.core.trie import TokenTrie
+
+    out = tmp_path / "t.npz"
+    res = invoke("kg-qa", "build-trie", "--kb", KB, "--tokenizer", model_dir, "-o", out)
+    assert res.exit_code == 0, res.stderr
+    trie, meta = TokenTrie.load(out)
+    assert len(trie) == 34 and meta["values"] == "kb_line"
+    # the same keys as the model folder's own trie
+    own, _ = TokenTrie.load(model_dir / "trie.npz")
+    assert trie.tokens.tolist() == own.tokens.tolist()
+    again = invoke("kg-qa", "build-trie", "--kb", KB, "--tokenizer", "char", "-o", out)
+    assert again.exit_code == 1 and "--force" in again.stderr
+    forced = invoke("kg-qa", "build-trie", "--kb", KB, "--tokenizer", "char", "-o", out, "--force")
+    assert forced.exit_code == 0, forced.stderr
+
+
+def test_bad_input(invoke, model_dir, tmp_path):
+    kb = tmp_path / "kb.tsv"
+    kb.write_text("a\tb\tc\nbroken line\n", encoding="utf-8")
+    res = invoke("kg-qa", "train", "--kb", kb, "--train", TRAIN, "--out", tmp_path / "m", *TINY)
+    assert res.exit_code == 1
+    assert res.stderr.startswith("Error: ") and f"{kb}:2: expected 3 tab-separated fields" in res.stderr
+    assert not (tmp_path / "m").exists()
+
+    qa = tmp_path / "qa.jsonl"
+    qa.write_text('{"question": "q", "answer": "陆远舟 ||| 职业 ||| 作家"}\n{"question": "q", "answer": "x | y"}\n')
+    res = invoke("kg-qa", "eval", "--predictions", qa, qa)
+    assert res.exit_code == 1 and f"{qa}:2: field 'answer'" in res.stderr
+
+    short = tmp_path / "short.jsonl"
+    short.write_text('{"question": "q", "answer": "a ||| b ||| c"}\n', encoding="utf-8")
+    res = invoke("kg-qa", "eval", "--predictions", short, TRAIN)
+    assert res.exit_code == 1 and "pair by position" in res.stderr
+    res = invoke("kg-qa", "eval", TRAIN)
+    assert res.exit_code == 2
+
+    # answers that are not KB triples are reported (count and examples), not dropped silently
+    odd = tmp_path / "odd.jsonl"
+    odd.write_text('{"question": "无名氏是谁？", "answer": "无名氏 ||| 职业 ||| 作家"}\n', encoding="utf-8")
+    res = invoke("kg-qa", "eval", model_dir, odd, "--num-beams", "2")
+    assert res.exit_code == 0 and "1 of 1 answers are not triples of the KB" in res.stderr
+    assert "line 1: 无名氏 ||| 职业 ||| 作家" in res.stderr
+
+    res = invoke("kg-qa", "train", "--kb", KB, "--train", TRAIN, "--out", model_dir, *TINY)
+    assert res.exit_code == 1 and "not empty" in res.stderr
+    res = invoke("kg-qa", "predict", tmp_path, TRAIN)
+    assert res.exit_code == 1 and "not a kg-qa model folder" in res.stderr
+
+
+def test_kb_link_checks_the_hash(invoke, tmp_path):
+    kb = tmp_path / "kb.tsv"
+    shutil.copy(KB, kb)
+    out = tmp_path / "m"
+    res = invoke(
+        "kg-qa",
+        "train",
+        "--kb",
+        kb,
+        "--train",
+        TRAIN,
+        "--dev",
+        DEV,
+        "--eval-limit",
+        "5",
+        "--out",
+        out,
+        "--epochs",
+        "2",
+        "--kb-link",
+        *TINY,
+    )
+    assert res.exit_code == 0, res.stderr
+    assert not (out / "kb.tsv").exists()
+    metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))["metrics"]
+    assert metrics["dev_questions"] == 5 and 0 <= metrics["dev_Score"] <= 100
+    assert "dev Score" in res.stderr
+    assert invoke("kg-qa", "ask", out, "陆远舟是做什么的？").exit_code == 0
+    with open(kb, "a", encoding="utf-8") as fh:
+        fh.write("新条目\t职业\t作家\n")
+    res = invoke("kg-qa", "ask", out, "陆远舟是做什么的？")
+    assert res.exit_code == 1 and "changed since training" in res.stderr
+    # a new KB given explicitly is used (its trie is rebuilt)
+    res = invoke("kg-qa", "ask", out, "新条目是做什么的？", "--kb", kb, "--top-k", "5")
+    assert res.exit_code == 0 and all(x["in_kb"] for x in jsonl(res.stdout))
