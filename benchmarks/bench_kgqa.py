@@ -93,7 +93,7 @@ def evaluate(args: argparse.Namespace) -> None:
     out = Path(args.out)
     model = KgqaModel.load(args.model)
     n_params = sum(p.numel() for p in model.backbone.model.parameters())
-    splits = {"heldout": read_qa(str(out / "heldout.jsonl")), "dev": read_qa(str(out / "dev.jsonl"))}
+    splits = {name: read_qa(str(out / f"{name}.jsonl")) for name in args.splits}
     if args.limit:
         splits = {k: v[: args.limit] for k, v in splits.items()}
     names = [s for s in SETTINGS if not args.settings or s in args.settings]
@@ -120,31 +120,51 @@ def evaluate(args: argparse.Namespace) -> None:
                 f"{s['EM_O']:6.2f} {s['F1_O']:6.2f} {s['EM_All']:6.2f} {s['F1_All']:6.2f} {nk:5d} {sec:6.1f}",
                 flush=True,
             )
+    if not args.speed_questions:
+        print(json.dumps(results, sort_keys=True))
+        return
     # Decoding speed: the same questions with and without the trie, interleaved repeats.
-    rows = splits["dev"][: args.speed_questions]
+    rows = read_qa(str(out / "dev.jsonl"))[: args.speed_questions]
     qs = [r.question for r in rows]
     times: dict[str, list[float]] = {"no trie": [], "trie": []}
-    lengths: dict[str, float] = {}
+    steps: dict[str, int] = {}
+    counted: list[int] = []
+    net = model.backbone.model
+    plain_generate = net.generate
+
+    def counting_generate(*a, **kw):  # decoder steps = generated length per batch (beam search runs them all)
+        out = plain_generate(*a, **kw)
+        counted.append(out.sequences.shape[1] - 1)
+        return out
+
+    net.generate = counting_generate
     for _ in range(args.repeats):
         for name, opts in (("no trie", DecodeOptions(constrained=False)), ("trie", DecodeOptions())):
             opts.num_beams = args.num_beams
             opts.batch_size = args.batch_size
+            counted.clear()
             start = time.perf_counter()
             model.answer(qs, opts)
             times[name].append(time.perf_counter() - start)
+            steps[name] = sum(counted)
+    net.generate = plain_generate
     med = {k: statistics.median(v) for k, v in times.items()}
+    per_step = {k: med[k] / steps[k] for k in med}
     results["speed"] = {
         "questions": len(qs),
         "median_seconds": med,
+        "decoder_steps": steps,
+        "seconds_per_step": per_step,
         "questions_per_s": {k: len(qs) / v for k, v in med.items()},
         "overhead": med["trie"] / med["no trie"],
+        "overhead_per_step": per_step["trie"] / per_step["no trie"],
         "repeats": args.repeats,
-        "lengths": lengths,
     }
     print(
         f"\ndecoding speed, {len(qs)} dev questions, beams {args.num_beams}, batch {args.batch_size}, median of "
-        f"{args.repeats}: no trie {med['no trie']:.2f} s ({len(qs) / med['no trie']:.1f} q/s), trie "
-        f"{med['trie']:.2f} s ({len(qs) / med['trie']:.1f} q/s), overhead x{med['trie'] / med['no trie']:.2f}"
+        f"{args.repeats}: no trie {med['no trie']:.2f} s ({len(qs) / med['no trie']:.1f} q/s, {steps['no trie']} "
+        f"steps), trie {med['trie']:.2f} s ({len(qs) / med['trie']:.1f} q/s, {steps['trie']} steps); overhead "
+        f"x{med['trie'] / med['no trie']:.2f} in time, x{per_step['trie'] / per_step['no trie']:.2f} per step"
     )
     results["machine"] = {
         "platform": platform.platform(),
@@ -173,7 +193,8 @@ def main() -> None:
     e.add_argument("--batch-size", type=int, default=64)
     e.add_argument("--limit", type=int, default=0, help="only the first N questions of each split (0 = all)")
     e.add_argument("--settings", nargs="*", default=[], help="only these settings (names as printed)")
-    e.add_argument("--speed-questions", type=int, default=256)
+    e.add_argument("--splits", nargs="*", default=["heldout", "dev"], help="which of heldout, val, dev to decode")
+    e.add_argument("--speed-questions", type=int, default=256, help="dev questions for the timing (0 = skip it)")
     e.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
     prepare(args) if args.step == "prepare" else evaluate(args)

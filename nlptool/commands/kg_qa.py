@@ -352,7 +352,8 @@ def train(
             info(f"step {event['step']}: dev Score {event['metrics'].get('Score', float('nan')):.2f}")
     kg.config["training"] = {"epochs": epochs, "steps": result.steps, "seconds": seconds, "parameters": n_params}
     kg.save(out_dir, kb_path=kb, copy_kb=not kb_link)
-    shutil.rmtree(training_dir, ignore_errors=True)
+    for sub in ("checkpoint-last", "best"):  # resume state and the best-weights copy; train_log.jsonl stays
+        shutil.rmtree(training_dir / sub, ignore_errors=True)
     metrics: dict[str, Any] = {
         "train_questions": len(examples),
         "train_answers_not_in_kb": missing,

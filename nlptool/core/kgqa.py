@@ -15,7 +15,8 @@ Izacard, Riedel and Petroni, "Autoregressive Entity Retrieval" (GENRE), ICLR 202
 Models (one interface, :class:`Backbone`):
 
 - ``bart-char``: a small BART trained from scratch with a character vocabulary (:class:`CharCodec`) built from the
-  training questions and every KB string; the offline default.
+  training questions and every KB string, by default with a pointer-generator output that copies question characters
+  (:func:`copy_bart_class`); the offline default.
 - ``seq2seq``: any pretrained Hugging Face seq2seq checkpoint (T5, BART, ...) with its own tokenizer.
 - ``unilm``: a BERT-family masked-LM checkpoint used UniLM-style: ``[CLS] question [SEP] key`` with segment ids 0/1
   and a seq2seq attention mask (question tokens see the question; key tokens see the question and the key tokens up

@@ -44,7 +44,7 @@ def model_dir(tmp_path_factory) -> Path:
 def test_train_writes_a_self_contained_folder(model_dir):
     names = {p.name for p in model_dir.iterdir()}
     assert {"kgqa.json", "kgqa_vocab.json", "kb.tsv", "trie.npz", "config.json", "metrics.json"} <= names
-    assert "training" not in names  # checkpoints are removed once the model is saved
+    assert [p.name for p in (model_dir / "training").iterdir()] == ["train_log.jsonl"]  # checkpoints are removed
     cfg = json.loads((model_dir / "kgqa.json").read_text(encoding="utf-8"))
     assert cfg["backbone"] == "bart-char" and cfg["kb"]["triples"] == 35 and cfg["kb"]["file"] == "kb.tsv"
     metrics = json.loads((model_dir / "metrics.json").read_text(encoding="utf-8"))["metrics"]
