@@ -490,7 +490,7 @@ def evaluate(
     params: dict[str, Any] = {}
     extra: dict[str, Any] = {}
     if predictions is not None:
-        preds = read_qa(predictions, require_answer=False, question_field="question")
+        preds = read_qa(predictions, require_answer=False, require_question=False)
         if len(preds) != len(gold):
             raise NlptoolError(
                 f"{predictions} has {len(preds)} rows but {qa_path} has {len(gold)}; they pair by "

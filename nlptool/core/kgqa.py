@@ -268,15 +268,22 @@ class QAExample:
     record: dict
 
 
-def read_qa(path: str, *, require_answer: bool = True, question_field: str = "question") -> list[QAExample]:
-    """Read KgCLUE-style JSONL (``{"question", "answer": "S ||| P ||| O"}``); ``-`` reads stdin."""
+def read_qa(
+    path: str, *, require_answer: bool = True, question_field: str = "question", require_question: bool = True
+) -> list[QAExample]:
+    """Read KgCLUE-style JSONL (``{"question", "answer": "S ||| P ||| O"}``); ``-`` reads stdin.
+
+    ``require_question=False`` (a predictions file) allows rows without a question.
+    """
     from nlptool.core.io import read_records
 
     out = []
     with read_records(path, "jsonl") as reader:
         for rec in reader:
             q = rec.data.get(question_field)
-            if not isinstance(q, str) or not q.strip():
+            if not require_question and q is None:
+                q = ""
+            elif not isinstance(q, str) or not q.strip():
                 raise InputError("missing or empty question", path=path, line=rec.line, field=question_field)
             ans = rec.data.get("answer")
             triple = None

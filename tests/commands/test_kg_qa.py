@@ -139,6 +139,17 @@ def test_bad_input(invoke, model_dir, tmp_path):
     res = invoke("kg-qa", "eval", "--predictions", qa, qa)
     assert res.exit_code == 1 and f"{qa}:2: field 'answer'" in res.stderr
 
+    answers_only = tmp_path / "answers_only.jsonl"  # a predictions file needs no question field
+    answers_only.write_text(
+        "".join(
+            json.dumps({"answer": r["answer"]}, ensure_ascii=False) + "\n"
+            for r in jsonl(TRAIN.read_text(encoding="utf-8"))
+        ),
+        encoding="utf-8",
+    )
+    res = invoke("kg-qa", "eval", "--predictions", answers_only, TRAIN)
+    assert res.exit_code == 0 and json.loads(res.stdout)["Score"] == 100.0
+
     short = tmp_path / "short.jsonl"
     short.write_text('{"question": "q", "answer": "a ||| b ||| c"}\n', encoding="utf-8")
     res = invoke("kg-qa", "eval", "--predictions", short, TRAIN)
