@@ -16,7 +16,8 @@ Steps (all through the ``nlptool`` CLI, so the numbers are what a user gets):
    gold label of the evaluation rows (the usual reference line; it knows the label counts, the others do not).
 4. Throughput: zero-shot NSP scoring (batched, length-sorted, ``torch.inference_mode``) against a plain loop of
    ``BertForNextSentencePrediction`` calls with batch size 1 (one tokenizer call and one forward per pair, under
-   ``torch.no_grad``), on the same pairs (the first ``--speed-rows`` AG News rows x 4 labels), same process.
+   ``torch.no_grad``), on the same pairs (the first ``--speed-rows`` AG News rows x 4 labels and SST-2 rows x 2
+   labels), same process, ``--speed-repeats`` times. ``--datasets ""`` skips the evaluation (speed only).
 
 Prompts were fixed before any evaluation run (from the prompt-learning literature; nothing was tuned on these rows):
 SST-2 ``"It was {}."`` after the text (suffix) with ``terrible``/``great`` (the LM-BFF / PET words); AG News
@@ -190,7 +191,8 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=1)
     ap.add_argument("--train-layers", default="2")
     ap.add_argument("--max-pairs", type=int, default=None)
-    ap.add_argument("--speed-rows", type=int, default=100)
+    ap.add_argument("--speed-rows", type=int, default=200, help="Texts per dataset for the throughput comparison.")
+    ap.add_argument("--speed-repeats", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument(
         "--datasets",
@@ -244,7 +246,7 @@ def main() -> None:
         sets[name] = (data / "zero_shot" / folder / "test_public.json", ["--text-col", text_field], label_field, spec,
                       position, ("nsp",))  # fmt: skip
     results = []
-    for name in args.datasets.split(","):
+    for name in [d for d in args.datasets.split(",") if d]:
         if name not in sets:
             raise SystemExit(f"unknown dataset {name}; choose from {', '.join(sets)}")
         path, cols, label_col, spec, position, methods = sets[name]
@@ -293,16 +295,17 @@ def main() -> None:
     if args.no_speed:
         (out / "summary.json").write_text(json.dumps(summary, indent=1, sort_keys=True), encoding="utf-8")
         return
-    agnews_rows = [
-        line.split("\t")[0]
-        for line in (data / "zero_shot" / "agnews" / "test.tsv")
-        .read_text(encoding="utf-8")
-        .split("\n")[: args.speed_rows]
-    ]
-    prompts = [AGNEWS_LABELS["template"].replace("{}", w) for w in AGNEWS_LABELS["labels"].values()]
-    speed = throughput(nsp_model, agnews_rows, prompts, 64)
-    summary["throughput"] = speed
-    print("SPEED " + json.dumps(speed, sort_keys=True))
+    ag_lines = (data / "zero_shot" / "agnews" / "test.tsv").read_text(encoding="utf-8").split("\n")
+    sst_lines = (data / "zero_shot" / "sst2_glue_dev" / "dev.tsv").read_text(encoding="utf-8").split("\n")[1:]
+    speeds = []
+    for name, lines, spec in (("agnews", ag_lines, AGNEWS_LABELS), ("sst2", sst_lines, SST2_LABELS)):
+        rows = [line.split("\t")[0] for line in lines[: args.speed_rows]]
+        prompts = [spec["template"].replace("{}", w) for w in spec["labels"].values()]
+        for repeat in range(args.speed_repeats):
+            speed = {"dataset": name, "repeat": repeat, **throughput(nsp_model, rows, prompts, 64)}
+            speeds.append(speed)
+            print("SPEED " + json.dumps(speed, sort_keys=True), flush=True)
+    summary["throughput"] = speeds
 
     print()
     print(f"{'dataset':8} {'method':10} {'majority':>9} {'acc':>7} {'macroF1':>8} {'acc+CAN':>8} {'pairs/s':>9}")
@@ -311,11 +314,12 @@ def main() -> None:
             f"{r['dataset']:8} {r['method']:10} {100 * r['majority']:9.2f} {100 * r['accuracy']:7.2f} "
             f"{100 * r['macro_f1']:8.2f} {100 * r['can_accuracy']:8.2f} {r['pairs_per_s']:9.1f}"
         )
-    print(
-        f"throughput on {speed['pairs']} AG News pairs: batched {speed['batched_pairs_per_s']:.1f} pairs/s, "
-        f"batch-1 loop {speed['loop_pairs_per_s']:.1f} pairs/s ({speed['speedup']:.2f}x); max |diff| "
-        f"{speed['max_abs_diff']:.2e}"
-    )
+    for sp in speeds:
+        print(
+            f"throughput, {sp['dataset']} ({sp['pairs']} pairs, repeat {sp['repeat']}): batched "
+            f"{sp['batched_pairs_per_s']:.1f} pairs/s, batch-1 loop {sp['loop_pairs_per_s']:.1f} pairs/s "
+            f"({sp['speedup']:.2f}x); max |diff| {sp['max_abs_diff']:.2e}"
+        )
     import torch
     import transformers
 

@@ -15,15 +15,13 @@ TOPICS = 4
 
 
 def _sentence(k: int, rng: random.Random) -> str:
-    """Two of topic k's words (w{10k}, w{10k+1}) among two filler letters that every topic uses, shuffled."""
-    words = [f"w{10 * k + rng.randrange(2)}" for _ in range(2)] + [rng.choice("abcdefgh") for _ in range(2)]
-    rng.shuffle(words)
-    return " ".join(words) + "."
+    """Three or four of topic k's two words (w{10k}, w{10k+1})."""
+    return " ".join(f"w{10 * k + rng.randrange(2)}" for _ in range(rng.randint(3, 4))) + "."
 
 
 @pytest.fixture(scope="module")
 def topic_corpus(tmp_path_factory):
-    """96 documents of 6 sentences; a document keeps to one topic's words (topic k: w{10k}, w{10k+1})."""
+    """96 documents of 6 sentences; a document keeps to its topic's words (topic k: w{10k}, w{10k+1})."""
     rng = random.Random(0)
     path = tmp_path_factory.mktemp("corpus") / "corpus.txt"
     docs = []
@@ -35,7 +33,30 @@ def topic_corpus(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def adapted(tmp_path_factory, topic_corpus, tiny_bert_no_heads_dir):
+def seeded_bare_bert(tmp_path_factory, tiny_bert_dir):
+    """A tiny bare BertModel (no pooler, no NSP head) with a seeded initialisation, so the training run below does not
+    depend on the random weights of the session's other fixtures."""
+    import torch
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    path = tmp_path_factory.mktemp("bare-seeded")
+    tok = BertTokenizerFast.from_pretrained(tiny_bert_dir)
+    tok.save_pretrained(path)
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=tok.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=37,
+        max_position_embeddings=64,
+    )
+    BertModel(config, add_pooling_layer=False).save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def adapted(tmp_path_factory, topic_corpus, seeded_bare_bert):
     """nsp-adapt on the bare tiny BERT (no pooler, no NSP head), run through the CLI."""
     from typer.testing import CliRunner
 
@@ -43,11 +64,18 @@ def adapted(tmp_path_factory, topic_corpus, tiny_bert_no_heads_dir):
 
     out = tmp_path_factory.mktemp("adapted") / "model"
     args = [
-        "nsp-adapt", "--corpus", str(topic_corpus), "--model", str(tiny_bert_no_heads_dir), "--out", str(out),
-        "--train-layers", "all", "--epochs", "30", "--lr", "3e-3", "--batch-size", "32", "--eval-fraction", "0.1",
+        "nsp-adapt", "--corpus", str(topic_corpus), "--model", str(seeded_bare_bert), "--out", str(out),
+        "--train-layers", "all", "--epochs", "20", "--lr", "3e-3", "--batch-size", "32", "--eval-fraction", "0.1",
         "--warmup", "0.05",
     ]  # fmt: skip
-    result = CliRunner().invoke(app, args)
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a tiny model gains nothing from threads, and loses a lot on a busy machine
+    try:
+        result = CliRunner().invoke(app, args)
+    finally:
+        torch.set_num_threads(threads)
     assert result.exit_code == 0, result.stderr
     return out, result
 
@@ -57,7 +85,8 @@ def test_adapt_learns_and_saves_a_checkpoint(adapted):
     metrics = json.loads((out / "metrics.json").read_text())["metrics"]
     assert metrics["documents"] == 96 and metrics["eval_documents"] == 10
     assert metrics["train_pairs"] == 86 * 5 and metrics["eval_pairs"] == 10 * 5
-    assert metrics["nsp_accuracy"] > 0.75 > metrics["nsp_accuracy_before"]  # same-topic NotNext caps it near 0.875
+    # a NotNext sentence from another document of the same topic cannot be told apart: about 0.875 at best
+    assert metrics["nsp_accuracy"] > 0.8 > metrics["nsp_accuracy_before"]
     config = json.loads((out / "config.json").read_text())
     assert config["architectures"] == ["BertForNextSentencePrediction"]
     assert (out / "tokenizer.json").is_file() or (out / "vocab.txt").is_file()
@@ -72,7 +101,7 @@ def test_adapted_model_works_for_zero_shot(invoke, adapted, tmp_path):
     gold = [rng.randrange(TOPICS) for _ in range(60)]
     f.write_text("".join(json.dumps({"text": _sentence(k, rng), "label": f"t{k}"}) + "\n" for k in gold))
     labels = tmp_path / "labels.yaml"
-    labels.write_text("".join(f"t{k}: {{prompt: 'a w{10 * k} b w{10 * k + 1}.'}}\n" for k in range(TOPICS)))
+    labels.write_text("".join(f"t{k}: {{prompt: 'w{10 * k} w{10 * k + 1} w{10 * k}.'}}\n" for k in range(TOPICS)))
     metrics = tmp_path / "m.json"
     r = invoke(
         "zero-shot", f, "--labels-file", labels, "--model", out, "--label-col", "label", "--metrics-out", metrics
