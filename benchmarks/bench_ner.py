@@ -62,6 +62,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--lr", type=float, default=1e-4)
     p.add_argument("--max-length", type=int, default=128)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--head-lr-scale", type=float, default=1.0, help="ours: head lr = lr x this (--head-lr-scale)")
     p.add_argument("--eval-batch-size", type=int, default=64)
     p.add_argument("--limit-train", type=int, default=0, help="use only the first N training texts (0: all)")
     p.add_argument("--limit-eval", type=int, default=0, help="evaluate only the first N texts (0: all; smoke tests)")
@@ -117,17 +118,18 @@ def prepare(args: argparse.Namespace, work: Path) -> tuple[Path, Path, dict]:
 
 
 def run_ours(args: argparse.Namespace, train_p: Path, eval_p: Path, work: Path) -> dict:
-    model_dir = work / f"model-{args.system}"
+    model_dir = work / f"model-{args.system}{args.tag}"
     cmd = [sys.executable, "-m", "nlptool", "-q", "ner", "train", "--train", str(train_p), "--out", str(model_dir)]
     cmd += ["--head", args.system, "--epochs", str(args.epochs), "--batch-size", str(args.batch_size)]
     cmd += ["--lr", str(args.lr), "--max-length", str(args.max_length), "--seed", str(args.seed), "--force"]
+    cmd += ["--head-lr-scale", str(args.head_lr_scale)]
     if args.model:
         cmd += ["--model", args.model]
     t0 = time.perf_counter()
     subprocess.run(cmd, check=True)
     train_wall = time.perf_counter() - t0
     train_metrics = json.loads((model_dir / "metrics.json").read_text())["metrics"]
-    metrics_p = work / f"eval-{args.system}.json"
+    metrics_p = work / f"eval-{args.system}{args.tag}.json"
     cmd = [sys.executable, "-m", "nlptool", "ner", "eval", str(model_dir), str(eval_p), "--metrics-out", str(metrics_p)]
     cmd += ["--batch-size", str(args.eval_batch_size), "--force"]
     subprocess.run(cmd, check=True)

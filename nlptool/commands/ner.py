@@ -158,6 +158,14 @@ def train(
     epochs: Annotated[int, typer.Option("--epochs", help="Passes over the training data.", min=1)] = 3,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Windows per optimizer step (global).", min=1)] = 16,
     lr: Annotated[float, typer.Option("--lr", help="Peak learning rate (AdamW).", min=0.0)] = 5e-5,
+    head_lr_scale: Annotated[
+        float,
+        typer.Option(
+            "--head-lr-scale",
+            help="Learning rate of the (freshly initialised) head = lr × this; the encoder keeps lr.",
+            min=0.0,
+        ),
+    ] = 1.0,
     warmup: Annotated[
         float, typer.Option("--warmup", help="Warm-up as a fraction of all steps.", min=0.0, max=1.0)
     ] = 0.1,
@@ -286,6 +294,7 @@ def train(
         resume=resume,
         metric="f1" if dev_data is not None else None,
         greater_is_better=True,
+        lr_scale={"head.": head_lr_scale} if head_lr_scale != 1.0 else None,
     )
     with _training_progress() as on_progress:
         result = run_training(
@@ -348,6 +357,7 @@ def train(
         "epochs": epochs,
         "batch_size": batch_size,
         "lr": lr,
+        "head_lr_scale": head_lr_scale,
         "warmup": warmup,
         "weight_decay": weight_decay,
         "max_grad_norm": max_grad_norm,

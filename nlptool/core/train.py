@@ -151,6 +151,7 @@ _TRAJECTORY_FIELDS = (
     "seed",
     "precision",
     "group_by_length",
+    "lr_scale",
 )
 
 
@@ -184,6 +185,8 @@ class TrainConfig:
             last; 0 = at the end of every epoch.
         find_unused_parameters: passed to DistributedDataParallel; set it when some trainable parameters get no
             gradient (e.g. a BERT pooler the loss never uses). Ignored in a single process.
+        lr_scale: parameter-name prefix → factor on ``lr`` for those parameters (e.g. ``{"head.": 10.0}`` for a
+            freshly initialised head on a pre-trained encoder); the schedule scales every group alike.
     """
 
     epochs: int = 1
@@ -207,6 +210,7 @@ class TrainConfig:
     greater_is_better: bool = True
     log_every: int = 50
     find_unused_parameters: bool = False
+    lr_scale: dict[str, float] | None = None
 
 
 @dataclass
@@ -474,6 +478,22 @@ def lr_multiplier(step: int, total_steps: int, warmup_steps: int, kind: str = "l
     return 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
+def _scale_lr(groups: list[dict], module: nn.Module, lr: float, scales: Mapping[str, float]) -> list[dict]:
+    """Split parameter groups so that parameters whose name starts with a prefix of ``scales`` get ``lr * factor``
+    (the first matching prefix wins)."""
+    names = {id(p): n for n, p in module.named_parameters()}
+    out = []
+    for g in groups:
+        parts: dict[float, list] = {}
+        for p in g["params"]:
+            name = names.get(id(p), "")
+            factor = next((float(f) for prefix, f in scales.items() if name.startswith(prefix)), 1.0)
+            parts.setdefault(factor, []).append(p)
+        for factor, params in parts.items():
+            out.append({**g, "params": params, "lr": lr * factor})
+    return out
+
+
 def make_scheduler(
     optimizer: torch.optim.Optimizer, total_steps: int, warmup_steps: int, kind: str = "linear"
 ) -> torch.optim.lr_scheduler.LambdaLR:
@@ -638,6 +658,8 @@ class _Loop:
         groups = weight_decay_groups(self.module, config.weight_decay)
         if not groups:
             raise NlptoolError("the model has no trainable parameters (all have requires_grad=False)")
+        if config.lr_scale:
+            groups = _scale_lr(groups, self.module, config.lr, config.lr_scale)
         self.params = [p for g in groups for p in g["params"]]
         self.optimizer = torch.optim.AdamW(groups, lr=config.lr)
         self.scheduler = make_scheduler(self.optimizer, self.total_steps, self.warmup, config.scheduler)

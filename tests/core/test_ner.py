@@ -287,3 +287,18 @@ def test_model_load_errors(tmp_path):
     (tmp_path / "ner_config.json").write_text("{bad", encoding="utf-8")
     with pytest.raises(NlptoolError, match="invalid JSON"):
         SpanNerModel.load(tmp_path)
+
+
+def test_train_lr_scale_splits_groups():
+    """TrainConfig.lr_scale (ner train --head-lr-scale): the head's parameters get lr × factor, the rest lr."""
+    from nlptool.core.train import _scale_lr, weight_decay_groups
+
+    model = torch.nn.ModuleDict({"encoder": torch.nn.Linear(3, 3), "head": torch.nn.Linear(3, 2)})
+    groups = _scale_lr(weight_decay_groups(model, 0.01), model, 1e-4, {"head.": 10.0})
+    by_lr = {}
+    for g in groups:
+        for p in g["params"]:
+            by_lr.setdefault(g["lr"], set()).add(id(p))
+    assert by_lr[1e-4] == {id(model["encoder"].weight), id(model["encoder"].bias)}
+    assert by_lr[1e-4 * 10.0] == {id(model["head"].weight), id(model["head"].bias)}
+    assert {g["weight_decay"] for g in groups if any(p is model["head"].bias for p in g["params"])} == {0.0}
