@@ -119,7 +119,7 @@ def nsp_adapt(
         f"documents; model {resolved.name}, training {trainable:,} parameters (--train-layers {train_layers})"
     )
 
-    def evaluate(m: Any) -> dict[str, float]:
+    def evaluate(_model: Any) -> dict[str, float]:  # the scorer holds the same model
         if not eval_pairs:
             return {}
         p = scorer.score_pairs([e.a for e in eval_pairs], [e.b for e in eval_pairs], shorten="longest", batch_size=64)

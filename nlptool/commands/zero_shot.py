@@ -174,13 +174,11 @@ def zero_shot(
     gold = None
     if label_col is not None:
         gold = np.array([_gold_index(r, label_col, label_names, input) for r in rows], dtype=np.int64)
-    records = rows
     dev = resolve_device(device)
     n, n_labels = len(texts), len(prompts)
-    t0 = time.perf_counter()
     scores: Any
     if method == Method.nsp:
-        from nlptool.core.nsp import NSPScorer, normalise_scores
+        from nlptool.core.nsp import NSPScorer, normalise_scores, pair_order
 
         scorer = NSPScorer.load(model_spec(model), max_length=max_length)
         scorer.model.to(dev)
@@ -190,7 +188,7 @@ def zero_shot(
                 firsts, seconds = texts, texts2
                 shorten = "longest"
             else:
-                pairs = [_ordered(prompts[0].prompt, t, position.value) for t in texts]
+                pairs = [pair_order(prompts[0].prompt, t, position.value) for t in texts]
                 firsts, seconds = [a for a, _ in pairs], [b for _, b in pairs]
                 shorten = "second" if position == Position.prefix else "first"
             t0 = time.perf_counter()
@@ -235,7 +233,7 @@ def zero_shot(
         extra = ["score", "pred"] if mapping == Mapping.samples else ["scores", "probs", "pred"]
         out_fields = [*fieldnames, *[e for e in extra if e not in fieldnames]]
     with open_writer(output, fmt_value(output_format), force=force, fieldnames=out_fields) as writer:
-        for i, record in enumerate(records):
+        for i, record in enumerate(rows):
             row = dict(record.data)
             if mapping == Mapping.samples:
                 row["score"] = float(scores[i])
@@ -286,12 +284,6 @@ def zero_shot(
     }
     inputs = [input, *([labels_file] if labels_file else [])]
     write_metrics(metrics_out, metrics, force=force, inputs=inputs, model=model_name, params=params)
-
-
-def _ordered(prompt: str, text: str, position: str) -> tuple[str, str]:
-    from nlptool.core.nsp import pair_order
-
-    return pair_order(prompt, text, position)
 
 
 def _pick_text_col(requested: str | None, fieldnames: list[str] | None, first: dict, path: str) -> str:
