@@ -183,6 +183,14 @@ def calibrate_can(
 
     n = len(probs)
     n_unc = int(mask.sum())
+    if n and n - n_unc < max(1, 0.05 * n):
+        # CAN rescales each uncertain row against the confident ones; with (almost) none, the column normalisation
+        # only pulls every row towards the prior, and near-uniform inputs all end up with the same label.
+        warn(
+            f"only {n - n_unc} of {n} rows are confident (top-{top_k} uncertainty < --threshold {threshold}): CAN "
+            "has almost nothing to calibrate against and will push the rows towards the prior; check that the "
+            "probabilities are not near-uniform (e.g. zero-shot scores) or lower --threshold"
+        )
     metrics: dict[str, Any] = {
         "rows": n,
         "uncertain_rows": n_unc,

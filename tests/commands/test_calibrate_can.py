@@ -142,3 +142,19 @@ def test_spooled_stdin_is_removed(invoke, preds, tmp_path, monkeypatch):
     r = invoke("calibrate-can", "-", input=preds.read_text())
     assert r.exit_code == 0
     assert [p.name for p in tmp_path.iterdir()] == ["preds.jsonl"]
+
+
+def test_warns_when_almost_no_row_is_confident(invoke, tmp_path):
+    # near-uniform rows (as zero-shot scores often are): nothing to calibrate against, the user is told
+    flat = tmp_path / "flat.jsonl"
+    flat.write_text("".join(json.dumps({"probs": [0.34, 0.33, 0.33]}) + "\n" for _ in range(5)), encoding="utf-8")
+    r = invoke("calibrate-can", flat)
+    assert r.exit_code == 0, r.stderr
+    assert "only 0 of 5 rows are confident" in r.stderr
+    r = invoke("calibrate-can", tmp_path / "flat.jsonl", "--threshold", "1.01")  # every row confident: no warning
+    assert r.exit_code == 0 and "rows are confident" not in r.stderr
+
+
+def test_no_warning_with_enough_confident_rows(invoke, preds):
+    r = invoke("calibrate-can", preds)
+    assert r.exit_code == 0 and "rows are confident" not in r.stderr
