@@ -144,6 +144,15 @@ def _options_map(path: str, name: str, command: Any, options: dict[str, Any]) ->
     return out
 
 
+def _default_seed(section: dict[str, Any], command: Any, seed: int) -> None:
+    """Put the global ``--seed`` into a command's default map; for a group (ner, kg-qa), into each subcommand."""
+    if hasattr(command, "list_commands"):  # typer vendors click: duck-type groups
+        for name, sub in command.commands.items():
+            _default_seed(section.setdefault(name, {}), sub, seed)
+    elif any(p.name == "seed" for p in command.params):
+        section["seed"] = seed
+
+
 @app.callback()
 def main_callback(
     ctx: typer.Context,
@@ -172,8 +181,8 @@ def main_callback(
         default_map = _load_config(config, ctx)
     if seed is not None and ctx.invoked_subcommand:
         sub = ctx.command.get_command(ctx, ctx.invoked_subcommand)  # type: ignore[attr-defined]
-        if sub is not None and any(p.name == "seed" for p in sub.params):
-            default_map.setdefault(ctx.invoked_subcommand, {})["seed"] = seed
+        if sub is not None:
+            _default_seed(default_map.setdefault(ctx.invoked_subcommand, {}), sub, seed)
     if default_map:
         ctx.default_map = {**(ctx.default_map or {}), **default_map}
 

@@ -112,3 +112,18 @@ def test_closed_pipe_exits_quietly(tmp_path):
 def test_global_flags_after_the_command(invoke):
     r = invoke("gradcheck", "--trials", "1", "--inputs", "1", "-q")
     assert r.exit_code == 0 and r.stderr == "" and len(jsonl(r.stdout)) == 1
+
+
+def test_global_seed_reaches_subcommands_of_groups():
+    import typer
+
+    from nlptool.cli import _default_seed, app
+
+    root = typer.main.get_command(app)
+    for group_name in ("ner", "kg-qa"):
+        group = root.commands[group_name]
+        section: dict = {}
+        _default_seed(section, group, 7)
+        with_seed = {n for n, c in group.commands.items() if any(p.name == "seed" for p in c.params)}
+        assert "train" in with_seed
+        assert {n for n, opts in section.items() if opts.get("seed") == 7} == with_seed
