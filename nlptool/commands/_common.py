@@ -253,3 +253,85 @@ def parse_csv_list(value: str | None) -> list[str] | None:
         return None
     items = [v.strip() for v in value.split(",")]
     return [v for v in items if v] or None
+
+
+def check_out_dir(out_dir: Path, *, force: bool, resume: bool) -> None:
+    """Refuse an ``--out`` folder of a training command that would lose the user's files (or cannot be resumed)."""
+    from nlptool.core.errors import NlptoolError
+
+    if out_dir.exists() and not out_dir.is_dir():
+        raise NlptoolError(f"--out {out_dir} is a file; give a folder")
+    if resume:
+        if not (out_dir / "training" / "checkpoint-last").is_dir():
+            raise NlptoolError(f"--resume: {out_dir}/training/checkpoint-last does not exist; nothing to resume")
+        return
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not force:
+        raise NlptoolError(
+            f"output folder {out_dir} is not empty; pass --force to write into it, --resume to continue, "
+            "or pick a new one"
+        )
+    if not out_dir.parent.exists():
+        raise NlptoolError(f"the parent folder of --out {out_dir} does not exist; create it first")
+
+
+class TrainingProgress:
+    """A rich progress bar fed by the shared training loop's events (steps, loss, lr, speed); silent with -q.
+
+    Without a terminal it logs only the evaluations: ``metric`` = (key in the eval metrics, name shown), shown ×100.
+    ``unit`` names the training examples in the speed column (pairs, windows, questions).
+    """
+
+    def __init__(self, unit: str = "examples", metric: tuple[str, str] | None = None) -> None:
+        self.unit = unit
+        self.metric = metric
+
+    def __enter__(self) -> Callable[[dict], None]:
+        console = stderr_console()
+        self.bar: Any = None
+        self.task: Any = None
+        if STATE.quiet or not console.is_terminal:
+            return self._log_only
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        self.bar = Progress(
+            TextColumn("train"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("steps {task.fields[stats]}"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=console,
+        )
+        self.bar.start()
+        return self._update
+
+    def _log_only(self, event: dict) -> None:
+        if event.get("metrics"):
+            self._log_eval(event)
+
+    def _update(self, event: dict) -> None:
+        if event.get("event") == "eval":
+            self._log_eval(event)
+            return
+        if self.task is None:
+            self.task = self.bar.add_task("train", total=event.get("total_steps"), stats="")
+        stats = f"loss {event.get('loss', float('nan')):.4f} lr {event.get('lr', 0):.2e}"
+        if event.get("examples_per_s"):
+            stats += f" {event['examples_per_s']:.1f} {self.unit}/s"
+        self.bar.update(self.task, completed=event.get("step", 0), stats=stats)
+
+    def _log_eval(self, event: dict) -> None:
+        metrics = event.get("metrics") or {}
+        if self.metric is not None and isinstance(metrics.get(self.metric[0]), (int, float)):
+            info(f"step {event.get('step')}: dev {self.metric[1]} {100 * metrics[self.metric[0]]:.2f}")
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.stop()

@@ -20,6 +20,7 @@ from nlptool.commands._common import (
     MetricsOutOpt,
     OutputOpt,
     SeedOpt,
+    TrainingProgress,
     info,
     print_table,
     progress,
@@ -334,10 +335,9 @@ def train(
         output_dir=str(training_dir),
         log_every=50,
     )
-    from nlptool.commands.train_cosent import _training_progress
 
     started = time.perf_counter()
-    with _training_progress() as on_progress:
+    with TrainingProgress("questions") as on_progress:
         result = fit(
             kg,
             examples,

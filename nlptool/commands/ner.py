@@ -19,6 +19,8 @@ from nlptool.commands._common import (
     ModelOpt,
     OutputOpt,
     SeedOpt,
+    TrainingProgress,
+    check_out_dir,
     info,
     print_table,
     progress,
@@ -207,7 +209,6 @@ def train(
     """
     from transformers import AutoModel
 
-    from nlptool.commands.train_cosent import _check_out_dir, _training_progress
     from nlptool.core.globalpointer import global_pointer_loss
     from nlptool.core.io import check_output_path
     from nlptool.core.models import load_model, load_tokenizer, resolve_model
@@ -225,7 +226,7 @@ def train(
     out_dir = Path(out)
     rank, world = world_info()
     if rank == 0:
-        _check_out_dir(out_dir, force=force, resume=resume)
+        check_out_dir(out_dir, force=force, resume=resume)
         check_output_path(metrics_out, force)
     if head_size % 2:
         raise typer.BadParameter("must be even (RoPE rotates pairs)", param_hint="--head-size")
@@ -297,7 +298,7 @@ def train(
         greater_is_better=True,
         lr_scale={"head.": head_lr_scale} if head_lr_scale != 1.0 else None,
     )
-    with _training_progress() as on_progress:
+    with TrainingProgress("windows", ("f1", "span F1")) as on_progress:
         result = run_training(
             net,
             windows,

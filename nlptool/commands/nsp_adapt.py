@@ -14,6 +14,8 @@ from nlptool.commands._common import (
     MetricsOutOpt,
     ModelOpt,
     SeedOpt,
+    TrainingProgress,
+    check_out_dir,
     info,
     print_table,
     seed_everything,
@@ -85,7 +87,6 @@ def nsp_adapt(
     import torch
 
     from nlptool.commands.encode import model_spec, resolve_device
-    from nlptool.commands.train_cosent import _training_progress
     from nlptool.core.io import check_output_path
     from nlptool.core.models import load_model, load_tokenizer, resolve_model
     from nlptool.core.nsp import IS_NEXT, NSPScorer, build_nsp_pairs, nsp_model_class, read_corpus, split_documents
@@ -93,7 +94,7 @@ def nsp_adapt(
     from nlptool.core.train import train as run_training
 
     out_dir = Path(out)
-    _check_out_dir(out_dir, force=force, resume=resume)
+    check_out_dir(out_dir, force=force, resume=resume)
     check_output_path(metrics_out, force)
     layers_spec = _parse_layers(train_layers)
     seed_everything(seed)
@@ -165,7 +166,7 @@ def nsp_adapt(
         log_every=50,
     )
     t0 = time.perf_counter()
-    with _training_progress() as on_progress:
+    with TrainingProgress("pairs") as on_progress:
         result = run_training(
             nsp_model,
             list(range(len(pairs))),
@@ -276,16 +277,3 @@ def _freeze(model: Any, top_layers: int | None) -> int:
         if name != model.base_model_prefix:
             module.requires_grad_(True)  # the classifier (cls.seq_relationship)
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
-
-
-def _check_out_dir(out_dir: Path, *, force: bool, resume: bool) -> None:
-    if out_dir.exists() and not out_dir.is_dir():
-        raise NlptoolError(f"--out {out_dir} is a file; give a folder")
-    if resume:
-        if not (out_dir / "training" / "checkpoint-last").is_dir():
-            raise NlptoolError(f"--resume: {out_dir}/training/checkpoint-last does not exist; nothing to resume")
-        return
-    if out_dir.is_dir() and any(out_dir.iterdir()) and not force:
-        raise NlptoolError(f"output folder {out_dir} is not empty; pass --force to write into it, or pick a new one")
-    if not out_dir.parent.exists():
-        raise NlptoolError(f"the parent folder of --out {out_dir} does not exist; create it first")

@@ -10,12 +10,13 @@ from typing import Annotated, Any
 import typer
 
 from nlptool.commands._common import (
-    STATE,
     ForceOpt,
     HeaderOpt,
     MetricsOutOpt,
     ModelOpt,
     SeedOpt,
+    TrainingProgress,
+    check_out_dir,
     info,
     print_table,
     seed_everything,
@@ -126,7 +127,7 @@ def train_cosent(
     out_dir = Path(out)
     rank, world = world_info()
     if rank == 0:  # under torchrun only rank 0 writes, so only it checks the output
-        _check_out_dir(out_dir, force=force, resume=resume)
+        check_out_dir(out_dir, force=force, resume=resume)
         check_output_path(metrics_out, force)
     seed_everything(seed)
 
@@ -241,7 +242,7 @@ def train_cosent(
         greater_is_better=True,
     )
     lengths = [len(data.text1[i]) + len(data.text2[i]) for i in examples]
-    with _training_progress() as on_progress:
+    with TrainingProgress("pairs", ("spearman", "Spearman")) as on_progress:
         result = run_training(
             pair_model,
             examples,
@@ -318,79 +319,3 @@ def train_cosent(
     )
     write_metrics(metrics_out, metrics, force=force, seed=seed, inputs=inputs, model=encoder.name, params=params)
     info(f"train-cosent: model saved to {out_dir} ({result.steps} steps, {result.examples_per_s:.1f} pairs/s)")
-
-
-def _check_out_dir(out_dir: Path, *, force: bool, resume: bool) -> None:
-    from nlptool.core.errors import NlptoolError
-
-    if out_dir.exists() and not out_dir.is_dir():
-        raise NlptoolError(f"--out {out_dir} is a file; give a folder")
-    if resume:
-        if not (out_dir / "training" / "checkpoint-last").is_dir():
-            raise NlptoolError(f"--resume: {out_dir}/training/checkpoint-last does not exist; nothing to resume")
-        return
-    if out_dir.is_dir() and any(out_dir.iterdir()) and not force:
-        raise NlptoolError(
-            f"output folder {out_dir} is not empty; pass --force to write into it, --resume to continue, "
-            "or pick a new one"
-        )
-    if not out_dir.parent.exists():
-        raise NlptoolError(f"the parent folder of --out {out_dir} does not exist; create it first")
-
-
-class _training_progress:
-    """A rich progress bar fed by the training loop's events (steps, loss, lr, speed); silent with -q / no TTY."""
-
-    def __enter__(self) -> Any:
-        from nlptool.commands._common import stderr_console
-
-        console = stderr_console()
-        self.bar = None
-        self.task = None
-        if STATE.quiet or not console.is_terminal:
-            return self._log_only
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
-
-        self.bar = Progress(
-            TextColumn("train"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("steps {task.fields[stats]}"),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
-            console=console,
-        )
-        self.bar.start()
-        return self._update
-
-    def _log_only(self, event: dict) -> None:
-        if "metrics" in event and event.get("metrics"):
-            _log_eval(event)
-
-    def _update(self, event: dict) -> None:
-        assert self.bar is not None
-        if self.task is None:
-            self.task = self.bar.add_task("train", total=event.get("total_steps"), stats="")
-        stats = f"loss {event.get('loss', float('nan')):.4f} lr {event.get('lr', 0):.2e}"
-        if event.get("examples_per_s"):
-            stats += f" {event['examples_per_s']:.1f} pairs/s"
-        self.bar.update(self.task, completed=event.get("step", 0), stats=stats)
-        if event.get("metrics"):
-            _log_eval(event)
-
-    def __exit__(self, *exc: object) -> None:
-        if self.bar is not None:
-            self.bar.stop()
-
-
-def _log_eval(event: dict) -> None:
-    metrics = event.get("metrics") or {}
-    if "spearman" in metrics:
-        info(f"step {event.get('step')}: dev Spearman {100 * metrics['spearman']:.2f}")

@@ -812,6 +812,8 @@ class _Loop:
                     self.save_best(self.module, tmp)
                     _replace_dir(tmp, self.out / BEST_DIR)
         self._record(event)
+        if self.on_progress is not None and self.main:
+            self.on_progress(event)
 
     # ---- training ------------------------------------------------------------------------------------------------
     def _loss_on(self, indices: list[int], weight: float, standin: bool) -> Tensor:
@@ -978,7 +980,8 @@ def train(
         lengths: per-example lengths (tokens) for ``group_by_length``.
         on_progress: called on rank 0 after every optimizer step with ``{"step", "total_steps", "epoch", "loss",
             "lr", "grad_norm", "examples_per_s"}`` (``loss``: this step's loss; ``lr``: the lr it used;
-            ``grad_norm``: the gradient norm before clipping, ``None`` when clipping is off).
+            ``grad_norm``: the gradient norm before clipping, ``None`` when clipping is off), and after every
+            evaluation with its event ``{"event": "eval", "step", "epoch", "metrics", ["is_best"]}``.
 
     Returns:
         A :class:`TrainResult`.

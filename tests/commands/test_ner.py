@@ -72,6 +72,7 @@ def test_train_writes_a_loadable_folder(trained):
     metrics = json.loads((trained["tmp"] / "train_metrics.json").read_text())
     assert metrics["metrics"]["dev_f1"] == 1.0 and metrics["metrics"]["steps"] == 40
     assert metrics["params"]["head"] == "egp"
+    assert "step 40: dev span F1 100.00" in trained["stderr"]  # evaluations are logged while training
     # the encoder folder loads with plain transformers
     from transformers import AutoModel
 

@@ -86,7 +86,7 @@ def run_all() -> dict:
             collate,
             loss_fn,
             config,
-            on_progress=lambda e, norms=grad_norms: norms.append(e["grad_norm"]),
+            on_progress=lambda e, norms=grad_norms: e.get("event") != "eval" and norms.append(e["grad_norm"]),
         )
         if distributed:
             assert dist.is_initialized() == own_group, "train() must destroy only a process group it created"
