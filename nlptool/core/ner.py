@@ -276,47 +276,31 @@ def iter_texts(path: str) -> Iterator[tuple[int, dict]]:
     Yields ``(line, record)`` with ``record["text"]`` a string. ``.txt`` files (and stdin whose first character is
     not ``{``) are plain text; empty lines are kept as empty texts so line numbers stay aligned.
     """
+    import itertools
+    import sys
+
     from nlptool.core.io import read_records
 
-    plain = str(path).endswith(".txt")
+    stdin = None
     if str(path) == "-":
-        import sys
-
         first = sys.stdin.readline()
-        import itertools
-
-        lines: Iterable[str] = itertools.chain([first], sys.stdin)
+        stdin = itertools.chain([first], sys.stdin)
         if not first.lstrip("\ufeff").startswith("{"):
-            for n, line in enumerate(lines, start=1):
+            for n, line in enumerate(stdin, start=1):
                 yield n, {"text": line.rstrip("\r\n")}
             return
-        yield from _iter_jsonl_texts(lines, path)
-        return
-    if plain:
+    elif str(path).endswith(".txt"):
+        if not os.path.isfile(path):
+            raise NlptoolError(f"input file {path} does not exist; check the path")
         with open(path, encoding="utf-8") as fh:
             for n, line in enumerate(fh, start=1):
                 yield n, {"text": line.rstrip("\r\n").lstrip("\ufeff") if n == 1 else line.rstrip("\r\n")}
         return
-    if not os.path.isfile(path):
-        raise NlptoolError(f"input file {path} does not exist; check the path")
-    with read_records(path, "jsonl") as reader:
+    with read_records(path, "jsonl", stdin=stdin) as reader:
         for r in reader:
             if not isinstance(r.data.get("text"), str):
                 raise InputError("missing or non-string 'text'", path=path, line=r.line, field="text")
             yield r.line, r.data
-
-
-def _iter_jsonl_texts(lines: Iterable[str], path: str) -> Iterator[tuple[int, dict]]:
-    for n, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise InputError(f"invalid JSON ({exc.msg} at column {exc.colno})", path=path, line=n) from None
-        if not isinstance(obj, dict) or not isinstance(obj.get("text"), str):
-            raise InputError("expected a JSON object with a string 'text'", path=path, line=n, field="text")
-        yield n, obj
 
 
 def label_set(examples: Iterable[NerExample]) -> list[str]:

@@ -157,18 +157,11 @@ def _conll(path: str, stats: ConvertStats, *, chars: bool) -> Iterator[dict]:
 
 
 def _json_lines(path: str) -> Iterator[tuple[int, dict]]:
-    with _open(path) as fh:
-        for n, raw in enumerate(fh, start=1):
-            line = raw.lstrip("\ufeff") if n == 1 else raw
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise InputError(f"invalid JSON ({exc.msg} at column {exc.colno})", path=path, line=n) from None
-            if not isinstance(obj, dict):
-                raise InputError(f"expected a JSON object, found {type(obj).__name__}", path=path, line=n)
-            yield n, obj
+    from nlptool.core.io import read_records
+
+    with read_records(path, "jsonl") as reader:
+        for rec in reader:
+            yield rec.line, rec.data
 
 
 def _cluener(path: str) -> Iterator[dict]:

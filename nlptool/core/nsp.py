@@ -33,7 +33,6 @@ no NSP head and uses :class:`nlptool.core.encoder.SentenceEncoder`.
 
 from __future__ import annotations
 
-import json
 import random
 import re
 from collections.abc import Callable, Sequence
@@ -501,57 +500,50 @@ def read_corpus(path: str | Path, *, text_field: str = "text", fmt: str | None =
 
     Empty documents are skipped. Errors name the file and line.
     """
-    from nlptool.core.io import format_from_path
+    from nlptool.core.io import format_from_path, read_records
 
     p = Path(path)
     if not p.is_file():
         raise NlptoolError(f"corpus file {path} does not exist; check the path")
     kind = fmt or format_from_path(str(p)) or "text"
     docs: list[list[str]] = []
+    if kind == "jsonl":
+        with read_records(p, "jsonl") as reader:
+            for rec in reader:
+                if text_field not in rec.data:
+                    present = ", ".join(list(rec.data)[:8]) or "none"
+                    raise InputError(
+                        f"missing (fields present: {present}); choose the field with --text-field",
+                        path=str(path),
+                        line=rec.line,
+                        field=text_field,
+                    )
+                value = rec.data[text_field]
+                if not isinstance(value, str):
+                    raise InputError(
+                        f"expected a string, found {type(value).__name__}",
+                        path=str(path),
+                        line=rec.line,
+                        field=text_field,
+                    )
+                sents = split_sentences(value)
+                if sents:
+                    docs.append(sents)
+        return docs
+    if kind not in ("text", "txt"):
+        raise NlptoolError(f"corpus {path}: unsupported format '{kind}'; give plain text or JSONL")
     try:
         with open(p, encoding="utf-8") as fh:
-            if kind == "jsonl":
-                for line_no, line in enumerate(fh, start=1):
-                    if not line.strip():
-                        continue
-                    try:
-                        obj = json.loads(line)
-                    except json.JSONDecodeError as exc:
-                        raise InputError(f"invalid JSON ({exc.msg})", path=str(path), line=line_no) from None
-                    if not isinstance(obj, dict):
-                        raise InputError("expected a JSON object per line", path=str(path), line=line_no)
-                    if text_field not in obj:
-                        present = ", ".join(list(obj)[:8]) or "none"
-                        raise InputError(
-                            f"missing (fields present: {present}); choose the field with --text-field",
-                            path=str(path),
-                            line=line_no,
-                            field=text_field,
-                        )
-                    value = obj[text_field]
-                    if not isinstance(value, str):
-                        raise InputError(
-                            f"expected a string, found {type(value).__name__}",
-                            path=str(path),
-                            line=line_no,
-                            field=text_field,
-                        )
-                    sents = split_sentences(value)
-                    if sents:
-                        docs.append(sents)
-            elif kind in ("text", "txt"):
-                current: list[str] = []
-                for line in fh:
-                    if not line.strip():
-                        if current:
-                            docs.append(current)
-                            current = []
-                        continue
-                    current += split_sentences(line)
-                if current:
-                    docs.append(current)
-            else:
-                raise NlptoolError(f"corpus {path}: unsupported format '{kind}'; give plain text or JSONL")
+            current: list[str] = []
+            for line in fh:
+                if not line.strip():
+                    if current:
+                        docs.append(current)
+                        current = []
+                    continue
+                current += split_sentences(line)
+            if current:
+                docs.append(current)
     except UnicodeDecodeError as exc:
         raise NlptoolError(f"corpus {path} is not valid UTF-8 ({exc.reason}); convert it to UTF-8") from None
     return docs

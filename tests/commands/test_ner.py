@@ -297,3 +297,8 @@ def test_torchrun_two_processes_match_one(tiny_bert_no_heads_dir, tmp_path):
     assert a.keys() == b.keys()
     assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-5
     assert json.loads((tmp_path / "two" / "metrics.json").read_text())["params"]["world_size"] == 2
+
+
+def test_predict_missing_text_file_is_a_one_line_error(invoke, trained, tmp_path):
+    r = invoke("ner", "predict", trained["dir"], tmp_path / "missing.txt")
+    assert r.exit_code == 1 and "missing.txt does not exist" in r.stderr and "Traceback" not in r.stderr
