@@ -173,18 +173,56 @@ def rope(x: Tensor, positions: Tensor | None = None, base: float = 10000.0) -> T
         raise GlobalPointerError(f"rope needs an even last dimension, got d={d}; use an even head_size")
     length = x.shape[-2]
     if positions is None:
-        positions = torch.arange(length, device=x.device)
-    compute_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
-    pos = positions.to(device=x.device, dtype=compute_dtype)
-    inv_freq = base ** (-torch.arange(0, d, 2, device=x.device, dtype=compute_dtype) / d)  # (d/2,)
-    theta = pos.unsqueeze(-1) * inv_freq  # (..., L, d/2)
-    cos = torch.cos(theta).to(x.dtype)
-    sin = torch.sin(theta).to(x.dtype)
+        cos, sin = _rope_tables(length, d, base, x.device, x.dtype)
+    else:
+        cos, sin = _rope_cos_sin(positions.to(x.device), d, base, x.dtype)
     x_even = x[..., 0::2]
     x_odd = x[..., 1::2]
     out_even = x_even * cos - x_odd * sin
     out_odd = x_odd * cos + x_even * sin
     return torch.stack([out_even, out_odd], dim=-1).flatten(-2)
+
+
+def _rope_cos_sin(positions: Tensor, d: int, base: float, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+    compute_dtype = torch.float64 if dtype == torch.float64 else torch.float32
+    pos = positions.to(dtype=compute_dtype)
+    inv_freq = base ** (-torch.arange(0, d, 2, device=positions.device, dtype=compute_dtype) / d)  # (d/2,)
+    theta = pos.unsqueeze(-1) * inv_freq  # (..., L, d/2)
+    return torch.cos(theta).to(dtype), torch.sin(theta).to(dtype)
+
+
+_ROPE_CACHE: dict[tuple, tuple[Tensor, Tensor]] = {}
+
+
+def _rope_tables(length: int, d: int, base: float, device: torch.device, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+    """cos/sin of positions ``0..length-1``, computed once per (length, d, base, device, dtype): the tables do not
+    depend on the input, and every batch of a length-sorted run reuses a handful of lengths."""
+    key = (length, d, float(base), str(device), dtype)
+    tables = _ROPE_CACHE.get(key)
+    if tables is None:
+        if len(_ROPE_CACHE) > 1024:  # bounded: lengths are bounded by the model's max length in practice
+            _ROPE_CACHE.clear()
+        # Normal tensors even when first needed under inference_mode (e.g. a dev evaluation during training):
+        # an inference tensor could not be saved for backward later.
+        with torch.inference_mode(False), torch.no_grad():
+            tables = _rope_cos_sin(torch.arange(length, device=device), d, base, dtype)
+        _ROPE_CACHE[key] = tables
+    return tables
+
+
+_TRIU_CACHE: dict[tuple, Tensor] = {}
+
+
+def _upper_triangle(length: int, device: torch.device) -> Tensor:
+    key = (length, str(device))
+    upper = _TRIU_CACHE.get(key)
+    if upper is None:
+        if len(_TRIU_CACHE) > 1024:
+            _TRIU_CACHE.clear()
+        with torch.inference_mode(False), torch.no_grad():
+            upper = torch.ones(length, length, dtype=torch.bool, device=device).triu()
+        _TRIU_CACHE[key] = upper
+    return upper
 
 
 def span_mask(attention_mask: Tensor) -> Tensor:
@@ -206,8 +244,7 @@ def span_mask(attention_mask: Tensor) -> Tensor:
     if attention_mask.dim() != 2:
         raise GlobalPointerError(f"attention_mask must have shape (B, L), got {tuple(attention_mask.shape)}")
     m = attention_mask.bool()
-    length = m.shape[1]
-    upper = torch.ones(length, length, dtype=torch.bool, device=m.device).triu()
+    upper = _upper_triangle(m.shape[1], m.device)
     return (m[:, None, :, None] & m[:, None, None, :]) & upper
 
 
@@ -359,13 +396,13 @@ def decode_spans(logits: Tensor, threshold: float = 0.0) -> list[list[tuple[int,
     """
     if logits.dim() != 4:
         raise GlobalPointerError(f"logits must have shape (B, H, L, L), got {tuple(logits.shape)}")
-    out: list[list[tuple[int, int, int, float]]] = []
-    scores = logits.detach().cpu()
-    for example in scores:
-        keep = example > threshold
-        idx = keep.nonzero(as_tuple=False).tolist()
-        values = example[keep].tolist()  # row-major, the order of nonzero()
-        spans = [(t, i, j, float(v)) for (t, i, j), v in zip(idx, values, strict=True)]
+    out: list[list[tuple[int, int, int, float]]] = [[] for _ in range(logits.shape[0])]
+    scores = logits.detach()
+    keep = scores > threshold
+    idx = keep.nonzero(as_tuple=False).cpu().tolist()  # one pass over the whole batch, row-major
+    values = scores[keep].cpu().tolist()  # the same order as nonzero()
+    for (b, t, i, j), v in zip(idx, values, strict=True):
+        out[b].append((t, i, j, float(v)))
+    for spans in out:
         spans.sort(key=lambda s: -s[3])
-        out.append(spans)
     return out

@@ -124,6 +124,31 @@ def test_decode_nested_spans():
     assert decode_spans(logits) == [[(0, 0, 2, 3.0), (1, 0, 1, 2.0), (1, 1, 1, 0.5)]]
 
 
+def test_decode_batch_keeps_examples_apart():
+    logits = torch.full((3, 2, 3, 3), -1.0)
+    logits[0, 1, 0, 2] = 1.5
+    logits[2, 0, 1, 1] = 0.75
+    logits[2, 1, 0, 0] = 2.5
+    assert decode_spans(logits) == [[(1, 0, 2, 1.5)], [], [(1, 0, 0, 2.5), (0, 1, 1, 0.75)]]
+    assert decode_spans(logits, threshold=1.0) == [[(1, 0, 2, 1.5)], [], [(1, 0, 0, 2.5)]]
+
+
+@pytest.mark.parametrize("cls", [GlobalPointer, EfficientGlobalPointer])
+def test_training_step_after_scoring_under_inference_mode(cls):
+    """RoPE tables and masks are cached per length: a table first built under ``torch.inference_mode`` (a dev
+    evaluation during training) must still be usable in a later backward pass."""
+    torch.manual_seed(1)
+    head = cls(hidden_size=8, num_types=2, head_size=4)
+    hidden = torch.randn(2, 7, 8)  # a length no other test uses, so the cache is cold here
+    mask = torch.ones(2, 7, dtype=torch.long)
+    with torch.inference_mode():
+        expected = head(hidden, mask)
+    logits = head(hidden, mask)
+    assert torch.equal(logits.detach(), expected)
+    global_pointer_loss(logits, torch.zeros_like(logits)).backward()
+    assert head.dense.weight.grad is not None and torch.isfinite(head.dense.weight.grad).all()
+
+
 @pytest.mark.parametrize("cls", [GlobalPointer, EfficientGlobalPointer])
 def test_512_tokens_and_10_types_fit_on_cpu(cls):
     """The memory bound of the docs: one 512-token window, 10 types, scores + labels + backward on CPU."""
