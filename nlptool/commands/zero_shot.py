@@ -46,6 +46,15 @@ class Mapping(str, Enum):
     samples = "samples"
 
 
+class Calibration(str, Enum):
+    none = "none"
+    content_free = "content-free"
+
+
+#: Zhao et al. (2021)'s content-free inputs; ``{mask}`` becomes the tokenizer's mask token (dropped if it has none).
+CONTENT_FREE_TEXTS = ("N/A", "", "{mask}")
+
+
 def zero_shot(
     input: InputArg,
     output: OutputOpt = "-",
@@ -85,6 +94,15 @@ def zero_shot(
             "pair's, with --text2-col) and cut into equal bins, one per label in order (nsp only).",
         ),
     ] = Mapping.candidates,
+    calibrate: Annotated[
+        Calibration,
+        typer.Option(
+            "--calibrate",
+            help="content-free: divide each row's probs by the label distribution the prompts give the content-free "
+            "texts 'N/A', '' and [MASK], then renormalise (Zhao et al. 2021); pred = argmax of the result. Uses no "
+            "labels. candidates mapping only.",
+        ),
+    ] = Calibration.none,
     model: ModelOpt = None,
     text_col: Annotated[
         str | None,
@@ -145,6 +163,8 @@ def zero_shot(
         raise typer.BadParameter("a pair task (--text2-col) is scored with --mapping samples", param_hint="--mapping")
     if mapping == Mapping.samples and method != Method.nsp:
         raise typer.BadParameter("--mapping samples ranks NSP scores; use it with --method nsp", param_hint="--mapping")
+    if mapping == Mapping.samples and calibrate != Calibration.none:
+        raise typer.BadParameter("--calibrate applies to --mapping candidates", param_hint="--calibrate")
     check_output_path(output, force)
     check_output_path(metrics_out, force)
     if labels_file is not None:
@@ -207,6 +227,9 @@ def zero_shot(
             n_pairs = n * n_labels
             probs = normalise_scores(scores)
             pred = scores.argmax(axis=1)
+            if calibrate == Calibration.content_free:
+                cf_texts = _content_free_texts(scorer.tokenizer)
+                cf_probs = normalise_scores(scorer.score(cf_texts, texts_in, position=position.value))
     else:
         from nlptool.core.encoder import SentenceEncoder
 
@@ -220,12 +243,26 @@ def zero_shot(
             )
         seconds_taken = time.perf_counter() - t0
         n_pairs = n * n_labels
-        scores = text_emb.astype(np.float64) @ prompt_emb.astype(np.float64).T
-        logits = scores / temperature
-        logits -= logits.max(axis=1, keepdims=True)
-        probs = np.exp(logits)
-        probs /= probs.sum(axis=1, keepdims=True)
+        prompt_emb = prompt_emb.astype(np.float64)
+        scores = text_emb.astype(np.float64) @ prompt_emb.T
+        probs = _softmax(scores / temperature)
         pred = scores.argmax(axis=1)
+        if calibrate == Calibration.content_free:
+            cf_texts = _content_free_texts(encoder.tokenizer)
+            cf_emb = encoder.encode(cf_texts, batch_size=batch_size, normalize=True, device=dev)
+            cf_probs = _softmax(cf_emb.astype(np.float64) @ prompt_emb.T / temperature)
+    content_free_prior = None
+    if calibrate == Calibration.content_free:
+        from nlptool.core.nsp import calibrate_content_free
+
+        probs, content_free_prior = calibrate_content_free(probs, cf_probs)
+        pred = probs.argmax(axis=1)
+        info(
+            "content-free calibration: label prior on "
+            + ", ".join(repr(t) for t in cf_texts)
+            + ": "
+            + ", ".join(f"{y} {v:.3f}" for y, v in zip(label_names, content_free_prior, strict=True))
+        )
 
     # -- write
     out_fields = None
@@ -253,6 +290,8 @@ def zero_shot(
         "pairs_per_s": rate,
         "predicted_counts": {y: int((pred == k).sum()) for k, y in enumerate(label_names)},
     }
+    if content_free_prior is not None:
+        metrics["content_free_prior"] = {y: float(v) for y, v in zip(label_names, content_free_prior, strict=True)}
     info(
         f"zero-shot ({method.value}, {mapping.value}): {n} rows x {n_labels if mapping == Mapping.candidates else 1} "
         f"prompt(s) = {n_pairs} pairs in {seconds_taken:.2f} s ({rate:.1f} pairs/s); model {model_name}"
@@ -280,10 +319,24 @@ def zero_shot(
         "batch_size": batch_size,
         "max_length": max_length,
         "temperature": temperature if method == Method.embedding else None,
+        "calibrate": calibrate.value,
         "device": dev,
     }
     inputs = [input, *([labels_file] if labels_file else [])]
     write_metrics(metrics_out, metrics, force=force, inputs=inputs, model=model_name, params=params)
+
+
+def _softmax(logits: Any) -> Any:
+    import numpy as np
+
+    z = logits - logits.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def _content_free_texts(tokenizer: Any) -> list[str]:
+    mask = getattr(tokenizer, "mask_token", None)
+    return [t.replace("{mask}", mask) if "{mask}" in t else t for t in CONTENT_FREE_TEXTS if "{mask}" not in t or mask]
 
 
 def _pick_text_col(requested: str | None, fieldnames: list[str] | None, first: dict, path: str) -> str:

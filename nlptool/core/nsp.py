@@ -59,6 +59,7 @@ __all__ = [
     "LabelPrompt",
     "POSITIONS",
     "build_nsp_pairs",
+    "calibrate_content_free",
     "check_template",
     "fill_template",
     "make_prompts",
@@ -239,6 +240,47 @@ def normalise_scores(scores: np.ndarray) -> np.ndarray:
     total = s.sum(axis=1, keepdims=True)
     out = np.divide(s, total, out=np.full_like(s, 1.0 / s.shape[1]), where=total > 0)
     return out
+
+
+def calibrate_content_free(probs: np.ndarray, content_free_probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    r"""Contextual calibration (Zhao et al. 2021): divide out the label prior the prompts show on content-free input.
+
+    With :math:`\hat p_{cf}` the mean over content-free inputs (``"N/A"``, ``""``, ``"[MASK]"``) of their
+    label distributions, each row becomes
+
+    .. math::
+
+        q(y \mid x) = \frac{p(y \mid x) / \hat p_{cf}(y)}{\sum_{y'} p(y' \mid x) / \hat p_{cf}(y')},
+
+    i.e. :math:`W = \mathrm{diag}(\hat p_{cf})^{-1}`, :math:`b = 0` in the paper's notation. It removes a bias
+    toward labels whose prompt scores high whatever the text is (for NSP: a prompt that "follows" anything). It uses
+    no labelled data and no evaluation text, only the prompts.
+
+    Args:
+        probs: ``(N, L)`` rows summing to 1.
+        content_free_probs: ``(K, L)`` rows summing to 1, one per content-free input.
+
+    Returns:
+        The calibrated ``(N, L)`` rows and :math:`\hat p_{cf}` ``(L,)``.
+
+    Reference:
+        Zhao, Wallace, Feng, Klein, Singh, "Calibrate Before Use: Improving Few-Shot Performance of Language
+        Models", ICML 2021 (arXiv 2102.09690).
+    """
+    p = np.asarray(probs, dtype=np.float64)
+    cf = np.asarray(content_free_probs, dtype=np.float64)
+    if p.ndim != 2 or cf.ndim != 2 or cf.shape[1] != p.shape[1] or len(cf) == 0:
+        raise NlptoolError(
+            f"contextual calibration needs probs (N, L) and content-free probs (K, L) with the same L; got "
+            f"{p.shape} and {cf.shape}"
+        )
+    prior = cf.mean(axis=0)
+    if not (prior > 0).all():
+        raise NlptoolError("contextual calibration: a label has probability 0 on every content-free input")
+    q = p / prior
+    total = q.sum(axis=1, keepdims=True)
+    q = np.divide(q, total, out=np.full_like(q, 1.0 / q.shape[1]), where=total > 0)
+    return q, prior
 
 
 def samples_contrast(scores: Sequence[float] | np.ndarray, n_bins: int) -> np.ndarray:

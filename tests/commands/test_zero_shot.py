@@ -61,6 +61,44 @@ def test_nsp_pipe_into_calibrate_can(invoke, tiny_bert_dir, texts_csv, tmp_path)
     assert all(sum(row["probs"]) == pytest.approx(1.0) for row in rows)
 
 
+def test_content_free_calibration(invoke, tiny_bert_dir, texts_csv, tmp_path):
+    import numpy as np
+
+    from nlptool.core.nsp import NSPScorer, normalise_scores
+
+    plain = invoke("zero-shot", texts_csv, "--labels", LABELS, "--template", "w1 {}", "--model", tiny_bert_dir)
+    assert plain.exit_code == 0, plain.stderr
+    metrics = tmp_path / "m.json"
+    r = invoke(
+        "zero-shot", texts_csv, "--labels", LABELS, "--template", "w1 {}", "--model", tiny_bert_dir,
+        "--calibrate", "content-free", "--metrics-out", metrics,
+    )  # fmt: skip
+    assert r.exit_code == 0, r.stderr
+    assert "content-free calibration" in r.stderr
+    # the prior: normalised P(IsNext) of the three content-free texts against the prompts, averaged
+    scorer = NSPScorer.load(str(tiny_bert_dir))
+    prompts = ["w1 alpha", "w1 beta", "w1 gamma"]
+    prior = normalise_scores(scorer.score(["N/A", "", "[MASK]"], prompts)).mean(axis=0)
+    doc = json.loads(metrics.read_text())
+    assert list(doc["metrics"]["content_free_prior"].values()) == pytest.approx(prior.tolist(), abs=1e-6)
+    assert doc["params"]["calibrate"] == "content-free"
+    names = LABELS.split(",")
+    for before, after in zip(jsonl(plain.stdout), jsonl(r.stdout), strict=True):
+        assert after["scores"] == pytest.approx(before["scores"])  # raw scores are kept
+        q = np.array(before["probs"]) / prior
+        q /= q.sum()
+        assert after["probs"] == pytest.approx(q.tolist(), abs=1e-6)
+        assert after["pred"] == names[int(q.argmax())]
+
+
+def test_content_free_calibration_needs_candidates(invoke, tiny_bert_dir, texts_csv):
+    r = invoke(
+        "zero-shot", texts_csv, "--labels", LABELS, "--model", tiny_bert_dir, "--mapping", "samples",
+        "--calibrate", "content-free",
+    )  # fmt: skip
+    assert r.exit_code == 2 and "--calibrate" in r.stderr
+
+
 def test_stdin_and_suffix_and_determinism(invoke, tiny_bert_dir, texts_csv):
     args = ["zero-shot", "-", "--labels", LABELS, "--model", tiny_bert_dir, "--position", "suffix", "-q"]
     a = invoke(*args, input=texts_csv.read_text())
@@ -175,3 +213,27 @@ def test_embedding_method_default_model(invoke, tmp_path):
     for row in rows:
         assert all(-1 <= s <= 1 for s in row["scores"].values()) and sum(row["probs"]) == pytest.approx(1.0)
     assert json.loads(metrics.read_text())["metrics"]["accuracy"] == 1.0
+
+
+def test_embedding_method_content_free_calibration(invoke, tmp_path):
+    import numpy as np
+
+    from nlptool.core.encoder import SentenceEncoder
+
+    f = tmp_path / "t.jsonl"
+    texts = ["The striker scored twice in the final.", "Shares fell after the bank's profits dropped."]
+    f.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+    metrics = tmp_path / "m.json"
+    r = invoke(
+        "zero-shot", f, "--labels", "sports,business", "--template", "This news is about {}.", "--method",
+        "embedding", "--calibrate", "content-free", "--metrics-out", metrics,
+    )  # fmt: skip
+    assert r.exit_code == 0, r.stderr
+    enc = SentenceEncoder.load(None)
+    prompts = enc.encode(["This news is about sports.", "This news is about business."], normalize=True)
+    cf = enc.encode(["N/A", "", enc.tokenizer.mask_token], normalize=True) @ prompts.T / 0.05
+    cf = np.exp(cf - cf.max(axis=1, keepdims=True))
+    prior = (cf / cf.sum(axis=1, keepdims=True)).mean(axis=0)
+    got = json.loads(metrics.read_text())["metrics"]["content_free_prior"]
+    assert [got["sports"], got["business"]] == pytest.approx(prior.tolist(), abs=1e-5)
+    assert all(sum(row["probs"]) == pytest.approx(1.0) for row in jsonl(r.stdout))

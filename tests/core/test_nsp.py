@@ -22,6 +22,7 @@ from nlptool.core.nsp import (
     LabelPrompt,
     NSPScorer,
     build_nsp_pairs,
+    calibrate_content_free,
     check_template,
     fill_template,
     make_prompts,
@@ -139,6 +140,26 @@ def test_pair_order():
 def test_normalise_scores():
     out = normalise_scores(np.array([[0.2, 0.6], [0.0, 0.0], [1.0, 3.0]]))
     np.testing.assert_allclose(out, [[0.25, 0.75], [0.5, 0.5], [0.25, 0.75]])
+
+
+def test_calibrate_content_free_by_hand():
+    # prior = mean of the content-free rows = [0.75, 0.25]; row 1: [0.6/0.75, 0.4/0.25] = [0.8, 1.6] -> [1/3, 2/3]
+    probs = np.array([[0.6, 0.4], [0.9, 0.1]])
+    cf = np.array([[0.8, 0.2], [0.7, 0.3]])
+    q, prior = calibrate_content_free(probs, cf)
+    assert prior == pytest.approx([0.75, 0.25])
+    assert q[0] == pytest.approx([1 / 3, 2 / 3])
+    assert q[1] == pytest.approx([1.2 / 1.6, 0.4 / 1.6])  # [0.9/0.75, 0.1/0.25] = [1.2, 0.4]
+    # a uniform prior changes nothing
+    q2, _ = calibrate_content_free(probs, np.array([[0.5, 0.5]]))
+    assert q2 == pytest.approx(probs)
+
+
+def test_calibrate_content_free_errors():
+    with pytest.raises(NlptoolError, match="same L"):
+        calibrate_content_free(np.ones((2, 3)) / 3, np.ones((1, 2)) / 2)
+    with pytest.raises(NlptoolError, match="probability 0"):
+        calibrate_content_free(np.ones((2, 2)) / 2, np.array([[1.0, 0.0]]))
 
 
 def test_samples_contrast_fixed_scores():
