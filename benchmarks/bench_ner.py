@@ -66,6 +66,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--eval-batch-size", type=int, default=64)
     p.add_argument("--limit-train", type=int, default=0, help="use only the first N training texts (0: all)")
     p.add_argument("--limit-eval", type=int, default=0, help="evaluate only the first N texts (0: all; smoke tests)")
+    p.add_argument(
+        "--holdout-from-train",
+        type=int,
+        default=0,
+        help="evaluate on the last N training texts instead of the dev set, and train on the others (for choosing "
+        "settings without looking at dev)",
+    )
     p.add_argument("--genia-train-frac", type=float, default=0.8)
     p.add_argument("--out-dir", default=str(REPO / "bench_out" / "ner"))
     p.add_argument("--tag", default="", help="suffix for the result file name")
@@ -101,6 +108,11 @@ def prepare(args: argparse.Namespace, work: Path) -> tuple[Path, Path, dict]:
         train = list(convert(str(tr), fmt)[0])
         held = list(convert(str(ev), fmt)[0])
         split = {"train": str(tr), "eval": str(ev)}
+        if args.holdout_from_train:
+            if args.holdout_from_train >= len(train):
+                raise SystemExit(f"--holdout-from-train {args.holdout_from_train}: only {len(train)} training texts")
+            train, held = train[: -args.holdout_from_train], train[-args.holdout_from_train :]
+            split = {"train": str(tr), "eval": f"the last {args.holdout_from_train} texts of {tr} (held out)"}
     if args.limit_train:
         train = train[: args.limit_train]
     if args.limit_eval:
