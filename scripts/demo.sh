@@ -34,6 +34,9 @@ head -n 2 demo_out/sst2_flat.jsonl
 "$NLP" nsp-adapt --corpus sample_data/nsp_corpus.txt --out demo_out/minilm-nsp --epochs 2 --force
 "$NLP" zero-shot sample_data/sst2_zero_shot.jsonl --labels-file sample_data/sst2_labels.yaml --position suffix \
   --model demo_out/minilm-nsp --label-col label -o demo_out/sst2_zs_nsp.jsonl --metrics-out demo_out/sst2_zs_nsp.json --force
+# the same with contextual calibration (divide out the label prior the prompts give "N/A", "" and [MASK])
+"$NLP" zero-shot sample_data/sst2_zero_shot.jsonl --labels-file sample_data/sst2_labels.yaml --position suffix \
+  --model demo_out/minilm-nsp --calibrate content-free --label-col label -o demo_out/sst2_zs_nsp_cf.jsonl --force
 "$NLP" -q zero-shot sample_data/sst2_zero_shot.jsonl --labels-file sample_data/sst2_labels.yaml --method embedding \
   --label-col label | "$NLP" calibrate-can - --labels negative,positive --label-col label -o demo_out/sst2_zs_emb_can.jsonl --force
 
