@@ -105,9 +105,17 @@ def multilabel_categorical_crossentropy(y_true: Tensor, y_pred: Tensor) -> Tenso
     neg_inf = torch.tensor(float("-inf"), dtype=y_pred.dtype, device=y_pred.device)
     zeros = torch.zeros_like(y_pred[..., :1])
     s_neg = torch.where(pos, neg_inf, y_pred)
-    s_pos = torch.where(pos, -y_pred, neg_inf)
     loss_neg = torch.logsumexp(torch.cat([s_neg, zeros], dim=-1), dim=-1)
-    loss_pos = torch.logsumexp(torch.cat([s_pos, zeros], dim=-1), dim=-1)
+    # The positive term touches only the (few) positives: a log-sum-exp per row over the gathered -s_p and the
+    # appended 0, stabilised by the row's maximum m (detached: the value does not depend on m, so neither does the
+    # gradient). Same value as a dense log-sum-exp over a mostly -inf row, at a fraction of the cost for span scores.
+    rows_scores = y_pred.reshape(-1, y_pred.shape[-1])
+    row, col = pos.reshape(-1, pos.shape[-1]).nonzero(as_tuple=True)
+    v = -rows_scores[row, col]
+    m = torch.zeros(rows_scores.shape[0], dtype=y_pred.dtype, device=y_pred.device)
+    m = m.scatter_reduce(0, row, v.detach(), reduce="amax", include_self=True)
+    total = torch.exp(-m).scatter_add(0, row, torch.exp(v - m[row]))
+    loss_pos = (m + torch.log(total)).reshape(y_pred.shape[:-1])
     return loss_neg + loss_pos
 
 
@@ -119,11 +127,13 @@ def global_pointer_loss(logits: Tensor, labels: Tensor) -> Tensor:
         \mathcal{L} = \frac{1}{B H} \sum_{b=1}^{B} \sum_{\alpha=1}^{H}
         \mathrm{MCCE}\bigl(y_{b,\alpha,:,:}, s_{b,\alpha,:,:}\bigr),
 
-    each (example, type) flattened over its :math:`L \cdot L` spans (Su's choice of normalisation).
+    each (example, type) over its spans (Su's choice of normalisation). Only the upper triangle :math:`i \le j`
+    enters: spans with :math:`i > j` are never entities and the heads mask them to :data:`MASK_VALUE`, where they
+    would add exactly 0 (:math:`e^{-10^{12}}`), so they are left out rather than computed (about half the work).
 
     Args:
         logits: span scores, shape ``(B, H, L, L)`` (masked spans at a large negative value).
-        labels: 0/1 gold spans, shape ``(B, H, L, L)``.
+        labels: 0/1 gold spans, shape ``(B, H, L, L)``; entries below the diagonal are ignored.
 
     Returns:
         A scalar tensor.
@@ -136,9 +146,11 @@ def global_pointer_loss(logits: Tensor, labels: Tensor) -> Tensor:
             f"expected logits and labels of the same shape (B, H, L, L), got {tuple(logits.shape)} and "
             f"{tuple(labels.shape)}"
         )
-    b, h = logits.shape[:2]
-    per = multilabel_categorical_crossentropy(labels.reshape(b * h, -1), logits.reshape(b * h, -1))
-    return per.mean()
+    b, h, length = logits.shape[:3]
+    iu, ju = _triu_indices(length, logits.device)
+    scores = logits[:, :, iu, ju].reshape(b * h, -1)
+    gold = labels[:, :, iu, ju].reshape(b * h, -1)
+    return multilabel_categorical_crossentropy(gold, scores).mean()
 
 
 def rope(x: Tensor, positions: Tensor | None = None, base: float = 10000.0) -> Tensor:
@@ -223,6 +235,22 @@ def _upper_triangle(length: int, device: torch.device) -> Tensor:
             upper = torch.ones(length, length, dtype=torch.bool, device=device).triu()
         _TRIU_CACHE[key] = upper
     return upper
+
+
+_TRIU_INDEX_CACHE: dict[tuple, tuple[Tensor, Tensor]] = {}
+
+
+def _triu_indices(length: int, device: torch.device) -> tuple[Tensor, Tensor]:
+    key = (length, str(device))
+    idx = _TRIU_INDEX_CACHE.get(key)
+    if idx is None:
+        if len(_TRIU_INDEX_CACHE) > 1024:
+            _TRIU_INDEX_CACHE.clear()
+        with torch.inference_mode(False), torch.no_grad():
+            both = torch.triu_indices(length, length, device=device)
+        idx = (both[0], both[1])
+        _TRIU_INDEX_CACHE[key] = idx
+    return idx
 
 
 def span_mask(attention_mask: Tensor) -> Tensor:

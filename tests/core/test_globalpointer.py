@@ -54,6 +54,33 @@ def test_mcce_matches_loop():
     assert got[1].item() == pytest.approx(math.log1p(torch.exp(-s[1]).sum().item()), abs=1e-10)
 
 
+def test_mcce_gradient_matches_the_dense_formula():
+    """The positive term is computed sparsely; its value and gradient must equal the dense textbook form."""
+    g = torch.Generator().manual_seed(3)
+    s = (torch.randn(3, 4, 9, generator=g, dtype=torch.float64) * 4).requires_grad_(True)
+    y = (torch.rand(3, 4, 9, generator=g) < 0.3).double()
+    y[0, 0] = 0  # no positive at all
+    y[1, 1] = 1  # every candidate positive
+    got = multilabel_categorical_crossentropy(y, s)
+    (grad_got,) = torch.autograd.grad(got.sum(), s)
+    dense = torch.log1p((torch.exp(s) * (1 - y)).sum(-1)) + torch.log1p((torch.exp(-s) * y).sum(-1))
+    (grad_dense,) = torch.autograd.grad(dense.sum(), s)
+    assert torch.allclose(got, dense, atol=1e-10, rtol=0)
+    assert torch.allclose(grad_got, grad_dense, atol=1e-10, rtol=0)
+
+
+def test_global_pointer_loss_ignores_the_lower_triangle():
+    logits = torch.full((1, 1, 3, 3), -1e12, dtype=torch.float64)
+    iu = torch.triu_indices(3, 3)
+    logits[0, 0, iu[0], iu[1]] = torch.tensor([1.0, -2.0, 0.5, 3.0, -1.0, 0.0], dtype=torch.float64)
+    labels = torch.zeros_like(logits)
+    labels[0, 0, 0, 2] = 1  # score 0.5
+    expected = math.log1p(math.exp(1.0) + math.exp(-2.0) + math.exp(3.0) + math.exp(-1.0) + 1.0) + math.log1p(
+        math.exp(-0.5)
+    )
+    assert global_pointer_loss(logits, labels).item() == pytest.approx(expected, abs=1e-10)
+
+
 def test_mcce_batch_shape():
     s = torch.randn(2, 3, 5)
     y = torch.zeros(2, 3, 5)
@@ -88,7 +115,9 @@ def test_mcce_shape_mismatch():
 def test_global_pointer_loss_mean_over_example_and_type():
     g = torch.Generator().manual_seed(1)
     logits = torch.randn(2, 3, 4, 4, generator=g, dtype=torch.float64)
-    labels = (torch.rand(2, 3, 4, 4, generator=g) < 0.2).double()
+    lower = torch.ones(4, 4, dtype=torch.bool).tril(-1)
+    logits = logits.masked_fill(lower, -1e12)  # as the heads give them
+    labels = (torch.rand(2, 3, 4, 4, generator=g) < 0.2).double().masked_fill(lower, 0.0)
     expected = _mcce_loop(labels.reshape(6, 16), logits.reshape(6, 16)).mean()
     got = global_pointer_loss(logits, labels)
     assert got.dim() == 0
