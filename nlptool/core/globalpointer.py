@@ -347,7 +347,7 @@ class GlobalPointer(nn.Module):
         if self.use_rope:
             q, k = rope(q), rope(k)
         logits = torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(d)
-        return logits.masked_fill(~span_mask(attention_mask), MASK_VALUE)
+        return logits.masked_fill_(~span_mask(attention_mask), MASK_VALUE)  # in place: a fresh tensor
 
 
 class EfficientGlobalPointer(nn.Module):
@@ -403,7 +403,7 @@ class EfficientGlobalPointer(nn.Module):
         start_bias = bias[:, 1::2, :, None]  # b_i[2α+1], varies along i
         end_bias = bias[:, 0::2, None, :]  # b_j[2α], varies along j
         logits = shared[:, None] + start_bias + end_bias
-        return logits.masked_fill(~span_mask(attention_mask), MASK_VALUE)
+        return logits.masked_fill_(~span_mask(attention_mask), MASK_VALUE)  # in place: a fresh tensor
 
 
 def decode_spans(logits: Tensor, threshold: float = 0.0) -> list[list[tuple[int, int, int, float]]]:
