@@ -54,7 +54,7 @@ def trained(tmp_path_factory, tiny_bert_no_heads_dir):
     out = tmp / "model"
     args = ["ner", "train", "--train", tmp / "train_long.jsonl", "--dev", train, "--out", out]
     args += ["--model", tiny_bert_no_heads_dir, "--epochs", "20", "--batch-size", "4", "--lr", "1e-2"]
-    args += ["--warmup", "0", "--head-size", "16"]
+    args += ["--warmup", "0", "--head-size", "16", "--head-lr-scale", "10"]
     args += ["--max-length", "32", "--eval-every", "40", "--metrics-out", tmp / "train_metrics.json"]
     result = CliRunner().invoke(app, [str(a) for a in args])
     assert result.exit_code == 0, result.stderr
