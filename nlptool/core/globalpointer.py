@@ -49,6 +49,8 @@ References:
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -203,54 +205,39 @@ def _rope_cos_sin(positions: Tensor, d: int, base: float, dtype: torch.dtype) ->
     return torch.cos(theta).to(dtype), torch.sin(theta).to(dtype)
 
 
-_ROPE_CACHE: dict[tuple, tuple[Tensor, Tensor]] = {}
+_TABLES: dict[tuple, Any] = {}
+
+
+def _cached(key: tuple, build: Callable[[], Any]) -> Any:
+    """Input-independent tensors (RoPE tables, triangle masks and indices) built once per key (kind, length, ...):
+    every batch of a length-sorted run reuses a handful of lengths. They are built outside ``inference_mode`` so that
+    a table first needed in an evaluation during training can still be saved for a later backward pass."""
+    value = _TABLES.get(key)
+    if value is None:
+        if len(_TABLES) > 4096:  # bounded: lengths are bounded by the model's max length in practice
+            _TABLES.clear()
+        with torch.inference_mode(False), torch.no_grad():
+            value = build()
+        _TABLES[key] = value
+    return value
 
 
 def _rope_tables(length: int, d: int, base: float, device: torch.device, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
-    """cos/sin of positions ``0..length-1``, computed once per (length, d, base, device, dtype): the tables do not
-    depend on the input, and every batch of a length-sorted run reuses a handful of lengths."""
-    key = (length, d, float(base), str(device), dtype)
-    tables = _ROPE_CACHE.get(key)
-    if tables is None:
-        if len(_ROPE_CACHE) > 1024:  # bounded: lengths are bounded by the model's max length in practice
-            _ROPE_CACHE.clear()
-        # Normal tensors even when first needed under inference_mode (e.g. a dev evaluation during training):
-        # an inference tensor could not be saved for backward later.
-        with torch.inference_mode(False), torch.no_grad():
-            tables = _rope_cos_sin(torch.arange(length, device=device), d, base, dtype)
-        _ROPE_CACHE[key] = tables
-    return tables
-
-
-_TRIU_CACHE: dict[tuple, Tensor] = {}
+    """cos/sin of positions ``0..length-1``."""
+    return _cached(
+        ("rope", length, d, float(base), str(device), dtype),
+        lambda: _rope_cos_sin(torch.arange(length, device=device), d, base, dtype),
+    )
 
 
 def _upper_triangle(length: int, device: torch.device) -> Tensor:
-    key = (length, str(device))
-    upper = _TRIU_CACHE.get(key)
-    if upper is None:
-        if len(_TRIU_CACHE) > 1024:
-            _TRIU_CACHE.clear()
-        with torch.inference_mode(False), torch.no_grad():
-            upper = torch.ones(length, length, dtype=torch.bool, device=device).triu()
-        _TRIU_CACHE[key] = upper
-    return upper
-
-
-_TRIU_INDEX_CACHE: dict[tuple, tuple[Tensor, Tensor]] = {}
+    return _cached(
+        ("triu", length, str(device)), lambda: torch.ones(length, length, dtype=torch.bool, device=device).triu()
+    )
 
 
 def _triu_indices(length: int, device: torch.device) -> tuple[Tensor, Tensor]:
-    key = (length, str(device))
-    idx = _TRIU_INDEX_CACHE.get(key)
-    if idx is None:
-        if len(_TRIU_INDEX_CACHE) > 1024:
-            _TRIU_INDEX_CACHE.clear()
-        with torch.inference_mode(False), torch.no_grad():
-            both = torch.triu_indices(length, length, device=device)
-        idx = (both[0], both[1])
-        _TRIU_INDEX_CACHE[key] = idx
-    return idx
+    return _cached(("triu_idx", length, str(device)), lambda: tuple(torch.triu_indices(length, length, device=device)))
 
 
 def span_mask(attention_mask: Tensor) -> Tensor:
