@@ -41,25 +41,31 @@ def jsonl(text: str) -> list[dict]:
 TINY_VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [f"w{i}" for i in range(80)] + list("abcdefghijklmn")
 
 
-@pytest.fixture(scope="session")
-def tiny_bert_dir(tmp_path_factory) -> Path:
-    """A randomly initialised 2-layer BERT with MLM+NSP heads (BertForPreTraining) and a WordPiece tokenizer."""
-    from transformers import BertConfig, BertForPreTraining, BertTokenizerFast
+def tiny_bert_config(vocab_size: int = len(TINY_VOCAB)):
+    """The tiny BERT configuration every in-test model uses (2 layers, hidden size 32)."""
+    from transformers import BertConfig
 
-    path = tmp_path_factory.mktemp("tiny-bert")
-    (path / "vocab.txt").write_text("\n".join(TINY_VOCAB) + "\n", encoding="utf-8")
-    tok = BertTokenizerFast.from_pretrained(path)  # reads vocab.txt (transformers 5 ignores vocab_file=)
-    assert tok.convert_ids_to_tokens(tok("w1 a")["input_ids"]) == ["[CLS]", "w1", "a", "[SEP]"]
-    tok.save_pretrained(path)
-    config = BertConfig(
-        vocab_size=len(TINY_VOCAB),
+    return BertConfig(
+        vocab_size=vocab_size,
         hidden_size=32,
         num_hidden_layers=2,
         num_attention_heads=4,
         intermediate_size=37,
         max_position_embeddings=64,
     )
-    BertForPreTraining(config).save_pretrained(path)
+
+
+@pytest.fixture(scope="session")
+def tiny_bert_dir(tmp_path_factory) -> Path:
+    """A randomly initialised 2-layer BERT with MLM+NSP heads (BertForPreTraining) and a WordPiece tokenizer."""
+    from transformers import BertForPreTraining, BertTokenizerFast
+
+    path = tmp_path_factory.mktemp("tiny-bert")
+    (path / "vocab.txt").write_text("\n".join(TINY_VOCAB) + "\n", encoding="utf-8")
+    tok = BertTokenizerFast.from_pretrained(path)  # reads vocab.txt (transformers 5 ignores vocab_file=)
+    assert tok.convert_ids_to_tokens(tok("w1 a")["input_ids"]) == ["[CLS]", "w1", "a", "[SEP]"]
+    tok.save_pretrained(path)
+    BertForPreTraining(tiny_bert_config()).save_pretrained(path)
     return path
 
 

@@ -145,18 +145,7 @@ def progress(description: str, total: float | None = None, unit: str = "rows") -
         return
     import time
 
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    columns: list[Any] = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn()]
-    columns += [TextColumn(unit), TimeElapsedColumn(), TimeRemainingColumn()]
-    bar = Progress(*columns, console=console, transient=False)
+    bar = _rich_bar("{task.description}", unit, console)
     task = bar.add_task(description, total=total)
     start = time.monotonic()
     started = False
@@ -274,6 +263,29 @@ def check_out_dir(out_dir: Path, *, force: bool, resume: bool) -> None:
         raise NlptoolError(f"the parent folder of --out {out_dir} does not exist; create it first")
 
 
+def _rich_bar(label: str, middle: str, console: Any) -> Any:
+    """The one progress-bar layout: label, bar, done/total, ``middle`` (unit or live stats), elapsed, remaining."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    return Progress(
+        TextColumn(label),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn(middle),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=False,
+    )
+
+
 class TrainingProgress:
     """A rich progress bar fed by the shared training loop's events (steps, loss, lr, speed); silent with -q.
 
@@ -291,24 +303,7 @@ class TrainingProgress:
         self.task: Any = None
         if STATE.quiet or not console.is_terminal:
             return self._log_only
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
-
-        self.bar = Progress(
-            TextColumn("train"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("steps {task.fields[stats]}"),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
-            console=console,
-        )
+        self.bar = _rich_bar("train", "steps {task.fields[stats]}", console)
         self.bar.start()
         return self._update
 

@@ -9,7 +9,7 @@ import random
 
 import pytest
 
-from tests.conftest import jsonl
+from tests.conftest import jsonl, tiny_bert_config
 
 TOPICS = 4
 
@@ -37,20 +37,13 @@ def seeded_bare_bert(tmp_path_factory, tiny_bert_dir):
     """A tiny bare BertModel (no pooler, no NSP head) with a seeded initialisation, so the training run below does not
     depend on the random weights of the session's other fixtures."""
     import torch
-    from transformers import BertConfig, BertModel, BertTokenizerFast
+    from transformers import BertModel, BertTokenizerFast
 
     path = tmp_path_factory.mktemp("bare-seeded")
     tok = BertTokenizerFast.from_pretrained(tiny_bert_dir)
     tok.save_pretrained(path)
     torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=tok.vocab_size,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=37,
-        max_position_embeddings=64,
-    )
+    config = tiny_bert_config(tok.vocab_size)
     BertModel(config, add_pooling_layer=False).save_pretrained(path)
     return path
 

@@ -34,6 +34,7 @@ from nlptool.core.nsp import (
     split_documents,
     split_sentences,
 )
+from tests.conftest import tiny_bert_config
 
 # ------------------------------------------------------------------------------------------------ templates, labels
 
@@ -333,19 +334,12 @@ def trained_nsp(tiny_bert_dir):
     Hugging Face label convention (0 = IsNext), independently of NSPScorer.
     """
     import torch
-    from transformers import BertConfig, BertForNextSentencePrediction, BertTokenizerFast
+    from transformers import BertForNextSentencePrediction, BertTokenizerFast
 
     torch.manual_seed(0)
     rng = random.Random(0)
     tok = BertTokenizerFast.from_pretrained(tiny_bert_dir)
-    config = BertConfig(
-        vocab_size=tok.vocab_size,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=37,
-        max_position_embeddings=64,
-    )
+    config = tiny_bert_config(tok.vocab_size)
     model = BertForNextSentencePrediction(config)  # seeded init: the fit does not depend on other tests
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     model.eval()  # no dropout: a faster, steadier fit; gradients flow all the same
