@@ -335,8 +335,16 @@ def _softmax(logits: Any) -> Any:
 
 
 def _content_free_texts(tokenizer: Any) -> list[str]:
+    """:data:`CONTENT_FREE_TEXTS` with ``{mask}`` replaced by the tokenizer's mask token (left out if it has none)."""
     mask = getattr(tokenizer, "mask_token", None)
-    return [t.replace("{mask}", mask) if "{mask}" in t else t for t in CONTENT_FREE_TEXTS if "{mask}" not in t or mask]
+    texts = []
+    for text in CONTENT_FREE_TEXTS:
+        if "{mask}" in text:
+            if not mask:
+                continue
+            text = text.replace("{mask}", mask)
+        texts.append(text)
+    return texts
 
 
 def _pick_text_col(requested: str | None, fieldnames: list[str] | None, first: dict, path: str) -> str:
