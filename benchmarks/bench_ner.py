@@ -7,12 +7,14 @@ Systems:
 
 - ``egp`` / ``gp``: ``nlptool ner train`` then ``nlptool ner eval`` (subprocesses running the real CLI). Training
   throughput is the training loop's own clock (windows/s = sentences/s here, evaluation excluded); inference is
-  ``ner eval``'s clock around prediction (tokenize, forward, decode, merge), batch 64, length-sorted.
+  ``ner eval``'s clock around prediction (tokenize, forward, decode, merge), length-sorted batches of at most 64
+  windows and (the CLI's CPU default) 768 padded tokens.
 - ``peer``: transformers ``AutoModelForTokenClassification`` (softmax over B-/I- tags and O) fine-tuned from the same
   encoder, with the same shared training loop (``nlptool.core.train``: AdamW, linear warm-up 10% and decay, weight
   decay 0.01, clipping 1.0, batches grouped by length, the same seed), epochs, lr, batch size and max length. Words
   are the space-separated tokens of the text; the first sub-token of each word carries the word's tag (the usual
-  recipe). Prediction: argmax per word, BIO tags read back into spans (IOB2 rules), batch 64, length-sorted.
+  recipe). Prediction: argmax per word, BIO tags read back into spans (IOB2 rules), batch 64, length-sorted (the
+  usual recipe; ``--speed`` also times it with the same token cap per batch as ours).
 
 All systems are scored by the same function (``nlptool.core.metrics.span_prf``: exact span and type); the peer's
 score is also cross-checked with seqeval on its word tags.
@@ -81,6 +83,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--speed-steps", type=int, default=40, help="optimizer steps per training measurement")
     p.add_argument("--speed-texts", type=int, default=1000, help="eval texts per inference measurement")
     p.add_argument("--speed-repeats", type=int, default=3)
+    p.add_argument(
+        "--speed-max-batch-tokens",
+        type=int,
+        default=768,
+        help="the token cap of the capped inference measurements (every system is timed with and without it)",
+    )
     return p.parse_args(argv)
 
 
@@ -267,20 +275,23 @@ class Peer:
             self.model, items, self.collate, self.compute_loss, config, lengths=[len(t["input_ids"]) for t in items]
         )
 
-    def predict(self, rows: list[dict]) -> tuple[list[list[str]], list[list[tuple]], int]:
-        """Word tags, character spans and the number of words cut off by truncation (tagged O)."""
+    def predict(self, rows: list[dict], max_tokens: int = 0) -> tuple[list[list[str]], list[list[tuple]], int]:
+        """Word tags, character spans and the number of words cut off by truncation (tagged O).
+
+        Batches of ``--eval-batch-size`` texts sorted by length; ``max_tokens`` > 0 also caps the padded tokens per
+        batch, exactly as ``ner predict --max-batch-tokens`` does (the same :func:`length_batches`)."""
         import torch
 
+        from nlptool.core.ner import length_batches
         from nlptool.core.ner_convert import bio_to_spans
 
         self.model.eval()
         items = self.encode(rows, False)
-        order = sorted(range(len(items)), key=lambda k: -len(items[k]["input_ids"]))
         word_tags: list[list[str]] = [[] for _ in items]
         truncated = 0
+        lengths = [len(it["input_ids"]) for it in items]
         with torch.inference_mode():
-            for base in range(0, len(order), self.args.eval_batch_size):
-                idx = order[base : base + self.args.eval_batch_size]
+            for idx in length_batches(lengths, self.args.eval_batch_size, max_tokens):
                 batch = self.collate([items[k] for k in idx])
                 logits = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
                 best = logits.argmax(-1).numpy()
@@ -344,8 +355,10 @@ def run_speed(args: argparse.Namespace, train_p: Path, eval_p: Path, work: Path)
 
     Each repeat trains every system from the base encoder for ``--speed-steps`` optimizer steps (the shared loop's
     clock) and predicts ``--speed-texts`` eval texts with the trained models of the full runs (``model-*`` in the
-    work folder) after an untimed warm-up call on 64 texts; medians over ``--speed-repeats``. Interleaving puts the
-    systems under the same machine load; the order of the systems rotates from one repeat to the next.
+    work folder) after an untimed warm-up call on 64 texts, twice: in batches of ``--eval-batch-size`` only
+    (``b64``: the peer's usual recipe) and also capped at ``--speed-max-batch-tokens`` padded tokens (``cap``: our
+    CLI's CPU default); the two alternate in order. Medians over ``--speed-repeats``. Interleaving puts the systems
+    under the same machine load; the order of the systems rotates from one repeat to the next.
     """
     import statistics
 
@@ -362,11 +375,12 @@ def run_speed(args: argparse.Namespace, train_p: Path, eval_p: Path, work: Path)
     texts = [r["text"] for r in eval_rows]
     examples = read_ner_jsonl(str(train_p))[:n_train]
     labels = sorted({e["label"] for r in _read(train_p) for e in r["entities"]})
-    rates: dict[str, dict[str, list[float]]] = {s: {"train": [], "infer": []} for s in ("peer", "egp", "gp")}
+    modes = {"b64": 0, "cap": args.speed_max_batch_tokens}
+    systems = ("peer", "egp", "gp")
+    rates: dict[str, dict[str, list[float]]] = {s: {"train": [], "b64": [], "cap": []} for s in systems}
     resolved = resolve_model(args.model)
     tok = load_tokenizer(resolved)
     label2id = {lab: i for i, lab in enumerate(labels)}
-    systems = ("peer", "egp", "gp")
     for repeat in range(args.speed_repeats):
         # rotate the order each repeat, so that no system always runs first (or right after another's training)
         for system in systems[repeat % 3 :] + systems[: repeat % 3]:
@@ -375,52 +389,73 @@ def run_speed(args: argparse.Namespace, train_p: Path, eval_p: Path, work: Path)
                 peer.args = argparse.Namespace(**{**vars(args), "epochs": 1})
                 rates[system]["train"].append(peer.train(train_rows).examples_per_s)
                 trained = Peer(args, labels, model_dir=str(work / "model-peer"))
-                trained.predict(eval_rows[:64])  # untimed warm-up (first-call allocations), as for ours
+
+                def infer(cap: int, trained=trained) -> None:  # noqa: ANN001
+                    trained.predict(eval_rows, max_tokens=cap)
+
+                def warm(trained=trained) -> None:  # noqa: ANN001
+                    trained.predict(eval_rows[:64])
+
+            else:
+                windows, _ = encode_windows(
+                    tok, examples, max_length=args.max_length, stride=args.max_length // 4, label2id=label2id
+                )
+                net = SpanNerModel(
+                    load_model(resolved, AutoModel), labels, head=system, head_size=64, max_length=args.max_length
+                )
+                pad = tok.pad_token_id or 0
+
+                def collate(batch, n=len(labels), pad=pad):  # noqa: ANN001, ANN202
+                    return collate_windows(batch, n, pad)
+
+                def compute_loss(m, batch):  # noqa: ANN001, ANN202
+                    return global_pointer_loss(m(batch["input_ids"], batch["attention_mask"]), batch["labels"])
+
+                config = TrainConfig(
+                    epochs=1,
+                    batch_size=args.batch_size,
+                    lr=args.lr,
+                    seed=args.seed,
+                    device="cpu",
+                    group_by_length=True,
+                    weight_decay=0.01,
+                    warmup_ratio=0.1,
+                    max_grad_norm=1.0,
+                )
+                result = train(net, windows, collate, compute_loss, config, lengths=[len(w) for w in windows])
+                rates[system]["train"].append(result.examples_per_s)
+                model, mtok, _ = SpanNerModel.load(work / f"model-{system}")
+
+                def infer(cap: int, model=model, mtok=mtok) -> None:  # noqa: ANN001
+                    predict_spans(model, mtok, texts, batch_size=args.eval_batch_size, max_batch_tokens=cap)
+
+                def warm(model=model, mtok=mtok) -> None:  # noqa: ANN001
+                    predict_spans(model, mtok, texts[:64], batch_size=args.eval_batch_size)
+
+            warm()  # untimed (first-call allocations)
+            for mode in list(modes)[repeat % 2 :] + list(modes)[: repeat % 2]:
                 t0 = time.perf_counter()
-                trained.predict(eval_rows)
-                rates[system]["infer"].append(len(texts) / (time.perf_counter() - t0))
-                continue
-            windows, _ = encode_windows(
-                tok, examples, max_length=args.max_length, stride=args.max_length // 4, label2id=label2id
-            )
-            net = SpanNerModel(
-                load_model(resolved, AutoModel), labels, head=system, head_size=64, max_length=args.max_length
-            )
-            pad = tok.pad_token_id or 0
-
-            def collate(batch, n=len(labels), pad=pad):  # noqa: ANN001, ANN202
-                return collate_windows(batch, n, pad)
-
-            def compute_loss(m, batch):  # noqa: ANN001, ANN202
-                return global_pointer_loss(m(batch["input_ids"], batch["attention_mask"]), batch["labels"])
-
-            config = TrainConfig(
-                epochs=1,
-                batch_size=args.batch_size,
-                lr=args.lr,
-                seed=args.seed,
-                device="cpu",
-                group_by_length=True,
-                weight_decay=0.01,
-                warmup_ratio=0.1,
-                max_grad_norm=1.0,
-            )
-            result = train(net, windows, collate, compute_loss, config, lengths=[len(w) for w in windows])
-            rates[system]["train"].append(result.examples_per_s)
-            model, mtok, _ = SpanNerModel.load(work / f"model-{system}")
-            predict_spans(model, mtok, texts[:64], batch_size=args.eval_batch_size)  # untimed warm-up
-            t0 = time.perf_counter()
-            predict_spans(model, mtok, texts, batch_size=args.eval_batch_size)
-            rates[system]["infer"].append(len(texts) / (time.perf_counter() - t0))
-    out: dict[str, Any] = {"raw": rates, "train_texts": len(train_rows), "infer_texts": len(texts)}
+                infer(modes[mode])
+                rates[system][mode].append(len(texts) / (time.perf_counter() - t0))
+    out: dict[str, Any] = {
+        "raw": rates,
+        "train_texts": len(train_rows),
+        "infer_texts": len(texts),
+        "max_batch_tokens": args.speed_max_batch_tokens,
+    }
     for system, r in rates.items():
         out[system] = {
             "train_texts_per_s": statistics.median(r["train"]),
-            "infer_texts_per_s": statistics.median(r["infer"]),
+            "infer_b64_texts_per_s": statistics.median(r["b64"]),
+            "infer_cap_texts_per_s": statistics.median(r["cap"]),
         }
+    peer = out["peer"]
     for system in ("egp", "gp"):
-        out[system]["train_ratio"] = out[system]["train_texts_per_s"] / out["peer"]["train_texts_per_s"]
-        out[system]["infer_ratio"] = out[system]["infer_texts_per_s"] / out["peer"]["infer_texts_per_s"]
+        o = out[system]
+        o["train_ratio"] = o["train_texts_per_s"] / peer["train_texts_per_s"]
+        o["infer_ratio_b64"] = o["infer_b64_texts_per_s"] / peer["infer_b64_texts_per_s"]  # same batching
+        o["infer_ratio_cap"] = o["infer_cap_texts_per_s"] / peer["infer_cap_texts_per_s"]  # same batching
+        o["infer_ratio_defaults"] = o["infer_cap_texts_per_s"] / peer["infer_b64_texts_per_s"]  # each its default
     return out
 
 
@@ -431,20 +466,28 @@ def report(out_dir: Path) -> None:
     for p in sorted((out_dir / "speed").glob("*.json")):
         doc = json.loads(p.read_text())
         res = doc["result"]
+        cap = res.get("max_batch_tokens", 768)
         print(
             f"\n### {doc['task']}: interleaved throughput ({doc['args']['speed_repeats']} repeats, medians; "
             f"training {res['train_texts']} texts, inference {res['infer_texts']} texts, {doc['date']})\n"
         )
-        print("| system | train texts/s | ×peer | infer texts/s | ×peer | raw train | raw infer |")
-        print("|---|---|---|---|---|---|---|")
+        print(
+            f"| system | train texts/s | ×peer | infer, batches of 64: texts/s | ×peer | infer, + cap {cap} tokens: "
+            "texts/s | ×peer (capped) | ×peer (batch 64) |"
+        )
+        print("|---|---|---|---|---|---|---|---|")
         for system in ("peer", "egp", "gp"):
             r = res[system]
-            raw = res["raw"][system]
             print(
-                f"| {system} | {r['train_texts_per_s']:.1f} | {r.get('train_ratio', 1.0):.2f} | "
-                f"{r['infer_texts_per_s']:.1f} | {r.get('infer_ratio', 1.0):.2f} | "
-                f"{', '.join(f'{x:.1f}' for x in raw['train'])} | {', '.join(f'{x:.1f}' for x in raw['infer'])} |"
+                f"| {system} | {r['train_texts_per_s']:.1f} | {r.get('train_ratio', 1.0):.3f} | "
+                f"{r['infer_b64_texts_per_s']:.1f} | {r.get('infer_ratio_b64', 1.0):.3f} | "
+                f"{r['infer_cap_texts_per_s']:.1f} | {r.get('infer_ratio_cap', 1.0):.3f} | "
+                f"{r.get('infer_ratio_defaults', r['infer_cap_texts_per_s'] / r['infer_b64_texts_per_s']):.3f} |"
             )
+        print("\nraw (texts/s per repeat):")
+        for system in ("peer", "egp", "gp"):
+            for key in ("train", "b64", "cap"):
+                print(f"  {system} {key}: {', '.join(f'{x:.1f}' for x in res['raw'][system][key])}")
     rows = [json.loads(p.read_text()) for p in sorted(out_dir.glob("*.json"))]
     for task in sorted({r["task"] for r in rows}):
         sub = [r for r in rows if r["task"] == task]

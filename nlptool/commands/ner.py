@@ -67,6 +67,26 @@ FlatOpt = Annotated[
     typer.Option("--flat", help="Resolve overlapping spans greedily by score (flat tasks); default keeps nesting."),
 ]
 BatchOpt = Annotated[int, typer.Option("--batch-size", help="Windows per forward pass.", min=1)]
+MaxBatchTokensOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--max-batch-tokens",
+        help="Also cap each forward pass at this many padded tokens (windows x longest); 0: no cap. Default: 768 on "
+        "CPU (fewer padding tokens, cache-sized batches), no cap on a GPU.",
+        min=0,
+    ),
+]
+
+
+def batch_tokens(max_batch_tokens: int | None, device: str) -> int:
+    """The token cap per prediction batch: the user's value, else 768 on CPU and none (0) on other devices."""
+    from nlptool.core.ner import CPU_MAX_BATCH_TOKENS
+
+    if max_batch_tokens is not None:
+        return max_batch_tokens
+    return CPU_MAX_BATCH_TOKENS if str(device).startswith("cpu") else 0
+
+
 StrideOpt = Annotated[
     int | None,
     typer.Option(
@@ -120,6 +140,7 @@ def evaluate_examples(
     *,
     batch_size: int,
     device: str,
+    max_batch_tokens: int | None = None,
     threshold: float = 0.0,
     flat: bool = False,
 ) -> tuple[dict[str, Any], list[list[dict]], Any, float]:
@@ -131,7 +152,13 @@ def evaluate_examples(
 
     t0 = time.perf_counter()
     preds, stats = predict_spans(
-        model, tokenizer, [ex.text for ex in examples], batch_size=batch_size, threshold=threshold, device=device
+        model,
+        tokenizer,
+        [ex.text for ex in examples],
+        batch_size=batch_size,
+        max_batch_tokens=batch_tokens(max_batch_tokens, device),
+        threshold=threshold,
+        device=device,
     )
     seconds = time.perf_counter() - t0
     if flat:
@@ -406,6 +433,7 @@ def predict(
     flat: FlatOpt = False,
     threshold: ThresholdOpt = 0.0,
     batch_size: BatchOpt = 64,
+    max_batch_tokens: MaxBatchTokensOpt = None,
     stride: StrideOpt = None,
     chunk: Annotated[
         int, typer.Option("--chunk", help="Texts read, length-sorted and written together (streaming).", min=1)
@@ -436,7 +464,14 @@ def predict(
         for block in chunked(iter_texts(input), chunk):
             texts = [rec["text"] for _, rec in block]
             preds, stats = predict_spans(
-                net, tokenizer, texts, batch_size=batch_size, threshold=threshold, device=dev_name, stride=stride
+                net,
+                tokenizer,
+                texts,
+                batch_size=batch_size,
+                max_batch_tokens=batch_tokens(max_batch_tokens, dev_name),
+                threshold=threshold,
+                device=dev_name,
+                stride=stride,
             )
             _merge_stats(total, stats)
             for (_, rec), ents in zip(block, preds, strict=True):
@@ -484,6 +519,7 @@ def eval_(
     flat: FlatOpt = False,
     threshold: ThresholdOpt = 0.0,
     batch_size: BatchOpt = 64,
+    max_batch_tokens: MaxBatchTokensOpt = None,
     device: DeviceOpt = Device.auto,
     force: ForceOpt = False,
 ) -> None:
@@ -508,7 +544,14 @@ def eval_(
     dev_name = resolve_device(device)
     net.to(dev_name)
     metrics, preds, stats, seconds = evaluate_examples(
-        net, tokenizer, data, batch_size=batch_size, device=dev_name, threshold=threshold, flat=flat
+        net,
+        tokenizer,
+        data,
+        batch_size=batch_size,
+        max_batch_tokens=max_batch_tokens,
+        device=dev_name,
+        threshold=threshold,
+        flat=flat,
     )
     report_alignment(stats, f"gold {gold}")
     metrics["texts"] = len(data)
@@ -545,6 +588,7 @@ def eval_(
         "threshold": threshold,
         "flat": flat,
         "batch_size": batch_size,
+        "max_batch_tokens": batch_tokens(max_batch_tokens, dev_name),
         "device": dev_name,
         "max_length": cfg["max_length"],
         "stride": cfg["stride"],

@@ -122,6 +122,24 @@ def test_predict_long_text_windows(invoke, trained, tmp_path):
     assert _spans([{"entities": got}]) == _spans([LONG])
 
 
+def test_token_capped_batches_give_the_same_predictions(invoke, trained, tmp_path):
+    """--max-batch-tokens only regroups windows: 1 (a batch per window), 40 (a few windows each) and 0 (no cap,
+    batches of --batch-size) give the same entities and scores, also with the long text's windows."""
+    src = _write_jsonl(tmp_path / "in.jsonl", [*({"text": r["text"]} for r in GOLD), {"text": LONG["text"]}])
+    runs = {}
+    for cap in ("1", "40", "0"):
+        result = invoke("ner", "predict", trained["dir"], src, "--max-batch-tokens", cap, "--batch-size", "3")
+        assert result.exit_code == 0, result.stderr
+        runs[cap] = jsonl(result.stdout)
+    assert _spans(runs["0"]) == _spans([*GOLD, LONG])
+    for cap in ("1", "40"):
+        assert _spans(runs[cap]) == _spans(runs["0"])
+        scores = [e["score"] for r in runs[cap] for e in r["entities"]]
+        assert scores == pytest.approx([e["score"] for r in runs["0"] for e in r["entities"]], abs=1e-4)
+    bad = invoke("ner", "predict", trained["dir"], src, "--max-batch-tokens", "-1")
+    assert bad.exit_code == 2 and "--max-batch-tokens" in bad.stderr
+
+
 def test_eval_perfect_and_metrics_out(invoke, trained, tmp_path):
     m = tmp_path / "m.json"
     result = invoke("ner", "eval", trained["dir"], trained["train"], "--metrics-out", m)
@@ -132,6 +150,7 @@ def test_eval_perfect_and_metrics_out(invoke, trained, tmp_path):
     assert doc["micro"]["f1"] == 1.0 and doc["micro"]["support"] == 8
     assert set(doc["per_type"]) == {"LOC", "ORG", "PER"}
     assert doc["nested_gold"] == 1 and doc["nested_recall"] == 1.0
+    assert json.loads(m.read_text())["params"]["max_batch_tokens"] == 768  # the CPU default
 
 
 def test_eval_measures_errors(invoke, trained, tmp_path):
