@@ -473,7 +473,7 @@ def report(out_dir: Path) -> None:
         )
         print(
             f"| system | train texts/s | ×peer | infer, batches of 64: texts/s | ×peer | infer, + cap {cap} tokens: "
-            "texts/s | ×peer (capped) | ×peer (batch 64) |"
+            "texts/s | ×peer capped | ÷ peer at batch 64 |"
         )
         print("|---|---|---|---|---|---|---|---|")
         for system in ("peer", "egp", "gp"):
