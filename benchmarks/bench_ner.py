@@ -8,7 +8,7 @@ Systems:
 - ``egp`` / ``gp``: ``nlptool ner train`` then ``nlptool ner eval`` (subprocesses running the real CLI). Training
   throughput is the training loop's own clock (windows/s = sentences/s here, evaluation excluded); inference is
   ``ner eval``'s clock around prediction (tokenize, forward, decode, merge), length-sorted batches of at most 64
-  windows and (the CLI's CPU default) 768 padded tokens.
+  windows and (the CLI's CPU default) 1,024 padded tokens.
 - ``peer``: transformers ``AutoModelForTokenClassification`` (softmax over B-/I- tags and O) fine-tuned from the same
   encoder, with the same shared training loop (``nlptool.core.train``: AdamW, linear warm-up 10% and decay, weight
   decay 0.01, clipping 1.0, batches grouped by length, the same seed), epochs, lr, batch size and max length. Words
@@ -86,7 +86,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--speed-max-batch-tokens",
         type=int,
-        default=768,
+        default=1024,
         help="the token cap of the capped inference measurements (every system is timed with and without it)",
     )
     return p.parse_args(argv)
@@ -466,7 +466,7 @@ def report(out_dir: Path) -> None:
     for p in sorted((out_dir / "speed").glob("*.json")):
         doc = json.loads(p.read_text())
         res = doc["result"]
-        cap = res.get("max_batch_tokens", 768)
+        cap = res.get("max_batch_tokens", 1024)
         print(
             f"\n### {doc['task']}: interleaved throughput ({doc['args']['speed_repeats']} repeats, medians; "
             f"training {res['train_texts']} texts, inference {res['infer_texts']} texts, {doc['date']})\n"

@@ -6,7 +6,7 @@
 ``--repeats`` times after one untimed warm-up each; the script prints medians, the ratio to the uncapped run and the
 padding each cap leaves. Run it once per thread count (``--threads``).
 
-Example (the measurement behind ``CPU_MAX_BATCH_TOKENS = 768``; any ``ner train`` output folder):
+Example (the measurement behind ``CPU_MAX_BATCH_TOKENS = 1024``; any ``ner train`` output folder):
     flock /tmp/nlptool_cpu.lock python benchmarks/bench_ner_batching.py --model-dir bench_out/ner/work/conll/model-egp \
         --threads 1
 """

@@ -71,7 +71,7 @@ MaxBatchTokensOpt = Annotated[
     int | None,
     typer.Option(
         "--max-batch-tokens",
-        help="Also cap each forward pass at this many padded tokens (windows x longest); 0: no cap. Default: 768 on "
+        help="Also cap each forward pass at this many padded tokens (windows x longest); 0: no cap. Default: 1024 on "
         "CPU (fewer padding tokens, cache-sized batches), no cap on a GPU.",
         min=0,
     ),
@@ -79,7 +79,7 @@ MaxBatchTokensOpt = Annotated[
 
 
 def batch_tokens(max_batch_tokens: int | None, device: str) -> int:
-    """The token cap per prediction batch: the user's value, else 768 on CPU and none (0) on other devices."""
+    """The token cap per prediction batch: the user's value, else 1024 on CPU and none (0) on other devices."""
     from nlptool.core.ner import CPU_MAX_BATCH_TOKENS
 
     if max_batch_tokens is not None:

@@ -75,10 +75,10 @@ NER_CONFIG = "ner_config.json"
 NER_HEAD_WEIGHTS = "ner_head.safetensors"
 HEADS = ("egp", "gp")
 #: Default cap on padded tokens per prediction batch on CPU (see :func:`length_batches`). Chosen by measurement on
-#: CoNLL-2003 *training* texts (2,000 of them, all-MiniLM-L6-v2; BENCHMARKS.md): 512 / 768 / 1,024 / 1,536 tokens
-#: against plain batches of 64 windows, at 1 and 2 threads; 768 was best at 2 threads and within 0.5 % of the best
-#: at 1 thread.
-CPU_MAX_BATCH_TOKENS = 768
+#: CoNLL-2003 *training* texts (2,000 of them, all-MiniLM-L6-v2; ``benchmarks/bench_ner_batching.py``, BENCHMARKS.md):
+#: 512 / 768 / 1,024 / 1,536 tokens against plain batches of 64 windows, at 1 and 2 threads, two runs each; 1,024
+#: had the best mean speed-up (1.06×, tied with 1,536 at half the memory).
+CPU_MAX_BATCH_TOKENS = 1024
 _FORMAT = "nlptool-ner"
 _FORMAT_VERSION = 1
 

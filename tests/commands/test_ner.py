@@ -150,7 +150,7 @@ def test_eval_perfect_and_metrics_out(invoke, trained, tmp_path):
     assert doc["micro"]["f1"] == 1.0 and doc["micro"]["support"] == 8
     assert set(doc["per_type"]) == {"LOC", "ORG", "PER"}
     assert doc["nested_gold"] == 1 and doc["nested_recall"] == 1.0
-    assert json.loads(m.read_text())["params"]["max_batch_tokens"] == 768  # the CPU default
+    assert json.loads(m.read_text())["params"]["max_batch_tokens"] == 1024  # the CPU default
 
 
 def test_eval_measures_errors(invoke, trained, tmp_path):
