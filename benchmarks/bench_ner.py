@@ -282,7 +282,7 @@ class Peer:
         batch, exactly as ``ner predict --max-batch-tokens`` does (the same :func:`length_batches`)."""
         import torch
 
-        from nlptool.core.ner import length_batches
+        from nlptool.core.batching import length_batches
         from nlptool.core.ner_convert import bio_to_spans
 
         self.model.eval()

@@ -37,7 +37,8 @@ def main(argv: list[str] | None = None) -> None:
 
     import torch
 
-    from nlptool.core.ner import SpanNerModel, encode_windows, length_batches, predict_spans
+    from nlptool.core.batching import length_batches
+    from nlptool.core.ner import SpanNerModel, encode_windows, predict_spans
     from nlptool.core.ner_convert import convert
 
     torch.set_num_threads(args.threads)

@@ -46,6 +46,7 @@ from typing import Any
 
 import torch
 
+from nlptool.core.batching import length_batches
 from nlptool.core.errors import InputError, NlptoolError
 
 __all__ = [
@@ -66,7 +67,6 @@ __all__ = [
     "collate_windows",
     "SpanNerModel",
     "CPU_MAX_BATCH_TOKENS",
-    "length_batches",
     "predict_spans",
     "resolve_overlaps",
 ]
@@ -74,10 +74,10 @@ __all__ = [
 NER_CONFIG = "ner_config.json"
 NER_HEAD_WEIGHTS = "ner_head.safetensors"
 HEADS = ("egp", "gp")
-#: Default cap on padded tokens per prediction batch on CPU (see :func:`length_batches`). Chosen by measurement on
-#: CoNLL-2003 *training* texts (2,000 of them, all-MiniLM-L6-v2; ``benchmarks/bench_ner_batching.py``, BENCHMARKS.md):
-#: 512 / 768 / 1,024 / 1,536 tokens against plain batches of 64 windows, at 1 and 2 threads, two runs each; 1,024
-#: had the best mean speed-up (1.06×, tied with 1,536 at half the memory).
+#: Default cap on padded tokens per prediction batch on CPU (:func:`nlptool.core.batching.length_batches`). Chosen
+#: by measurement on CoNLL-2003 *training* texts (2,000 of them, all-MiniLM-L6-v2; ``bench_ner_batching.py``,
+#: BENCHMARKS.md): 512 / 768 / 1,024 / 1,536 tokens against plain batches of 64 windows, at 1 and 2 threads, two
+#: runs each; 1,024 had the best mean speed-up (1.06×, tied with 1,536 at half the memory).
 CPU_MAX_BATCH_TOKENS = 1024
 _FORMAT = "nlptool-ner"
 _FORMAT_VERSION = 1
@@ -611,35 +611,6 @@ class SpanNerModel(torch.nn.Module):
 
 # --------------------------------------------------------------------------------------------------------------------
 # Prediction
-
-
-def length_batches(lengths: Sequence[int], batch_size: int, max_tokens: int | None = None) -> list[list[int]]:
-    """Indices of ``lengths`` sorted longest first and cut into batches for inference.
-
-    A batch holds at most ``batch_size`` items and, when ``max_tokens`` is set (> 0), at most ``max_tokens`` padded
-    tokens: items × the batch's longest length (its first item). An item longer than ``max_tokens`` on its own forms
-    a batch of one. The token cap keeps padding low where lengths spread out (long texts get small batches) and the
-    activations of a batch small enough to stay in the CPU caches; short texts still fill ``batch_size``.
-
-    Example: lengths ``[5, 9, 3, 9, 2]``, batch size 3, 20 tokens → ``[[1, 3], [0, 2, 4]]`` (2 × 9 = 18 tokens;
-    3 × 5 = 15).
-    """
-    if batch_size < 1:
-        raise NlptoolError(f"batch size must be at least 1, got {batch_size}")
-    order = sorted(range(len(lengths)), key=lambda k: -lengths[k])  # stable: equal lengths keep input order
-    batches: list[list[int]] = []
-    current: list[int] = []
-    for k in order:
-        full = len(current) >= batch_size
-        if current and max_tokens and max_tokens > 0:
-            full = full or (len(current) + 1) * lengths[current[0]] > max_tokens
-        if full:
-            batches.append(current)
-            current = []
-        current.append(k)
-    if current:
-        batches.append(current)
-    return batches
 
 
 def predict_spans(

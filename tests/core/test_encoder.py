@@ -69,6 +69,26 @@ def test_encode_returns_input_order(tiny_bert_dir):
     np.testing.assert_allclose(enc.encode(texts, batch_size=3, sort_by_length=False), one_by_one, atol=1e-5, rtol=0)
 
 
+def test_encode_batches_by_token_count(tiny_bert_dir):
+    """Batches follow the token count, not the character count (which orders these texts the other way round)."""
+    enc = SentenceEncoder.load(str(tiny_bert_dir))
+    texts = ["zzzzzzzzzzzzzzzzzzzzzzzzzzzzzz", "w1 w2 w3 w4 w5 w6 w7", "yyyyyyyyyyyyyyyyyyyy", "w1 w2 w3"]
+    n_tokens = [len(enc.tokenizer(t)["input_ids"]) for t in texts]
+    assert n_tokens[0] < n_tokens[1] and len(texts[0]) > len(texts[1])  # the premise: the two orders disagree
+    seen = []
+    forward = enc.forward
+
+    def spy(features):
+        seen.append(features["attention_mask"].sum(dim=1).tolist())
+        return forward(features)
+
+    enc.forward = spy
+    got = enc.encode(texts, batch_size=2)
+    assert seen == [sorted(n_tokens, reverse=True)[:2], sorted(n_tokens, reverse=True)[2:]]
+    one_by_one = np.stack([enc.encode([t])[0] for t in texts])
+    np.testing.assert_allclose(got, one_by_one, atol=1e-5, rtol=0)
+
+
 def test_normalize(tiny_bert_dir):
     enc = SentenceEncoder.load(str(tiny_bert_dir))
     raw = enc.encode(TEXTS)

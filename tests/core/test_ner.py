@@ -246,21 +246,6 @@ def test_collate_builds_labels_per_batch(wp_tokenizer):
     assert "labels" not in collate_windows(windows, 3, pad_id=0, with_labels=False)
 
 
-def test_length_batches():
-    from nlptool.core.ner import length_batches
-
-    lengths = [5, 9, 3, 9, 2]
-    # longest first (ties in input order), at most 3 per batch and 20 padded tokens (items x first length)
-    assert length_batches(lengths, 3, 20) == [[1, 3], [0, 2, 4]]
-    assert length_batches(lengths, 3) == [[1, 3, 0], [2, 4]]  # no token cap
-    assert length_batches(lengths, 3, 0) == [[1, 3, 0], [2, 4]]
-    assert length_batches(lengths, 2, 100) == [[1, 3], [0, 2], [4]]
-    assert length_batches(lengths, 10, 8) == [[1], [3], [0], [2, 4]]  # an item over the cap is a batch of one
-    assert length_batches([], 4, 10) == []
-    with pytest.raises(NlptoolError, match="batch size"):
-        length_batches(lengths, 0)
-
-
 def test_label_set_and_resolve_overlaps():
     assert label_set([NerExample("ab", [Entity(0, 1, "b"), Entity(1, 2, "a")])]) == ["a", "b"]
     ents = [
