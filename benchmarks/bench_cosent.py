@@ -206,6 +206,7 @@ def bench_encode(args: argparse.Namespace) -> dict:
     import torch
     from sentence_transformers import SentenceTransformer
 
+    from nlptool.core.batching import length_batches
     from nlptool.core.encoder import SentenceEncoder
     from nlptool.core.pairs import read_pairs
 
@@ -225,7 +226,17 @@ def bench_encode(args: argparse.Namespace) -> dict:
             b = peer.encode(texts, batch_size=64, normalize_embeddings=True, show_progress_bar=False)
         times["sentence-transformers"].append(time.perf_counter() - t)
     med = {k: statistics.median(v) for k, v in times.items()}
+    # padding of batches of 64 sorted by characters (sentence-transformers) and by tokens (ours)
+    n_tok = [len(x) for x in ours.tokenizer(texts, truncation=True, max_length=ours.max_length)["input_ids"]]
+    by_chars = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+    char_batches = [by_chars[k : k + 64] for k in range(0, len(texts), 64)]
+    padding = {
+        name: sum(len(b) * max(n_tok[i] for i in b) - sum(n_tok[i] for i in b) for b in batches)
+        for name, batches in (("by_chars", char_batches), ("by_tokens", length_batches(n_tok, 64)))
+    }
     return {
+        "tokens": sum(n_tok),
+        "padding": padding,
         "texts": len(texts),
         "median_s": med,
         "texts_per_s": {k: len(texts) / v for k, v in med.items()},
@@ -284,7 +295,8 @@ def main(argv: list[str] | None = None) -> None:
             f"\nencode {enc['texts']} dev sentences, batch 64 (median of {args.encode_repeats}): "
             f"ours {enc['texts_per_s']['ours']:.1f} texts/s, sentence-transformers "
             f"{enc['texts_per_s']['sentence-transformers']:.1f} texts/s, ratio {enc['ratio_ours_vs_st']:.2f}x, "
-            f"max abs diff {enc['max_abs_diff']:.2e}"
+            f"max abs diff {enc['max_abs_diff']:.2e}; padding of batches of 64 sorted by characters "
+            f"{enc['padding']['by_chars']}, by tokens {enc['padding']['by_tokens']} ({enc['tokens']} tokens)"
         )
     print(
         "RESULT "
