@@ -47,7 +47,7 @@ import json
 import os
 import shutil
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -205,14 +205,24 @@ class SentenceEncoder(torch.nn.Module):
         )
         return dict(batch)
 
-    def _tokenize_each(self, texts: list[str], chunk: int = 1024) -> list[dict[str, list[int]]]:
-        """Each text's unpadded features (``input_ids``, ``attention_mask``, ...), truncated like :meth:`tokenize`."""
-        out: list[dict[str, list[int]]] = []
-        for start in range(0, len(texts), chunk):
-            enc = self.tokenizer(texts[start : start + chunk], truncation=True, max_length=self.max_length)
+    def _batches(
+        self, items: list[str], batch_size: int, sort_by_length: bool, block: int = 8192
+    ) -> Iterator[tuple[list[int], dict[str, Tensor]]]:
+        """``(indices into items, padded features)`` per batch. Sorted: each block of ``block`` texts is tokenized
+        once and cut into batches by token count (:func:`length_batches`); the block bounds the memory of the
+        tokenized texts. Unsorted: batches in input order, tokenized per batch."""
+        if not sort_by_length:
+            for start in range(0, len(items), batch_size):
+                idx = list(range(start, min(start + batch_size, len(items))))
+                yield idx, self.tokenize([items[i] for i in idx])
+            return
+        for base in range(0, len(items), block):
+            enc = self.tokenizer(items[base : base + block], truncation=True, max_length=self.max_length)
             keys = list(enc.keys())
-            out.extend({k: enc[k][i] for k in keys} for i in range(len(enc["input_ids"])))
-        return out
+            feats = [{k: enc[k][i] for k in keys} for i in range(len(enc["input_ids"]))]
+            for idx in length_batches([len(f["input_ids"]) for f in feats], batch_size):
+                padded = self.tokenizer.pad([feats[i] for i in idx], padding="longest", return_tensors="pt")
+                yield [base + i for i in idx], dict(padded)
 
     def forward(self, features: dict[str, Tensor]) -> Tensor:
         """Pooled embeddings (batch, dim) of tokenized texts (from :meth:`tokenize`); not normalised.
@@ -260,11 +270,11 @@ class SentenceEncoder(torch.nn.Module):
         """Embed texts: a float32 array (len(texts), dim) in the order of ``texts``.
 
         Runs without gradients and with dropout off; the model's train/eval mode is restored afterwards. With
-        ``sort_by_length`` the texts are tokenized first and batched by their *token* count, longest first
-        (:func:`nlptool.core.batching.length_batches`), so a batch pads to nearly its own length: sorting by
-        characters, as sentence-transformers does, left 20,161 padding tokens per 47,757 real ones on STS-B dev in
-        batches of 64, sorting by tokens 1,925. Results go back to input order. An empty string is allowed (it
-        embeds the special tokens alone); an empty input gives shape (0, dim).
+        ``sort_by_length`` the texts are tokenized first (in blocks of 8,192) and batched by their *token* count,
+        longest first (:func:`nlptool.core.batching.length_batches`), so a batch pads to nearly its own length:
+        sorting by characters, as sentence-transformers does, left 20,161 padding tokens per 47,757 real ones on
+        STS-B dev in batches of 64, sorting by tokens 1,925. Results go back to input order. An empty string is
+        allowed (it embeds the special tokens alone); an empty input gives shape (0, dim).
 
         Args:
             texts: the texts.
@@ -287,25 +297,12 @@ class SentenceEncoder(torch.nn.Module):
         out = np.zeros((len(items), self.dim), dtype=np.float32)
         if not items:
             return out
-        if sort_by_length:
-            features = self._tokenize_each(items)
-            batches = length_batches([len(f["input_ids"]) for f in features], batch_size)
-
-            def make(idx: list[int]) -> dict[str, Tensor]:
-                return dict(self.tokenizer.pad([features[i] for i in idx], padding="longest", return_tensors="pt"))
-
-        else:
-            batches = [list(range(s, min(s + batch_size, len(items)))) for s in range(0, len(items), batch_size)]
-
-            def make(idx: list[int]) -> dict[str, Tensor]:
-                return self.tokenize([items[i] for i in idx])
-
         modes = [(m, m.training) for m in self.modules()]
         self.eval()
         try:
             with torch.inference_mode():
-                for idx in batches:
-                    emb = self.forward(make(idx)).float()
+                for idx, features in self._batches(items, batch_size, sort_by_length):
+                    emb = self.forward(features).float()
                     if normalize:
                         emb = torch.nn.functional.normalize(emb, p=2, dim=1)
                     out[idx] = emb.cpu().numpy()

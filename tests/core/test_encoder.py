@@ -89,6 +89,15 @@ def test_encode_batches_by_token_count(tiny_bert_dir):
     np.testing.assert_allclose(got, one_by_one, atol=1e-5, rtol=0)
 
 
+def test_sorted_batches_stay_within_blocks(tiny_bert_dir):
+    """Texts are tokenized and sorted per block (bounded memory): every index once, no batch across two blocks."""
+    enc = SentenceEncoder.load(str(tiny_bert_dir))
+    texts = TEXTS * 2
+    got = [idx for idx, _ in enc._batches(texts, 2, True, block=3)]
+    assert sorted(i for idx in got for i in idx) == list(range(len(texts)))
+    assert all(len({i // 3 for i in idx}) == 1 and len(idx) <= 2 for idx in got)
+
+
 def test_normalize(tiny_bert_dir):
     enc = SentenceEncoder.load(str(tiny_bert_dir))
     raw = enc.encode(TEXTS)
