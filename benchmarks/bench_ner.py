@@ -466,7 +466,13 @@ def report(out_dir: Path) -> None:
     for p in sorted((out_dir / "speed").glob("*.json")):
         doc = json.loads(p.read_text())
         res = doc["result"]
-        cap = res.get("max_batch_tokens", 1024)
+        if "b64" not in res["raw"]["peer"]:  # written before --speed timed two batchings
+            ratios = ", ".join(
+                f"{k} train {res[k]['train_ratio']:.3f}, infer {res[k]['infer_ratio']:.3f}" for k in ("egp", "gp")
+            )
+            print(f"\n### {doc['task']}: {p} (older --speed, batches of 64 only, {doc['date']}): ×peer {ratios}")
+            continue
+        cap = res["max_batch_tokens"]
         print(
             f"\n### {doc['task']}: interleaved throughput ({doc['args']['speed_repeats']} repeats, medians; "
             f"training {res['train_texts']} texts, inference {res['infer_texts']} texts, {doc['date']})\n"

@@ -460,6 +460,7 @@ def predict(
     net.to(dev_name)
     total = AlignmentStats()
     n_ent = 0
+    cap = batch_tokens(max_batch_tokens, dev_name)
     with open_writer(output, "jsonl", force=force) as writer, progress("ner predict", unit="texts") as advance:
         for block in chunked(iter_texts(input), chunk):
             texts = [rec["text"] for _, rec in block]
@@ -468,7 +469,7 @@ def predict(
                 tokenizer,
                 texts,
                 batch_size=batch_size,
-                max_batch_tokens=batch_tokens(max_batch_tokens, dev_name),
+                max_batch_tokens=cap,
                 threshold=threshold,
                 device=dev_name,
                 stride=stride,
@@ -543,12 +544,13 @@ def eval_(
     _check_labels(data, cfg["labels"], gold, f"the model {model_dir}")
     dev_name = resolve_device(device)
     net.to(dev_name)
+    cap = batch_tokens(max_batch_tokens, dev_name)
     metrics, preds, stats, seconds = evaluate_examples(
         net,
         tokenizer,
         data,
         batch_size=batch_size,
-        max_batch_tokens=max_batch_tokens,
+        max_batch_tokens=cap,
         device=dev_name,
         threshold=threshold,
         flat=flat,
@@ -588,7 +590,7 @@ def eval_(
         "threshold": threshold,
         "flat": flat,
         "batch_size": batch_size,
-        "max_batch_tokens": batch_tokens(max_batch_tokens, dev_name),
+        "max_batch_tokens": cap,
         "device": dev_name,
         "max_length": cfg["max_length"],
         "stride": cfg["stride"],
