@@ -119,7 +119,7 @@ def model_and_input(
     """``(model, input)`` from ``--model`` and the positional arguments, the old ``MODEL INPUT`` form included.
 
     ``second`` is the hidden :data:`LegacyPositionalArg`: when given, ``first`` is the model (deprecated spelling,
-    noted on stderr). ``required``: a usage error when no model is given either way.
+    noted on stderr unless -q). ``required``: a usage error when no model is given either way.
     """
     if second is not None:
         if model is not None:
@@ -128,10 +128,7 @@ def model_and_input(
                 "with --model",
                 param_hint="--model",
             )
-        print(
-            f"Deprecated: the model as the first argument; use 'nlptool {command} --model {first} {second}'",
-            file=sys.stderr,
-        )
+        warn(f"the model as the first argument is deprecated; use 'nlptool {command} --model {first} {second}'")
         return first, second
     if required and model is None:
         from typer._click.exceptions import UsageError  # typer vendors click: its own UsageError class
