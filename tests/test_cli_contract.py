@@ -131,6 +131,8 @@ def test_same_names_for_the_same_things():
             names = set(param.opts)
             if param.name == "output" and param.param_type_name == "option":
                 assert {"--output", "-o"} <= names, path
+            if "--output" in names:
+                assert param.name == "output", path
             if param.name in ("predictions_out",):
                 pytest.fail(f"{path}: --predictions-out is a hidden alias of -o/--output now")
             if "--text-field" in names:
@@ -139,6 +141,7 @@ def test_same_names_for_the_same_things():
         if model is not None:
             models += 1
             assert "-m" in model.opts, path
+            assert model.name == "model", path  # the --config key too
         if "device" in opts:
             assert opts["device"].metavar == "[auto|cpu|cuda|cuda:N|mps]", path
     assert models >= 9  # encode, eval-sts, train-cosent, zero-shot, nsp-adapt, ner train/predict/eval, kg-qa ...

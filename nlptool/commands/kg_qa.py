@@ -408,7 +408,7 @@ def train(
 def predict(
     input: Annotated[str, typer.Argument(help="Questions as JSONL ({'question': ...}), or '-' for stdin.")],
     legacy_input: LegacyPositionalArg = None,
-    model_dir: ModelDirOpt = None,
+    model: ModelDirOpt = None,
     output: OutputOpt = "-",
     kb: KbOverrideOpt = None,
     top_k: TopKOpt = 5,
@@ -429,7 +429,7 @@ def predict(
     from nlptool.core.io import check_output_path, open_writer
     from nlptool.core.kgqa import KgqaModel, read_qa
 
-    model_dir, input = model_and_input(model_dir, input, legacy_input, command="kg-qa predict", required=True)
+    model_dir, input = model_and_input(model, input, legacy_input, command="kg-qa predict", required=True)
     check_output_path(output, force)
     opts = _options(num_beams, top_k, no_trie, renormalize, lookahead, subject_in_question, batch_size)
     rows = read_qa(input, require_answer=False)
@@ -449,7 +449,7 @@ def predict(
 def evaluate(
     qa: Annotated[str, typer.Argument(help="Gold questions and answers (KgCLUE JSONL), or '-'.", show_default=False)],
     legacy_qa: LegacyPositionalArg = None,
-    model_dir: ModelDirOpt = None,
+    model: ModelDirOpt = None,
     predictions: Annotated[
         str | None,
         typer.Option("--predictions", help="Score this predictions file (JSONL with 'answer') instead of a model."),
@@ -485,7 +485,7 @@ def evaluate(
     from nlptool.core.io import check_output_path, open_writer
     from nlptool.core.kgqa import KgqaModel, format_answer, kgclue_scores, parse_answer, read_qa
 
-    model_dir, qa = model_and_input(model_dir, qa, legacy_qa, command="kg-qa eval")
+    model_dir, qa = model_and_input(model, qa, legacy_qa, command="kg-qa eval")
     paths, predictions_out = ([model_dir, qa] if model_dir is not None else [qa]), output
     if predictions is not None and len(paths) != 1:
         raise typer.BadParameter("give --model or --predictions, not both", param_hint="--predictions")

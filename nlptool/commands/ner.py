@@ -436,7 +436,7 @@ def predict(
         ),
     ],
     legacy_input: LegacyPositionalArg = None,
-    model_dir: ModelDirOpt = None,
+    model: ModelDirOpt = None,
     output: OutputOpt = "-",
     flat: FlatOpt = False,
     threshold: ThresholdOpt = 0.0,
@@ -462,7 +462,7 @@ def predict(
     from nlptool.core.io import check_output_path, chunked, open_writer
     from nlptool.core.ner import AlignmentStats, iter_texts, predict_spans, resolve_overlaps
 
-    model_dir, input = model_and_input(model_dir, input, legacy_input, command="ner predict", required=True)
+    model_dir, input = model_and_input(model, input, legacy_input, command="ner predict", required=True)
     check_output_path(output, force)
     net, tokenizer, cfg = _load(model_dir)
     dev_name = resolve_device(device)
@@ -522,7 +522,7 @@ def eval_(
         typer.Argument(help='Gold JSONL {"text", "entities": [...]} (see ner convert), or \'-\'.', show_default=False),
     ],
     legacy_gold: LegacyPositionalArg = None,
-    model_dir: ModelDirOpt = None,
+    model: ModelDirOpt = None,
     output: Annotated[
         str | None,
         typer.Option(
@@ -554,7 +554,7 @@ def eval_(
     from nlptool.core.io import check_output_path, open_writer
     from nlptool.core.ner import read_ner_jsonl
 
-    model_dir, gold = model_and_input(model_dir, gold, legacy_gold, command="ner eval", required=True)
+    model_dir, gold = model_and_input(model, gold, legacy_gold, command="ner eval", required=True)
     check_output_path(output, force)
     check_output_path(metrics_out, force)
     data = read_ner_jsonl(gold)
