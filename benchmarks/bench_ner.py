@@ -150,8 +150,8 @@ def run_ours(args: argparse.Namespace, train_p: Path, eval_p: Path, work: Path) 
     train_wall = time.perf_counter() - t0
     train_metrics = json.loads((model_dir / "metrics.json").read_text())["metrics"]
     metrics_p = work / f"eval-{args.system}{args.tag}.json"
-    cmd = [sys.executable, "-m", "nlptool", "ner", "eval", str(model_dir), str(eval_p), "--metrics-out", str(metrics_p)]
-    cmd += ["--batch-size", str(args.eval_batch_size), "--force"]
+    cmd = [sys.executable, "-m", "nlptool", "ner", "eval", str(eval_p), "-m", str(model_dir)]
+    cmd += ["--metrics-out", str(metrics_p), "--batch-size", str(args.eval_batch_size), "--force"]
     subprocess.run(cmd, check=True)
     ev = json.loads(metrics_p.read_text())["metrics"]
     return {

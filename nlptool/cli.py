@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from typer.core import TyperGroup
+from typer._click.exceptions import UsageError  # typer vendors click: its own exception classes
+from typer.core import TyperArgument, TyperGroup, TyperOption
 
 from nlptool import __version__
 from nlptool.commands import (
@@ -27,7 +28,7 @@ from nlptool.commands import (
     zero_shot,
 )
 from nlptool.commands import ner as ner_commands
-from nlptool.commands._common import configure_logging
+from nlptool.commands._common import HIDDEN_OPTION_NAMES, configure_logging
 from nlptool.core.errors import NlptoolError
 
 
@@ -38,12 +39,118 @@ def _one_line(text: str) -> str:
 _GLOBAL_FLAGS = {"-q", "--quiet", "-v", "--verbose", "-vv", "-vvv"}
 
 
+class _Option(TyperOption):
+    """Help as Click prints it: ``--force, -f`` (a flag takes no value), ``--output, -o TEXT``; hidden old spellings
+    (:func:`nlptool.commands._common.hidden_alias`) are left out."""
+
+    def get_help_record(self, ctx: Any) -> tuple[str, str] | None:
+        record = super().get_help_record(ctx)
+        if record is None:
+            return None
+        shown = [o for o in self.opts if o not in HIDDEN_OPTION_NAMES]
+        names = ", ".join(sorted(shown, key=lambda o: not o.startswith("--")))  # long names first
+        if not self.is_flag and not self.count:
+            names += f" {self.value_metavar(ctx)}"
+        secondary = [o for o in self.secondary_opts if o not in HIDDEN_OPTION_NAMES]
+        if secondary:
+            names += " / " + ", ".join(secondary)
+        return names, record[1]
+
+    def value_metavar(self, ctx: Any) -> str:
+        """``TEXT``, ``INTEGER``, ``FLOAT``, ``INTEGER RANGE``, ``[a|b|c]`` for choices, or the declared metavar."""
+        if self.metavar is not None:
+            return self.metavar
+        return _click_type_name(self.display_type(ctx), self.type_descriptor.is_choice)
+
+
+def _click_type_name(typer_label: str, is_choice: bool) -> str:
+    """Typer's ``<int range>`` / ``<a|b>`` → Click's ``INTEGER RANGE`` / ``[a|b]``."""
+    label = typer_label.strip("<>")
+    if is_choice:
+        return f"[{label}]"
+    words = {"str": "TEXT", "int": "INTEGER", "float": "FLOAT", "bool": "BOOLEAN"}
+    return " ".join(words.get(w, w.upper()) for w in label.split())
+
+
+class _Argument(TyperArgument):
+    """Arguments as Click names them: ``INPUT`` (usage line and help), ``[INPUT]`` when optional; hidden ones
+    (the deprecated positional model) appear nowhere."""
+
+    def get_help_record(self, ctx: Any) -> tuple[str, str] | None:
+        record = super().get_help_record(ctx)
+        if record is None:
+            return None
+        return self._plain_name(), record[1]
+
+    def _plain_name(self) -> str:
+        name = self.metavar if self.metavar is not None else (self.name or "").upper()
+        return f"{name}..." if self.nargs != 1 and self.metavar is None else name
+
+    def get_usage_pieces(self, ctx: Any) -> list[str]:
+        if self.hidden:
+            return []
+        name = self._plain_name()
+        return [name if self.required else f"[{name}]"]
+
+    def get_error_hint(self) -> str:
+        return f"'{self._plain_name()}'"
+
+
+def _plain_help(command: Any) -> None:
+    """Render ``command`` (and its subcommands) with Click's plain help formatter and Click's names for
+    parameters: typer's rich help shows every flag as ``--force -f <bool>`` and arguments as ``{input}``."""
+    command.rich_markup_mode = None
+    for param in command.params:
+        if type(param) is TyperOption:
+            param.__class__ = _Option
+        elif type(param) is TyperArgument:
+            param.__class__ = _Argument
+    for sub in getattr(command, "commands", {}).values():
+        _plain_help(sub)
+
+
+def _command_path(ctx: Any) -> str:
+    """``nlptool encode`` / ``nlptool ner predict`` for a context (whatever the program was called)."""
+    names = []
+    while ctx is not None and ctx.parent is not None:
+        names.append(ctx.info_name)
+        ctx = ctx.parent
+    return " ".join(["nlptool", *reversed(names)])
+
+
+def _usage_error(exc: Any) -> typer.Exit:
+    """A usage error as one line on stderr, ``Error: <message> (see 'nlptool CMD --help')``; exit 2."""
+    typer.echo(f"Error: {_one_line(exc.format_message())} (see '{_command_path(exc.ctx)} --help')", err=True)
+    return typer.Exit(2)
+
+
+def _shows_help(exc: Exception) -> bool:
+    return type(exc).__name__ == "NoArgsIsHelpError"  # a bare group name: Click prints the help itself
+
+
 class NlptoolGroup(TyperGroup):
-    """Turns :class:`NlptoolError` into ``Error: ...`` on stderr and exit 1, in the shell and under CliRunner.
+    """The ``nlptool`` group: one contract for every command.
+
+    - :class:`NlptoolError` becomes ``Error: ...`` on stderr and exit 1, in the shell and under CliRunner;
+    - a usage error (unknown option, missing argument, bad choice) is one line, ``Error: No such option: --bogus
+      (see 'nlptool encode --help')``, and exit 2;
+    - ``--help`` is Click's plain layout (``--force, -f``, ``INPUT``) for the group and every subcommand.
 
     The value-less global flags (``-q``, ``-v``) are also accepted after the command name (``nlptool encode -q ...``):
     they are moved in front of it before parsing.
     """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        _plain_help(self)
+
+    def make_context(self, info_name: Any, args: Any, parent: Any = None, **extra: Any) -> Any:
+        try:
+            return super().make_context(info_name, args, parent=parent, **extra)
+        except UsageError as exc:
+            if _shows_help(exc):
+                raise
+            raise _usage_error(exc) from None
 
     def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
         names = set(self.list_commands(ctx))
@@ -59,6 +166,10 @@ class NlptoolGroup(TyperGroup):
     def invoke(self, ctx: Any) -> Any:
         try:
             return super().invoke(ctx)
+        except UsageError as exc:
+            if _shows_help(exc):
+                raise
+            raise _usage_error(exc) from None
         except NlptoolError as exc:
             typer.echo(f"Error: {_one_line(str(exc))}", err=True)
             raise typer.Exit(exc.exit_code) from None
@@ -73,6 +184,7 @@ app = typer.Typer(
     help="nlptool: techniques from Su Jianlin's 2021-22 research posts as command-line tools for real data.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
     add_completion=False,
 )

@@ -8,11 +8,12 @@ mkdir -p demo_out
 set -x
 
 # CoSENT: fine-tune the bundled all-MiniLM-L6-v2 on 600 STS-B pairs, evaluate it, embed a few sentences
-"$NLP" eval-sts default sample_data/stsb_dev_sample.csv --metrics-out demo_out/stsb_dev_before.json --force
+"$NLP" eval-sts sample_data/stsb_dev_sample.csv --metrics-out demo_out/stsb_dev_before.json --force
 "$NLP" train-cosent --train sample_data/stsb_train_sample.csv --dev sample_data/stsb_dev_sample.csv \
   --out demo_out/minilm-cosent --force
-"$NLP" eval-sts demo_out/minilm-cosent sample_data/stsb_dev_sample.csv --metrics-out demo_out/stsb_dev_after.json --force
-"$NLP" encode demo_out/minilm-cosent sample_data/sentences.txt -o demo_out/sentences.npy --force
+"$NLP" eval-sts sample_data/stsb_dev_sample.csv --model demo_out/minilm-cosent --metrics-out demo_out/stsb_dev_after.json \
+  --force
+"$NLP" encode sample_data/sentences.txt --model demo_out/minilm-cosent -o demo_out/sentences.npy --force
 
 # CAN on real predictions: logistic regressions on all-MiniLM-L6-v2 embeddings (see sample_data/README.md)
 "$NLP" calibrate-can sample_data/sst2_preds.jsonl --labels negative,positive --label-col label \
@@ -45,14 +46,15 @@ head -n 2 demo_out/sst2_flat.jsonl
 "$NLP" ner convert --from token-spans sample_data/ner_train_tokens.jsonl -o demo_out/ner_train.jsonl --force
 "$NLP" ner train --train demo_out/ner_train.jsonl --dev sample_data/ner_dev.jsonl --out demo_out/minilm-ner \
   --epochs 6 --lr 3e-4 --force
-"$NLP" ner predict demo_out/minilm-ner sample_data/ner_texts.txt -o demo_out/ner_pred.jsonl --force
+"$NLP" ner predict sample_data/ner_texts.txt --model demo_out/minilm-ner -o demo_out/ner_pred.jsonl --force
 head -n 2 demo_out/ner_pred.jsonl
-"$NLP" ner eval demo_out/minilm-ner sample_data/ner_dev.jsonl --metrics-out demo_out/ner_dev_metrics.json --force
+"$NLP" ner eval sample_data/ner_dev.jsonl --model demo_out/minilm-ner --metrics-out demo_out/ner_dev_metrics.json --force
 
 # kg-qa: Seq2Seq + trie-constrained decoding over an invented 35-triple KB (train a tiny char BART for ~300 steps,
 # then answer with Su's settings: renormalised probabilities and look-ahead)
 "$NLP" kg-qa train --kb sample_data/kgqa_kb.tsv --train sample_data/kgqa_train.jsonl --dev sample_data/kgqa_dev.jsonl \
   --out demo_out/kgqa --epochs 60 --d-model 64 --layers 2 --ffn 128 --batch-size 8 --lr 3e-3 --dropout 0 --force
-"$NLP" kg-qa predict demo_out/kgqa sample_data/kgqa_dev.jsonl --renormalize --lookahead -o demo_out/kgqa_dev_preds.jsonl --force
-"$NLP" kg-qa eval --predictions demo_out/kgqa_dev_preds.jsonl sample_data/kgqa_dev.jsonl --metrics-out demo_out/kgqa_dev_metrics.json --force
+"$NLP" kg-qa predict sample_data/kgqa_dev.jsonl --model demo_out/kgqa --renormalize --lookahead \
+  -o demo_out/kgqa_dev_preds.jsonl --force
+"$NLP" kg-qa eval sample_data/kgqa_dev.jsonl --predictions demo_out/kgqa_dev_preds.jsonl --metrics-out demo_out/kgqa_dev_metrics.json --force
 "$NLP" kg-qa ask demo_out/kgqa "白鹭是谁导演的？" --renormalize --lookahead

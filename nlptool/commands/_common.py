@@ -38,6 +38,17 @@ def fmt_value(fmt: Format | str | None) -> str | None:
 
 
 # -- shared option aliases (every one with help=) ------------------------------------------------------------------
+#: Old option spellings that still work but are left out of ``--help`` (the help formatter in cli.py skips them).
+HIDDEN_OPTION_NAMES: set[str] = set()
+
+
+def hidden_alias(name: str) -> str:
+    """Declare ``name`` as a hidden extra spelling of an option: ``typer.Option("--output", "-o",
+    hidden_alias("--predictions-out"))`` accepts both; ``--help`` shows only the first two."""
+    HIDDEN_OPTION_NAMES.add(name)
+    return name
+
+
 InputArg = Annotated[str, typer.Argument(help="Input file (CSV, TSV or JSONL), or '-' for stdin.", show_default=False)]
 OutputOpt = Annotated[
     str, typer.Option("--output", "-o", help="Output file, or '-' for stdout. Format by extension (default JSONL).")
@@ -51,7 +62,10 @@ OutputFormatOpt = Annotated[
 ForceOpt = Annotated[bool, typer.Option("--force", "-f", help="Overwrite existing output files.")]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed for random, numpy and torch.")]
 MetricsOutOpt = Annotated[
-    str | None, typer.Option("--metrics-out", help="Write metrics as JSON (sorted keys, raw floats) to this file.")
+    str | None,
+    typer.Option(
+        "--metrics-out", help="Write metrics as JSON (fractions, sorted keys, raw floats) to this file, or '-'."
+    ),
 ]
 ModelOpt = Annotated[
     str | None,
@@ -70,6 +84,57 @@ HeaderOpt = Annotated[
         show_default=False,
     ),
 ]
+
+
+def _device_value(value: Any) -> str:
+    from nlptool.core.device import parse_device
+
+    try:
+        return parse_device(value)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+
+DeviceOpt = Annotated[
+    str,
+    typer.Option(
+        "--device",
+        help="auto (CUDA when available, else CPU), cpu, cuda, cuda:N (GPU number N) or mps (Apple silicon).",
+        parser=_device_value,
+        metavar="[auto|cpu|cuda|cuda:N|mps]",
+    ),
+]
+
+#: The model as a leading positional argument (``nlptool encode MODEL INPUT``), the spelling before ``--model``:
+#: still accepted (with a deprecation note), hidden from ``--help``. Resolve it with :func:`model_and_input`.
+LegacyPositionalArg = Annotated[
+    str | None,
+    typer.Argument(hidden=True, show_default=False, help="Deprecated: the input, after a positional model."),
+]
+
+
+def model_and_input(
+    model: str | None, first: str, second: str | None, *, command: str, required: bool = False
+) -> tuple[str | None, str]:
+    """``(model, input)`` from ``--model`` and the positional arguments, the old ``MODEL INPUT`` form included.
+
+    ``second`` is the hidden :data:`LegacyPositionalArg`: when given, ``first`` is the model (deprecated spelling,
+    noted on stderr unless -q). ``required``: a usage error when no model is given either way.
+    """
+    if second is not None:
+        if model is not None:
+            raise typer.BadParameter(
+                f"got --model {model} and two positional arguments ({first} {second}); give the model once, "
+                "with --model",
+                param_hint="--model",
+            )
+        warn(f"the model as the first argument is deprecated; use 'nlptool {command} --model {first} {second}'")
+        return first, second
+    if required and model is None:
+        from typer._click.exceptions import UsageError  # typer vendors click: its own UsageError class
+
+        raise UsageError(f"Missing option '--model' / '-m': 'nlptool {command}' needs a model folder")
+    return model, first
 
 
 # -- global state set by the app callback -------------------------------------------------------------------------

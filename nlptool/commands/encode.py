@@ -11,7 +11,18 @@ from typing import Annotated, Any
 
 import typer
 
-from nlptool.commands._common import ForceOpt, HeaderOpt, OutputOpt, info, progress
+from nlptool.commands._common import (
+    DeviceOpt,
+    ForceOpt,
+    HeaderOpt,
+    LegacyPositionalArg,
+    ModelOpt,
+    OutputOpt,
+    info,
+    model_and_input,
+    progress,
+)
+from nlptool.core.device import Device, resolve_device  # noqa: F401 - Device: re-exported for old imports
 
 
 class TextFormat(str, Enum):
@@ -31,19 +42,6 @@ class Pooling(str, Enum):
     pooler = "pooler"
 
 
-class Device(str, Enum):
-    auto = "auto"
-    cpu = "cpu"
-    cuda = "cuda"
-
-
-ModelArg = Annotated[
-    str,
-    typer.Argument(
-        help="Model folder (e.g. from train-cosent), hub id, or 'default' for the bundled all-MiniLM-L6-v2.",
-        show_default=False,
-    ),
-]
 PoolingOpt = Annotated[
     Pooling | None, typer.Option("--pooling", help="Pooling (default: what the model was trained with, else mean).")
 ]
@@ -51,7 +49,6 @@ MaxLengthOpt = Annotated[
     int | None, typer.Option("--max-length", help="Max tokens per text (default: the model's setting).", min=1)
 ]
 BatchSizeOpt = Annotated[int, typer.Option("--batch-size", help="Texts per forward pass.", min=1)]
-DeviceOpt = Annotated[Device, typer.Option("--device", help="auto: CUDA when available, else CPU.")]
 
 
 def model_spec(model: str | None) -> str | None:
@@ -59,24 +56,12 @@ def model_spec(model: str | None) -> str | None:
     return None if model is None or model.strip().lower() in ("", "default") else model
 
 
-def resolve_device(device: Device | str) -> str:
-    import torch
-
-    value = device.value if isinstance(device, Device) else str(device)
-    if value == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if value == "cuda" and not torch.cuda.is_available():
-        from nlptool.core.errors import NlptoolError
-
-        raise NlptoolError("--device cuda was given but torch sees no CUDA device; use --device cpu or auto")
-    return value
-
-
 def encode(
-    model: ModelArg,
     input: Annotated[
         str, typer.Argument(help="Texts: a .txt file (one per line), CSV/TSV/JSONL with --text-col, or '-'.")
     ],
+    legacy_input: LegacyPositionalArg = None,
+    model: ModelOpt = None,
     output: OutputOpt = "-",
     text_col: Annotated[
         str | None,
@@ -103,7 +88,7 @@ def encode(
     ] = 10000,
     pooling: PoolingOpt = None,
     max_length: MaxLengthOpt = None,
-    device: DeviceOpt = Device.auto,
+    device: DeviceOpt = "auto",
     header: HeaderOpt = None,
     force: ForceOpt = False,
 ) -> None:
@@ -113,7 +98,7 @@ def encode(
     larger than memory work. With -o FILE.npy: a float32 (n, dim) array; FILE.npz: arrays "embeddings" and "lines"
     (1-based input line of each text); other names: JSONL.
 
-    Example: nlptool encode my-model/ sentences.txt -o embeddings.npy
+    Example: nlptool encode sentences.txt --model my-model/ -o embeddings.npy
 
     Reference: CoSENT, Su Jianlin, https://kexue.fm/archives/8847 (models from nlptool train-cosent)
     """
@@ -122,6 +107,7 @@ def encode(
     from nlptool.core.encoder import SentenceEncoder
     from nlptool.core.io import atomic_output, check_output_path, chunked
 
+    model, input = model_and_input(model, input, legacy_input, command="encode")
     check_output_path(output, force)
     suffix = Path(output).suffix.lower() if output != "-" else ""
     encoder = SentenceEncoder.load(model_spec(model), pooling=pooling.value if pooling else None, max_length=max_length)

@@ -6,17 +6,21 @@ from typing import Annotated, Any
 
 import typer
 
-from nlptool.commands._common import ForceOpt, HeaderOpt, MetricsOutOpt, print_table, progress, write_metrics
-from nlptool.commands.encode import (
-    BatchSizeOpt,
-    Device,
+from nlptool.commands._common import (
     DeviceOpt,
-    MaxLengthOpt,
-    ModelArg,
-    PoolingOpt,
-    model_spec,
-    resolve_device,
+    ForceOpt,
+    HeaderOpt,
+    LegacyPositionalArg,
+    MetricsOutOpt,
+    ModelOpt,
+    hidden_alias,
+    model_and_input,
+    print_table,
+    progress,
+    write_metrics,
 )
+from nlptool.commands.encode import BatchSizeOpt, MaxLengthOpt, PoolingOpt, model_spec
+from nlptool.core.device import resolve_device
 
 Text1Col = Annotated[str | None, typer.Option("--text1-col", help="Column of the first text (default: guessed).")]
 Text2Col = Annotated[str | None, typer.Option("--text2-col", help="Column of the second text (default: guessed).")]
@@ -49,28 +53,36 @@ def evaluate_pairs(encoder: Any, data: Any, *, batch_size: int, device: str, adv
 
 
 def eval_sts(
-    model: ModelArg,
     pairs: Annotated[str, typer.Argument(help="Pairs file: CSV/TSV/JSONL with two texts and a label, or '-'.")],
+    legacy_pairs: LegacyPositionalArg = None,
+    model: ModelOpt = None,
     text1_col: Text1Col = None,
     text2_col: Text2Col = None,
     label_col: LabelCol = None,
-    predictions_out: Annotated[
-        str | None, typer.Option("--predictions-out", "-o", help="Write each pair's cosine as JSONL/CSV here.")
+    output: Annotated[
+        str | None,
+        typer.Option(
+            "--output",
+            "-o",
+            hidden_alias("--predictions-out"),
+            help="Write each pair's cosine as JSONL/CSV here ('-': stdout). Default: no predictions.",
+        ),
     ] = None,
     metrics_out: MetricsOutOpt = None,
     batch_size: BatchSizeOpt = 64,
     pooling: PoolingOpt = None,
     max_length: MaxLengthOpt = None,
-    device: DeviceOpt = Device.auto,
+    device: DeviceOpt = "auto",
     header: HeaderOpt = None,
     force: ForceOpt = False,
 ) -> None:
     """Evaluate a sentence encoder on labelled pairs: Spearman and Pearson of cosine vs label.
 
     For binary labels also the accuracy at the best cosine threshold (chosen on this data, so optimistic). A table
-    goes to stderr; --metrics-out writes JSON (raw floats: 0.8672 means 86.72 ×100).
+    goes to stderr; --metrics-out writes JSON (fractions: 0.8672 means 86.72 ×100). Nothing goes to stdout unless
+    -o - or --metrics-out -.
 
-    Example: nlptool eval-sts my-model/ sample_data/stsb_dev_sample.csv --metrics-out dev.json
+    Example: nlptool eval-sts sample_data/stsb_dev_sample.csv --model my-model/ --metrics-out dev.json
 
     Reference: Su Jianlin, CoSENT, https://kexue.fm/archives/8847 (Spearman is the metric the post reports)
     """
@@ -78,15 +90,16 @@ def eval_sts(
     from nlptool.core.io import check_output_path, open_writer
     from nlptool.core.pairs import read_pairs
 
-    check_output_path(predictions_out, force)
+    model, pairs = model_and_input(model, pairs, legacy_pairs, command="eval-sts")
+    check_output_path(output, force)
     check_output_path(metrics_out, force)
     data = read_pairs(pairs, text1_col=text1_col, text2_col=text2_col, label_col=label_col, header=header)
     encoder = SentenceEncoder.load(model_spec(model), pooling=pooling.value if pooling else None, max_length=max_length)
     with progress("eval-sts", unit="texts") as advance:
         result = evaluate_pairs(encoder, data, batch_size=batch_size, device=resolve_device(device), advance=advance)
     metrics = result["metrics"]
-    if predictions_out:
-        with open_writer(predictions_out, force=force) as writer:
+    if output:
+        with open_writer(output, force=force) as writer:
             for i in range(len(data)):
                 writer.write(
                     {

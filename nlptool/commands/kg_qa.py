@@ -16,12 +16,16 @@ from typing import Annotated, Any
 import typer
 
 from nlptool.commands._common import (
+    DeviceOpt,
     ForceOpt,
+    LegacyPositionalArg,
     MetricsOutOpt,
     OutputOpt,
     SeedOpt,
     TrainingProgress,
+    hidden_alias,
     info,
+    model_and_input,
     print_table,
     progress,
     seed_everything,
@@ -46,6 +50,9 @@ class Backbone(str, Enum):
 # -- shared options ---------------------------------------------------------------------------------------------------
 ModelDirArg = Annotated[
     str, typer.Argument(help="A model folder written by 'nlptool kg-qa train'.", show_default=False)
+]
+ModelDirOpt = Annotated[
+    str | None, typer.Option("--model", "-m", help="A model folder written by 'nlptool kg-qa train'.")
 ]
 KbOverrideOpt = Annotated[
     str | None,
@@ -79,11 +86,10 @@ SubjectInQuestionOpt = Annotated[
     ),
 ]
 BatchOpt = Annotated[int, typer.Option("--batch-size", help="Questions per decoding batch.", min=1)]
-DeviceOpt = Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:N or auto.")]
 
 
 def _device(spec: str) -> str:
-    from nlptool.core.train import resolve_device
+    from nlptool.core.device import resolve_device
 
     return str(resolve_device(spec))
 
@@ -400,8 +406,9 @@ def train(
 # -- predict ----------------------------------------------------------------------------------------------------------
 @app.command("predict")
 def predict(
-    model_dir: ModelDirArg,
     input: Annotated[str, typer.Argument(help="Questions as JSONL ({'question': ...}), or '-' for stdin.")],
+    legacy_input: LegacyPositionalArg = None,
+    model: ModelDirOpt = None,
     output: OutputOpt = "-",
     kb: KbOverrideOpt = None,
     top_k: TopKOpt = 5,
@@ -417,11 +424,12 @@ def predict(
     """Answer every question: the input rows with 'answer' set to 'S ||| P ||| O' (KgCLUE's submission format) and
     'candidates' (the top-k triples with scores, the sum of the key's log-probabilities).
 
-    Example: nlptool kg-qa predict kgqa-model test.jsonl -o predictions.jsonl
+    Example: nlptool kg-qa predict test.jsonl --model kgqa-model -o predictions.jsonl
     """
     from nlptool.core.io import check_output_path, open_writer
     from nlptool.core.kgqa import KgqaModel, read_qa
 
+    model_dir, input = model_and_input(model, input, legacy_input, command="kg-qa predict", required=True)
     check_output_path(output, force)
     opts = _options(num_beams, top_k, no_trie, renormalize, lookahead, subject_in_question, batch_size)
     rows = read_qa(input, require_answer=False)
@@ -439,20 +447,21 @@ def predict(
 # -- eval -------------------------------------------------------------------------------------------------------------
 @app.command("eval")
 def evaluate(
-    paths: Annotated[
-        list[str],
-        typer.Argument(
-            help="MODEL_DIR QA (decode and score), or just QA with --predictions.",
-            show_default=False,
-            metavar="[DIR] QA",
-        ),
-    ],
+    qa: Annotated[str, typer.Argument(help="Gold questions and answers (KgCLUE JSONL), or '-'.", show_default=False)],
+    legacy_qa: LegacyPositionalArg = None,
+    model: ModelDirOpt = None,
     predictions: Annotated[
         str | None,
         typer.Option("--predictions", help="Score this predictions file (JSONL with 'answer') instead of a model."),
     ] = None,
-    predictions_out: Annotated[
-        str | None, typer.Option("--predictions-out", help="Also write the model's predictions here (JSONL).")
+    output: Annotated[
+        str | None,
+        typer.Option(
+            "--output",
+            "-o",
+            hidden_alias("--predictions-out"),
+            help="Also write the model's predictions here (JSONL; '-': stdout).",
+        ),
     ] = None,
     kb: KbOverrideOpt = None,
     num_beams: NumBeamsOpt = 5,
@@ -468,7 +477,7 @@ def evaluate(
     """Score answers with KgCLUE's metric: EM and character-LCS F1 of subject, predicate, object and the whole
     triple, and Score = 0.5·EM_O + 0.5·F1_O (percentages). The metrics go to stdout as one JSON line.
 
-    Example: nlptool kg-qa eval kgqa-model dev.jsonl   |   nlptool kg-qa eval --predictions preds.jsonl dev.jsonl
+    Example: nlptool kg-qa eval dev.jsonl -m kgqa-model   |   nlptool kg-qa eval dev.jsonl --predictions preds.jsonl
     """
     import json
 
@@ -476,12 +485,12 @@ def evaluate(
     from nlptool.core.io import check_output_path, open_writer
     from nlptool.core.kgqa import KgqaModel, format_answer, kgclue_scores, parse_answer, read_qa
 
+    model_dir, qa = model_and_input(model, qa, legacy_qa, command="kg-qa eval")
+    paths, predictions_out = ([model_dir, qa] if model_dir is not None else [qa]), output
     if predictions is not None and len(paths) != 1:
-        raise typer.BadParameter("with --predictions give only the QA file", param_hint="[DIR] QA")
+        raise typer.BadParameter("give --model or --predictions, not both", param_hint="--predictions")
     if predictions is None and len(paths) != 2:
-        raise typer.BadParameter(
-            "give a model folder and a QA file (or --predictions FILE and a QA file)", param_hint="[DIR] QA"
-        )
+        raise typer.BadParameter("give a model folder (--model DIR) or --predictions FILE", param_hint="--model")
     qa_path = paths[-1]
     check_output_path(metrics_out, force)
     check_output_path(predictions_out, force)

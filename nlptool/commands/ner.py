@@ -14,21 +14,26 @@ from typing import Annotated, Any
 import typer
 
 from nlptool.commands._common import (
+    DeviceOpt,
     ForceOpt,
+    LegacyPositionalArg,
     MetricsOutOpt,
     ModelOpt,
     OutputOpt,
     SeedOpt,
     TrainingProgress,
     check_out_dir,
+    hidden_alias,
     info,
+    model_and_input,
     print_table,
     progress,
     seed_everything,
     warn,
     write_metrics,
 )
-from nlptool.commands.encode import Device, DeviceOpt, model_spec, resolve_device
+from nlptool.commands.encode import model_spec
+from nlptool.core.device import resolve_device
 
 app = typer.Typer(
     help="Named-entity recognition with GlobalPointer / Efficient GlobalPointer: flat and nested entities as scored "
@@ -58,7 +63,9 @@ class Precision(str, Enum):
     fp16 = "fp16"
 
 
-ModelDirArg = Annotated[str, typer.Argument(help="A model folder written by 'nlptool ner train'.", show_default=False)]
+ModelDirOpt = Annotated[
+    str | None, typer.Option("--model", "-m", help="A model folder written by 'nlptool ner train' (required).")
+]
 ThresholdOpt = Annotated[
     float, typer.Option("--threshold", help="Keep spans whose score (logit) is above this; 0 is the trained boundary.")
 ]
@@ -217,7 +224,7 @@ def train(
         bool,
         typer.Option("--group-by-length/--no-group-by-length", help="Batch windows of similar length (less padding)."),
     ] = True,
-    device: DeviceOpt = Device.auto,
+    device: DeviceOpt = "auto",
     precision: Annotated[Precision, typer.Option("--precision", help="bf16/fp16 autocast.")] = Precision.fp32,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from OUT/training/checkpoint-last.")] = False,
     metrics_out: MetricsOutOpt = None,
@@ -421,7 +428,6 @@ def _load(model_dir: str) -> tuple[Any, Any, dict]:
 
 @app.command("predict")
 def predict(
-    model_dir: ModelDirArg,
     input: Annotated[
         str,
         typer.Argument(
@@ -429,6 +435,8 @@ def predict(
             show_default=False,
         ),
     ],
+    legacy_input: LegacyPositionalArg = None,
+    model: ModelDirOpt = None,
     output: OutputOpt = "-",
     flat: FlatOpt = False,
     threshold: ThresholdOpt = 0.0,
@@ -438,7 +446,7 @@ def predict(
     chunk: Annotated[
         int, typer.Option("--chunk", help="Texts read, length-sorted and written together (streaming).", min=1)
     ] = 4096,
-    device: DeviceOpt = Device.auto,
+    device: DeviceOpt = "auto",
     force: ForceOpt = False,
 ) -> None:
     """Find entities: JSONL {"text", "entities": [{"start", "end", "label", "text", "score"}]} per input text.
@@ -447,13 +455,14 @@ def predict(
     spans are all kept unless --flat. Long texts are cut into overlapping windows and the spans merged. Input is
     streamed in chunks; within a chunk texts are sorted by length for batching and written in input order.
 
-    Example: nlptool ner predict ner-model texts.txt > entities.jsonl
+    Example: nlptool ner predict texts.txt --model ner-model > entities.jsonl
 
     Reference: Su Jianlin, https://kexue.fm/archives/8373
     """
     from nlptool.core.io import check_output_path, chunked, open_writer
     from nlptool.core.ner import AlignmentStats, iter_texts, predict_spans, resolve_overlaps
 
+    model_dir, input = model_and_input(model, input, legacy_input, command="ner predict", required=True)
     check_output_path(output, force)
     net, tokenizer, cfg = _load(model_dir)
     dev_name = resolve_device(device)
@@ -508,36 +517,45 @@ def _merge_stats(total: Any, stats: Any) -> None:
 
 @app.command("eval")
 def eval_(
-    model_dir: ModelDirArg,
     gold: Annotated[
         str,
         typer.Argument(help='Gold JSONL {"text", "entities": [...]} (see ner convert), or \'-\'.', show_default=False),
     ],
-    predictions_out: Annotated[
-        str | None, typer.Option("--predictions-out", "-o", help="Also write the predictions as JSONL here.")
+    legacy_gold: LegacyPositionalArg = None,
+    model: ModelDirOpt = None,
+    output: Annotated[
+        str | None,
+        typer.Option(
+            "--output",
+            "-o",
+            hidden_alias("--predictions-out"),
+            help="Also write the predictions as JSONL here ('-': stdout). Default: no predictions.",
+        ),
     ] = None,
     metrics_out: MetricsOutOpt = None,
     flat: FlatOpt = False,
     threshold: ThresholdOpt = 0.0,
     batch_size: BatchOpt = 64,
     max_batch_tokens: MaxBatchTokensOpt = None,
-    device: DeviceOpt = Device.auto,
+    device: DeviceOpt = "auto",
     force: ForceOpt = False,
 ) -> None:
     """Exact-span precision, recall and F1 of a model on gold data: micro, per type and macro.
 
     A predicted entity is correct when its start, end and label all match a gold entity (CoNLL / seqeval's
     entity-level measure; on flat BIO data the numbers equal seqeval's). Also reports the recall on nested gold
-    entities (inside another gold entity). A table goes to stderr; --metrics-out writes JSON (raw floats).
+    entities (inside another gold entity). A table goes to stderr; --metrics-out writes JSON (fractions, raw floats).
+    Nothing goes to stdout unless -o - or --metrics-out -.
 
-    Example: nlptool ner eval ner-model dev.jsonl --metrics-out dev_metrics.json
+    Example: nlptool ner eval dev.jsonl --model ner-model --metrics-out dev_metrics.json
 
     Reference: Su Jianlin, https://kexue.fm/archives/8373
     """
     from nlptool.core.io import check_output_path, open_writer
     from nlptool.core.ner import read_ner_jsonl
 
-    check_output_path(predictions_out, force)
+    model_dir, gold = model_and_input(model, gold, legacy_gold, command="ner eval", required=True)
+    check_output_path(output, force)
     check_output_path(metrics_out, force)
     data = read_ner_jsonl(gold)
     net, tokenizer, cfg = _load(model_dir)
@@ -559,8 +577,8 @@ def eval_(
     metrics["texts"] = len(data)
     metrics["texts_per_s"] = len(data) / seconds if seconds > 0 else 0.0
     metrics["alignment"] = _stats_dict(stats)
-    if predictions_out:
-        with open_writer(predictions_out, "jsonl", force=force) as writer:
+    if output:
+        with open_writer(output, "jsonl", force=force) as writer:
             for ex, ents in zip(data, preds, strict=True):
                 writer.write({"text": ex.text, "entities": ents})
     rows = [

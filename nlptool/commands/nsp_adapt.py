@@ -10,18 +10,19 @@ from typing import Annotated, Any
 import typer
 
 from nlptool.commands._common import (
+    DeviceOpt,
     ForceOpt,
     MetricsOutOpt,
     ModelOpt,
     SeedOpt,
     TrainingProgress,
     check_out_dir,
+    hidden_alias,
     info,
     print_table,
     seed_everything,
     write_metrics,
 )
-from nlptool.commands.encode import Device, DeviceOpt
 from nlptool.core.errors import NlptoolError
 
 
@@ -31,13 +32,14 @@ def nsp_adapt(
         typer.Option(
             "--corpus",
             help="Unlabelled documents: plain text with blank lines between documents, or JSONL with one document "
-            "per line (--text-field).",
+            "per line (--text-col).",
         ),
     ],
     out: Annotated[str, typer.Option("--out", help="Output model folder (must be new or empty, or --force).")],
     model: ModelOpt = None,
-    text_field: Annotated[
-        str, typer.Option("--text-field", help="JSONL corpus: the field holding a document.")
+    text_col: Annotated[
+        str,
+        typer.Option("--text-col", hidden_alias("--text-field"), help="JSONL corpus: the field holding a document."),
     ] = "text",
     train_layers: Annotated[
         str,
@@ -65,7 +67,7 @@ def nsp_adapt(
             "--eval-fraction", help="Documents held out for NSP accuracy (whole documents).", min=0.0, max=0.9
         ),
     ] = 0.05,
-    device: DeviceOpt = Device.auto,
+    device: DeviceOpt = "auto",
     resume: Annotated[bool, typer.Option("--resume", help="Continue from OUT/training/checkpoint-last.")] = False,
     metrics_out: MetricsOutOpt = None,
     seed: SeedOpt = 0,
@@ -86,7 +88,8 @@ def nsp_adapt(
     """
     import torch
 
-    from nlptool.commands.encode import model_spec, resolve_device
+    from nlptool.commands.encode import model_spec
+    from nlptool.core.device import resolve_device
     from nlptool.core.io import check_output_path
     from nlptool.core.models import load_model, load_tokenizer, resolve_model
     from nlptool.core.nsp import IS_NEXT, NSPScorer, build_nsp_pairs, nsp_model_class, read_corpus, split_documents
@@ -99,7 +102,7 @@ def nsp_adapt(
     layers_spec = _parse_layers(train_layers)
     seed_everything(seed)
 
-    docs = read_corpus(corpus, text_field=text_field)
+    docs = read_corpus(corpus, text_field=text_col)
     n_sentences = sum(len(d) for d in docs)
     train_docs, eval_docs = split_documents(docs, eval_fraction, seed=seed)
     pairs = build_nsp_pairs(train_docs, seed=seed, max_pairs=max_pairs)

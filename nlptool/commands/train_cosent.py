@@ -10,6 +10,7 @@ from typing import Annotated, Any
 import typer
 
 from nlptool.commands._common import (
+    DeviceOpt,
     ForceOpt,
     HeaderOpt,
     MetricsOutOpt,
@@ -22,8 +23,9 @@ from nlptool.commands._common import (
     seed_everything,
     write_metrics,
 )
-from nlptool.commands.encode import Device, DeviceOpt, MaxLengthOpt, PoolingOpt, model_spec, resolve_device
+from nlptool.commands.encode import PoolingOpt, model_spec
 from nlptool.commands.eval_sts import LabelCol, Text1Col, Text2Col
+from nlptool.core.device import resolve_device
 
 # λ defaults. Su's 20 was chosen for raw BERT, whose cosines crowd into a narrow band; on an encoder already trained
 # for sentence similarity (all-MiniLM-L6-v2) λ=20 lowered STS-B dev Spearman and λ=5 raised it (BENCHMARKS.md).
@@ -78,7 +80,12 @@ def train_cosent(
     weight_decay: Annotated[float, typer.Option("--weight-decay", help="AdamW weight decay.", min=0.0)] = 0.01,
     max_grad_norm: Annotated[float, typer.Option("--max-grad-norm", help="Gradient clipping (0: off).", min=0.0)] = 1.0,
     grad_accum: Annotated[int, typer.Option("--grad-accum", help="Batches accumulated per optimizer step.", min=1)] = 1,
-    max_length: MaxLengthOpt = 128,
+    max_length: Annotated[
+        int,
+        typer.Option(
+            "--max-length", help="Max tokens per text in training (longer texts are cut); saved with the model.", min=1
+        ),
+    ] = 128,
     label_type: Annotated[
         LabelType | None, typer.Option("--label-type", help="Label kind (default: detected from the training file).")
     ] = None,
@@ -95,7 +102,7 @@ def train_cosent(
             help="Batch pairs of similar length: less padding, about 1.5x faster on STS-B, same dev Spearman there.",
         ),
     ] = True,
-    device: DeviceOpt = Device.auto,
+    device: DeviceOpt = "auto",
     precision: Annotated[Precision, typer.Option("--precision", help="bf16/fp16 autocast (CUDA).")] = Precision.fp32,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from OUT/training/checkpoint-last.")] = False,
     header: HeaderOpt = None,

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from nlptool.commands._common import (
+    DeviceOpt,
     ForceOpt,
     Format,
     FormatOpt,
@@ -25,7 +26,6 @@ from nlptool.commands._common import (
     progress,
     write_metrics,
 )
-from nlptool.commands.encode import Device, DeviceOpt
 from nlptool.core.errors import InputError, NlptoolError
 
 TEXT_COLUMNS = ("text", "sentence", "content", "description")
@@ -128,7 +128,7 @@ def zero_shot(
             min=1e-6,
         ),
     ] = 0.05,
-    device: DeviceOpt = Device.auto,
+    device: DeviceOpt = "auto",
     metrics_out: MetricsOutOpt = None,
     format: FormatOpt = Format.auto,
     output_format: OutputFormatOpt = Format.auto,
@@ -152,7 +152,8 @@ def zero_shot(
     """
     import numpy as np
 
-    from nlptool.commands.encode import model_spec, resolve_device
+    from nlptool.commands.encode import model_spec
+    from nlptool.core.device import resolve_device
     from nlptool.core.io import check_output_path, open_writer, read_records, spool_stdin
     from nlptool.core.metrics import accuracy, confusion_matrix, macro_f1
     from nlptool.core.nsp import DEFAULT_TEMPLATE, make_prompts, read_labels_file, samples_contrast

@@ -555,7 +555,7 @@ def read_corpus(path: str | Path, *, text_field: str = "text", fmt: str | None =
                 if text_field not in rec.data:
                     present = ", ".join(list(rec.data)[:8]) or "none"
                     raise InputError(
-                        f"missing (fields present: {present}); choose the field with --text-field",
+                        f"missing (fields present: {present}); choose the field with --text-col",
                         path=str(path),
                         line=rec.line,
                         field=text_field,

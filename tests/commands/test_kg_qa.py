@@ -205,3 +205,24 @@ def test_kb_link_checks_the_hash(invoke, tmp_path):
     # a new KB given explicitly is used (its trie is rebuilt)
     res = invoke("kg-qa", "ask", out, "新条目是做什么的？", "--kb", kb, "--top-k", "5")
     assert res.exit_code == 0 and all(x["in_kb"] for x in jsonl(res.stdout))
+
+
+def test_cli_contract_model_option_and_output(invoke, model_dir, tmp_path):
+    """--model/-m and -o/--output (old: positional model, --predictions-out) for kg-qa predict and eval."""
+    new = invoke("kg-qa", "predict", DEV, "-m", model_dir, "--top-k", "1", "--num-beams", "2")
+    old = invoke("kg-qa", "predict", model_dir, DEV, "--top-k", "1", "--num-beams", "2")
+    assert new.exit_code == 0, new.stderr
+    assert jsonl(new.stdout) == jsonl(old.stdout) and "deprecated" in old.stderr and "deprecated" not in new.stderr
+    out, out_old = tmp_path / "p.jsonl", tmp_path / "p_old.jsonl"
+    metrics = tmp_path / "m.json"
+    r = invoke("kg-qa", "eval", DEV, "--model", model_dir, "--num-beams", "2", "-o", out, "--metrics-out", metrics)
+    assert r.exit_code == 0, r.stderr
+    r = invoke("kg-qa", "eval", model_dir, DEV, "--num-beams", "2", "--predictions-out", out_old)
+    assert r.exit_code == 0, r.stderr
+    answers = [row["answer"] for row in jsonl(out.read_text(encoding="utf-8"))]
+    assert answers == [row["answer"] for row in jsonl(out_old.read_text(encoding="utf-8"))]
+    assert answers == [row["answer"] for row in jsonl(new.stdout)]
+    both = invoke("kg-qa", "eval", DEV, "-m", model_dir, "--predictions", out)
+    assert both.exit_code == 2 and "not both" in both.stderr
+    neither = invoke("kg-qa", "eval", DEV)
+    assert neither.exit_code == 2 and "--model" in neither.stderr

@@ -321,3 +321,21 @@ def test_torchrun_two_processes_match_one(tiny_bert_no_heads_dir, tmp_path):
 def test_predict_missing_text_file_is_a_one_line_error(invoke, trained, tmp_path):
     r = invoke("ner", "predict", trained["dir"], tmp_path / "missing.txt")
     assert r.exit_code == 1 and "missing.txt does not exist" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_cli_contract_model_option_output_and_stdout(invoke, trained, tmp_path):
+    """--model/-m and -o/--output (old: positional model, --predictions-out); stdout only on request; fractions."""
+    new = invoke("ner", "predict", trained["train"], "--model", trained["dir"])
+    old = invoke("ner", "predict", trained["dir"], trained["train"])
+    assert new.exit_code == 0 and "deprecated" not in new.stderr
+    assert jsonl(new.stdout) == jsonl(old.stdout) and "is deprecated; use 'nlptool ner predict --model" in old.stderr
+    preds, preds_old = tmp_path / "p.jsonl", tmp_path / "p_old.jsonl"
+    r = invoke("ner", "eval", trained["train"], "-m", trained["dir"], "-o", preds)
+    assert r.exit_code == 0, r.stderr
+    assert r.stdout == ""  # the table goes to stderr
+    assert invoke("ner", "eval", trained["dir"], trained["train"], "--predictions-out", preds_old).exit_code == 0
+    assert jsonl(preds.read_text()) == jsonl(preds_old.read_text()) and len(jsonl(preds.read_text())) == len(GOLD)
+    doc = json.loads(invoke("ner", "eval", trained["train"], "-m", trained["dir"], "--metrics-out", "-").stdout)
+    assert doc["metrics"]["micro"]["f1"] == 1.0  # a fraction, not 100
+    rows = jsonl(invoke("ner", "eval", trained["train"], "-m", trained["dir"], "-o", "-").stdout)
+    assert rows == jsonl(preds.read_text())
