@@ -127,3 +127,14 @@ def test_global_seed_reaches_subcommands_of_groups():
         with_seed = {n for n, c in group.commands.items() if any(p.name == "seed" for p in c.params)}
         assert "train" in with_seed
         assert {n for n, opts in section.items() if opts.get("seed") == 7} == with_seed
+
+
+def test_plain_turns_numpy_and_torch_values_into_python_ones():
+    import numpy as np
+    import torch
+
+    from nlptool.core.errors import plain
+
+    assert repr(plain(np.float64(-1.0))) == "-1.0" and repr(plain(np.int64(3))) == "3"
+    assert plain(torch.tensor(2.5)) == 2.5 and plain(np.array([1, 2])) == [1, 2]
+    assert repr(plain([np.int64(4), 8])) == "[4, 8]" and plain("x") == "x"

@@ -83,7 +83,7 @@ import numbers
 
 import numpy as np
 
-from nlptool.core.errors import InputError, NlptoolError, RowError
+from nlptool.core.errors import InputError, NlptoolError, RowError, plain
 
 __all__ = ["calibrate", "calibrate_reference", "class_index", "label_counts", "parse_prior", "topk_uncertainty"]
 
@@ -131,15 +131,16 @@ def _first_bad_row(arr: np.ndarray, check_sum: bool) -> RowError | None:
     i = int(np.argmax(bad))
     if nonfinite[i]:
         col = int(np.argmax(~np.isfinite(arr[i])))
-        return RowError(f"probability in class {col} is {arr[i, col]!r}; every entry must be a finite number", row=i)
+        value = plain(arr[i, col])
+        return RowError(f"probability in class {col} is {value!r}; every entry must be a finite number", row=i)
     if negative[i]:
         col = int(np.argmax(arr[i] < 0))
-        return RowError(f"probability in class {col} is negative ({arr[i, col]!r}); entries must be >= 0", row=i)
+        return RowError(f"probability in class {col} is negative ({plain(arr[i, col])!r}); entries must be >= 0", row=i)
     if zero[i]:
         return RowError("all probabilities are 0; a row needs some probability mass", row=i)
     return RowError(
-        f"probabilities sum to {sums[i]!r}, not 1 (tolerance {SUM_TOLERANCE}); "
-        "pass renormalize=True (or --renormalize) to divide each row by its sum",
+        f"probabilities sum to {plain(sums[i])!r}, not 1 (tolerance {SUM_TOLERANCE}); "
+        "pass renormalize=True to divide each row by its sum",
         row=i,
     )
 
@@ -156,7 +157,7 @@ def _check_probs(probs, *, renormalize: bool) -> np.ndarray:
 
 def _check_k(k, n_classes: int) -> int:
     if isinstance(k, bool) or not isinstance(k, numbers.Integral):
-        raise NlptoolError(f"k must be an integer, got {k!r}")
+        raise NlptoolError(f"k must be an integer, got {plain(k)!r}")
     k_eff = min(int(k), n_classes)
     if k_eff < 2:
         raise NlptoolError(
@@ -192,11 +193,11 @@ def _check_prior(prior, n_classes: int) -> np.ndarray:
 
 def _check_params(threshold, alpha, iterations) -> None:
     if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real) or np.isnan(threshold):
-        raise NlptoolError(f"threshold must be a real number, got {threshold!r}")
+        raise NlptoolError(f"threshold must be a real number, got {plain(threshold)!r}")
     if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real) or not (np.isfinite(alpha) and alpha > 0):
-        raise NlptoolError(f"alpha must be a finite number > 0, got {alpha!r}")
+        raise NlptoolError(f"alpha must be a finite number > 0, got {plain(alpha)!r}")
     if isinstance(iterations, bool) or not isinstance(iterations, numbers.Integral) or iterations < 1:
-        raise NlptoolError(f"iterations must be an integer >= 1, got {iterations!r}")
+        raise NlptoolError(f"iterations must be an integer >= 1, got {plain(iterations)!r}")
 
 
 def _check_prior_support(arr: np.ndarray, prior: np.ndarray) -> None:

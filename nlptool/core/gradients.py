@@ -67,7 +67,7 @@ import torch
 from torch import nn
 from torch.func import grad, jacfwd, jvp, vjp, vmap
 
-from nlptool.core.errors import NlptoolError, RowError
+from nlptool.core.errors import NlptoolError, RowError, plain
 
 __all__ = ["ACTIVATIONS", "build_mlp", "mlp_layers", "check_inequality", "summarize"]
 
@@ -127,7 +127,9 @@ def build_mlp(
         raise NlptoolError(f"an MLP needs at least 2 layer sizes (input and output), got {sizes}; pass e.g. [4, 8, 1]")
     for i, size in enumerate(sizes):
         if isinstance(size, bool) or not isinstance(size, int) or size <= 0:
-            raise NlptoolError(f"layer size {i} is {size!r} in {sizes}; every size must be a positive integer")
+            raise NlptoolError(
+                f"layer size {i} is {plain(size)!r} in {plain(sizes)}; every size must be a positive integer"
+            )
     _activation(activation, "activation")  # validate both names; fresh modules are made per layer below
     _activation(output_activation, "output activation")
 

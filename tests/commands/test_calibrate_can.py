@@ -204,3 +204,16 @@ def test_alpha_help_and_validation_agree(invoke, preds):
     assert invoke("calibrate-can", preds, "--alpha", "0.5").exit_code == 0
     text = re.sub(r"[\s│]+", " ", invoke("calibrate-can", "--help").stdout)
     assert "(α > 0)" in text and "x>=0" not in text
+
+
+@pytest.mark.parametrize(
+    ("row", "message"),
+    [
+        ('{"probs": [1.5, -0.5]}', "probability in class 1 is negative (-0.5); entries must be >= 0"),
+        ('{"probs": [0.5, 0.6]}', "probabilities sum to 1.1, not 1 (tolerance 1e-06); pass --renormalize to divide"),
+    ],
+)
+def test_errors_show_plain_numbers(invoke, row, message):
+    # these used to read "negative (np.float64(-0.5))" and "sum to np.float64(1.1) ... --renormalize (or --renormalize)"
+    r = invoke("calibrate-can", "-", input=row + "\n")
+    assert r.exit_code == 1 and message in r.stderr and "np." not in r.stderr

@@ -463,3 +463,10 @@ def test_parse_prior_missing_class_is_an_error(tmp_path) -> None:
     bad.write_text("a,1\nq,2\n", encoding="utf-8")
     with pytest.raises(InputError, match=r"c\.csv:2: label 'q' is not a class"):
         parse_prior(str(bad), ["a", "b"], 2)
+
+
+def test_error_messages_show_plain_numbers() -> None:
+    with pytest.raises(NlptoolError, match=r"alpha must be a finite number > 0, got 0\.0$"):
+        calibrate(np.array([[0.5, 0.5]]), alpha=np.float64(0.0))
+    with pytest.raises(RowError, match=r"negative \(-0\.5\)"):
+        calibrate(np.array([[1.5, -0.5]]))
