@@ -235,6 +235,13 @@ def _load_config(path: str, ctx: Any) -> dict[str, Any]:
 
 
 def _options_map(path: str, name: str, command: Any, options: dict[str, Any]) -> dict[str, Any]:
+    """Turn a config section into Click's ``default_map`` for ``command`` (parameter name -> value).
+
+    Keys are the names ``--help`` shows: an option's long spellings without ``--`` (``input-scale`` or
+    ``input_scale`` for ``--input-scale``; ``f`` for ``--f``; ``no-header: true`` for ``--no-header``) and an
+    argument's name (``input`` for ``INPUT``). Internal parameter names that differ from every shown name (such as
+    gradcheck's ``objective`` behind ``--f``) are refused, so a config file reads like the command line.
+    """
     if hasattr(command, "list_commands"):  # a command group (typer vendors click: duck-type it)
         out = {}
         for sub, sub_options in options.items():
@@ -243,17 +250,45 @@ def _options_map(path: str, name: str, command: Any, options: dict[str, Any]) ->
                 raise NlptoolError(f"{path}: '{name}' has no subcommand '{sub}'")
             out[sub] = _options_map(path, f"{name} {sub}", sub_cmd, sub_options)
         return out
-    params = {p.name: p for p in command.params if p.name}
-    out = {}
+    keys = _config_keys(command)
+    out: dict[str, Any] = {}
+    given: dict[str, str] = {}
     for key, value in options.items():
-        pname = str(key).replace("-", "_")
-        if pname not in params:
-            known = ", ".join(sorted(n.replace("_", "-") for n in params))
-            raise NlptoolError(f"{path}: '{name}' has no option '{key}'; its options are {known}")
-        if isinstance(value, list) and not getattr(params[pname], "multiple", False):
+        entry = keys.get(str(key))
+        if entry is None:
+            shown = sorted({spelling for spelling, (_, _, canonical) in keys.items() if spelling == canonical})
+            raise NlptoolError(f"{path}: '{name}' has no option '{key}'; its options are {', '.join(shown)}")
+        param, negate, canonical = entry
+        if param.name in given:
+            raise NlptoolError(
+                f"{path}: '{name}' gets option '{canonical}' twice ('{given[param.name]}' and '{key}'); keep one"
+            )
+        given[param.name] = str(key)
+        if negate:
+            if not isinstance(value, bool):
+                raise NlptoolError(f"{path}: '{name}' option '{key}' takes true or false, got {value!r}")
+            value = not value
+        if isinstance(value, list) and not getattr(param, "multiple", False):
             value = ",".join(str(v) for v in value)
-        out[pname] = value
+        out[param.name] = value
     return out
+
+
+def _config_keys(command: Any) -> dict[str, tuple[Any, bool, str]]:
+    """Config key -> (parameter, negated flag, the canonical dashed spelling) for every name ``--help`` shows."""
+    keys: dict[str, tuple[Any, bool, str]] = {}
+    for param in command.params:
+        if not param.name or getattr(param, "hidden", False):
+            continue
+        if getattr(param, "param_type_name", "") == "argument":
+            spellings = [(param.name.replace("_", "-"), False)]
+        else:
+            spellings = [(o[2:], False) for o in param.opts if o.startswith("--")]
+            spellings += [(o[2:], True) for o in param.secondary_opts if o.startswith("--")]
+        for spelling, negate in spellings:
+            for key in (spelling, spelling.replace("-", "_")):
+                keys.setdefault(key, (param, negate, spelling))
+    return keys
 
 
 def _default_seed(section: dict[str, Any], command: Any, seed: int) -> None:

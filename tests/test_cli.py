@@ -127,3 +127,50 @@ def test_global_seed_reaches_subcommands_of_groups():
         with_seed = {n for n, c in group.commands.items() if any(p.name == "seed" for p in c.params)}
         assert "train" in with_seed
         assert {n for n, opts in section.items() if opts.get("seed") == 7} == with_seed
+
+
+def test_plain_turns_numpy_and_torch_values_into_python_ones():
+    import numpy as np
+    import torch
+
+    from nlptool.core.errors import plain
+
+    assert repr(plain(np.float64(-1.0))) == "-1.0" and repr(plain(np.int64(3))) == "3"
+    assert plain(torch.tensor(2.5)) == 2.5 and plain(np.array([1, 2])) == [1, 2]
+    assert repr(plain([np.int64(4), 8])) == "[4, 8]" and plain("x") == "x"
+
+
+def test_config_takes_the_option_names_help_shows(invoke, tmp_path):
+    # gradcheck's --f and --input used to be refused while the hidden parameter names objective/input_file worked
+    x = tmp_path / "x.jsonl"
+    x.write_text('{"x": [0.1, 0.2, 0.3]}\n{"x": [1, -1, 2]}\n', encoding="utf-8")
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text(f"gradcheck:\n  f: sum\n  input: {x}\n  layers: 3,4,2\n  trials: 1\n  output_format: jsonl\n")
+    r = invoke("--config", cfg, "gradcheck", "--metrics-out", tmp_path / "m.json")
+    assert r.exit_code == 0, r.stderr
+    assert [row["line"] for row in jsonl(r.stdout)] == [1, 2]
+    assert json.loads((tmp_path / "m.json").read_text())["params"]["f"] == "sum"
+    for internal in ("objective: sum", f"input_file: {x}"):
+        cfg.write_text(f"gradcheck:\n  {internal}\n")
+        r = invoke("--config", cfg, "gradcheck")
+        key = internal.split(":")[0]
+        assert r.exit_code == 1 and f"no option '{key}'" in r.stderr and ", f, " in r.stderr
+    cfg.write_text("gradcheck:\n  input-scale: 2\n  input_scale: 3\n")
+    r = invoke("--config", cfg, "gradcheck")
+    assert r.exit_code == 1 and "twice" in r.stderr
+
+
+def test_config_arguments_and_negative_flags(invoke, tmp_path):
+    data = tmp_path / "p.csv"
+    data.write_text("p0,p1\n0.9,0.1\n0.2,0.8\n", encoding="utf-8")
+    cfg = tmp_path / "can.yaml"
+    cfg.write_text(f"calibrate-can:\n  input: {data}\n  no-header: false\n  columns: p0,p1\n  top-k: 2\n")
+    r = invoke("--config", cfg, "calibrate-can")
+    assert r.exit_code == 0, r.stderr
+    assert [row["pred"] for row in jsonl(r.stdout)] == ["p0", "p1"]
+    cfg.write_text(f"calibrate-can:\n  input: {data}\n  no_header: true\n  columns: 0,1\n  top-k: 2\n")
+    r = invoke("--config", cfg, "calibrate-can")  # the header line is now data: 'p0' is not a number
+    assert r.exit_code == 1 and f"{data}:1: field '0'" in r.stderr
+    cfg.write_text(f"calibrate-can:\n  input: {data}\n  top_k: 2\n  no-header: 1\n")
+    r = invoke("--config", cfg, "calibrate-can")
+    assert r.exit_code == 1 and "takes true or false" in r.stderr

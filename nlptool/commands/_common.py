@@ -301,12 +301,24 @@ def seed_everything(seed: int) -> None:
     _seed(seed)
 
 
-def parse_csv_list(value: str | None) -> list[str] | None:
-    """'a,b, c' → ['a', 'b', 'c'] (None for None/empty)."""
+def parse_csv_list(value: str | None, option: str = "--labels") -> list[str] | None:
+    """'a,b, c' → ['a', 'b', 'c'] (None for None/empty).
+
+    An empty item ('a,,b', a trailing comma) is a usage error naming its 1-based position in ``option``: dropping it
+    silently would shift every later name onto the wrong column or prompt.
+    """
     if value is None:
         return None
     items = [v.strip() for v in value.split(",")]
-    return [v for v in items if v] or None
+    if not any(items):
+        return None
+    for position, item in enumerate(items, start=1):
+        if not item:
+            raise typer.BadParameter(
+                f"item {position} of {len(items)} in '{value}' is empty; remove the extra comma or name the label",
+                param_hint=option,
+            )
+    return items
 
 
 def check_out_dir(out_dir: Path, *, force: bool, resume: bool) -> None:

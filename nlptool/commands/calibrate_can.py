@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import os
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -27,6 +27,12 @@ from nlptool.commands._common import (
     write_metrics,
 )
 from nlptool.core.errors import InputError, NlptoolError
+
+
+def _positive_alpha(value: float) -> float:
+    if not (math.isfinite(value) and value > 0):
+        raise typer.BadParameter(f"{value:g} is not a finite number > 0 (α = 1 leaves the rows as they are)")
+    return value
 
 
 def calibrate_can(
@@ -66,7 +72,8 @@ def calibrate_can(
         float, typer.Option("--threshold", help="Rows with uncertainty < threshold are confident (τ).")
     ] = 0.9,
     alpha: Annotated[
-        float, typer.Option("--alpha", help="Power applied before each normalisation (α).", min=0.0)
+        float,
+        typer.Option("--alpha", help="Power applied before each normalisation (α > 0).", callback=_positive_alpha),
     ] = 1.0,
     iterations: Annotated[int, typer.Option("--iterations", help="Alternating normalisation rounds.", min=1)] = 1,
     renormalize: Annotated[
@@ -230,7 +237,16 @@ def calibrate_can(
             f"calibrate-can: {n} rows, {n_unc} uncertain (adjusted), "
             f"{metrics['changed_predictions']} predictions changed"
         )
-    params = {"top_k": top_k, "threshold": threshold, "alpha": alpha, "iterations": iterations, "label_col": label_col}
+    params = {
+        "top_k": top_k,
+        "threshold": threshold,
+        "alpha": alpha,
+        "iterations": iterations,
+        "label_col": label_col,
+        "prior": prior,
+        "prior_from": prior_from,
+        "labels": class_names,
+    }
     write_metrics(
         metrics_out, metrics, force=force, inputs=[input, *([prior_from] if prior_from else [])], params=params
     )
@@ -246,109 +262,30 @@ def _label_value(record: Any, col: str, path: str) -> str:
 
 
 def _label_index(value: str, names: list[str] | None, width: int, path: str, line: int, col: str) -> int:
-    if names is not None and value in names:
-        return names.index(value)
-    try:
-        as_int = int(float(value))
-    except ValueError:
-        as_int = None
-    if as_int is not None and float(value) == as_int and 0 <= as_int < width:
-        return as_int
-    known = ", ".join(names) if names else f"0..{width - 1}"
-    raise InputError(
-        f"label '{value}' is not a class ({known}); name the classes with --labels", path=path, line=line, field=col
-    )
+    from nlptool.core.can import class_index
+
+    return class_index(value, names, width, path=path, line=line, field=col)
 
 
 def _resolve_prior(prior: str | None, prior_from: str | None, label_col: str, names: list[str] | None, width: int):
     import numpy as np
 
-    if prior_from is not None:
-        from nlptool.core.io import read_records
+    from nlptool.core.can import label_counts, parse_prior
 
-        counts = np.zeros(width)
-        with read_records(prior_from) as reader:
-            for record in reader:
-                counts[
-                    _label_index(
-                        _label_value(record, label_col, prior_from), names, width, prior_from, record.line, label_col
-                    )
-                ] += 1
-        if counts.sum() == 0:
-            raise NlptoolError(f"--prior-from {prior_from} has no rows to count")
+    if prior_from is not None:
+        counts = label_counts(prior_from, label_col, names, width)
         if (counts == 0).any():
-            warn(f"{int((counts == 0).sum())} class(es) never occur in {prior_from}: their prior is 0")
+            absent = [names[i] if names else str(i) for i in np.flatnonzero(counts == 0)]
+            warn(
+                f"{len(absent)} class(es) never occur in --prior-from {prior_from} ({', '.join(absent[:10])}): "
+                "their prior is 0, so they get probability 0 in every adjusted row"
+            )
         return counts / counts.sum()
     if prior is None:
         return np.full(width, 1.0 / width)
-    if Path(prior).is_file():
-        values = _read_counts_file(prior, names, width)
-    else:
-        try:
-            values = [float(v) for v in prior.split(",")]
-        except ValueError:
-            raise NlptoolError(
-                f"--prior '{prior}' is neither a file nor a comma-separated list of numbers such as 0.3,0.3,0.4"
-            ) from None
-    vec = np.asarray(values, dtype=np.float64)
-    if len(vec) != width:
-        raise NlptoolError(f"--prior has {len(vec)} values but the rows hold {width} classes; give one per class")
-    if not np.isfinite(vec).all() or (vec < 0).any() or vec.sum() <= 0:
-        raise NlptoolError("--prior values must be finite, non-negative and not all zero")
-    return vec / vec.sum()
-
-
-def _read_counts_file(path: str, names: list[str] | None, width: int) -> list[float]:
-    """Counts or probabilities per class from a file: a JSON/YAML mapping or list, 'label,count' lines, or one number
-    per line (in class order)."""
-    import yaml
-
-    text = Path(path).read_text(encoding="utf-8")
-    if path.endswith((".json", ".yaml", ".yml")):
-        try:
-            doc = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            raise NlptoolError(f"--prior file {path}: invalid JSON/YAML ({exc})") from None
-        if isinstance(doc, list):
-            return [float(v) for v in doc]
-        if isinstance(doc, dict):
-            return _counts_from_pairs([(str(k), v, i + 1) for i, (k, v) in enumerate(doc.items())], names, width, path)
-        raise NlptoolError(f"--prior file {path}: expected a mapping label -> count or a list of counts")
-    pairs = []
-    for line_no, line in enumerate(text.splitlines(), start=1):
-        parts = [p.strip() for p in line.replace("\t", ",").split(",") if p.strip()]
-        if not parts:
-            continue
-        if len(parts) == 1:
-            pairs.append((None, parts[0], line_no))
-        elif len(parts) == 2:
-            pairs.append((parts[0], parts[1], line_no))
-        else:
-            raise InputError("expected 'label,count' or a single count", path=path, line=line_no)
-    if pairs and pairs[0][0] is not None and not _is_float(pairs[0][1]):
-        pairs = pairs[1:]  # header such as 'label,count'
-    if all(p[0] is None for p in pairs):
-        return [_to_count(v, path, ln) for _, v, ln in pairs]
-    return _counts_from_pairs(pairs, names, width, path)
-
-
-def _counts_from_pairs(pairs, names, width, path) -> list[float]:
-    counts = [0.0] * width
-    for label, value, line in pairs:
-        idx = _label_index(str(label), names, width, path, line, "label")
-        counts[idx] += _to_count(value, path, line)
-    return counts
-
-
-def _is_float(v: Any) -> bool:
     try:
-        float(v)
-    except (TypeError, ValueError):
-        return False
-    return True
-
-
-def _to_count(v: Any, path: str, line: int) -> float:
-    if not _is_float(v):
-        raise InputError(f"'{v}' is not a number", path=path, line=line, field="count")
-    return float(v)
+        return parse_prior(prior, names, width)
+    except InputError:
+        raise
+    except NlptoolError as exc:
+        raise NlptoolError(f"--{exc}") from None

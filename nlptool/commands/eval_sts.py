@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import Enum
 from typing import Annotated, Any
 
 import typer
@@ -25,6 +26,12 @@ from nlptool.core.device import resolve_device
 Text1Col = Annotated[str | None, typer.Option("--text1-col", help="Column of the first text (default: guessed).")]
 Text2Col = Annotated[str | None, typer.Option("--text2-col", help="Column of the second text (default: guessed).")]
 LabelCol = Annotated[str | None, typer.Option("--label-col", help="Column of the label (default: guessed).")]
+
+
+class LabelType(str, Enum):
+    binary = "binary"
+    score = "score"
+    nli = "nli"
 
 
 def evaluate_pairs(encoder: Any, data: Any, *, batch_size: int, device: str, advance: Any = None) -> dict[str, Any]:
@@ -52,6 +59,24 @@ def evaluate_pairs(encoder: Any, data: Any, *, batch_size: int, device: str, adv
     return {"metrics": metrics, "cosine": cos}
 
 
+def constant_value(values: Any) -> float | None:
+    """The common value when every entry of ``values`` is equal (correlations are then undefined), else None."""
+    import numpy as np
+
+    arr = np.asarray(values, dtype=np.float64)
+    if arr.size and bool((arr == arr[0]).all()):
+        return float(arr[0])
+    return None
+
+
+def _label_text(value: float, label_type: str) -> str:
+    if label_type == "nli":
+        from nlptool.core.pairs import NLI_NAMES
+
+        return NLI_NAMES[int(value)]
+    return f"{value:g}"
+
+
 def eval_sts(
     pairs: Annotated[str, typer.Argument(help="Pairs file: CSV/TSV/JSONL with two texts and a label, or '-'.")],
     legacy_pairs: LegacyPositionalArg = None,
@@ -59,6 +84,12 @@ def eval_sts(
     text1_col: Text1Col = None,
     text2_col: Text2Col = None,
     label_col: LabelCol = None,
+    label_type: Annotated[
+        LabelType | None,
+        typer.Option(
+            "--label-type", help="Label kind: binary adds best-threshold accuracy (default: detected from PAIRS)."
+        ),
+    ] = None,
     output: Annotated[
         str | None,
         typer.Option(
@@ -87,17 +118,41 @@ def eval_sts(
     Reference: Su Jianlin, CoSENT, https://kexue.fm/archives/8847 (Spearman is the metric the post reports)
     """
     from nlptool.core.encoder import SentenceEncoder
-    from nlptool.core.io import check_output_path, open_writer
+    from nlptool.core.errors import NlptoolError
+    from nlptool.core.io import check_output_path, display_name, open_writer
     from nlptool.core.pairs import read_pairs
 
     model, pairs = model_and_input(model, pairs, legacy_pairs, command="eval-sts")
     check_output_path(output, force)
     check_output_path(metrics_out, force)
-    data = read_pairs(pairs, text1_col=text1_col, text2_col=text2_col, label_col=label_col, header=header)
+    data = read_pairs(
+        pairs,
+        text1_col=text1_col,
+        text2_col=text2_col,
+        label_col=label_col,
+        label_type=label_type.value if label_type else None,
+        header=header,
+    )
+    shown = display_name(pairs)
+    if len(data) < 2:
+        raise NlptoolError(f"{shown} has {len(data)} pair; Spearman needs at least 2 pairs with different labels")
+    constant = constant_value(data.labels)
+    if constant is not None:
+        raise NlptoolError(
+            f"{shown}: every label (column {data.columns[2]!r}) is {_label_text(constant, data.label_type)}, "
+            "so Spearman and Pearson are undefined "
+            "(no order to compare the cosines with); evaluate on pairs with at least two different labels"
+        )
     encoder = SentenceEncoder.load(model_spec(model), pooling=pooling.value if pooling else None, max_length=max_length)
     with progress("eval-sts", unit="texts") as advance:
         result = evaluate_pairs(encoder, data, batch_size=batch_size, device=resolve_device(device), advance=advance)
     metrics = result["metrics"]
+    constant = constant_value(result["cosine"])
+    if constant is not None:
+        raise NlptoolError(
+            f"{shown}: model {encoder.name} gives every pair the same cosine ({constant:.6g}), so Spearman and "
+            "Pearson are undefined; check the model (an untrained or collapsed encoder?) and its --pooling"
+        )
     if output:
         with open_writer(output, force=force) as writer:
             for i in range(len(data)):

@@ -110,8 +110,10 @@ def gradcheck(
 ) -> None:
     """Check ‖∇ₓf‖²·Σₜ(1+‖h⁽ᵗ⁾‖²)/(‖W⁽ᵗ⁾‖²‖∂h⁽ᵗ⁾/∂x‖²) ≤ ‖∇_θf‖² on MLPs.
 
-    One output row per (trial, input): lhs, rhs, ratio = lhs/rhs, holds, and each layer's terms (weight and bias
-    parts). A summary table goes to stderr. Exit 0 when every case holds, 1 when a violation is found.
+    One output row per (trial, input): lhs, rhs, ratio = lhs/rhs, holds, status, and each layer's terms (weight and
+    bias parts). A summary table goes to stderr. Exit 0 when every case holds; 1 when a violation is found, or when
+    a case overflowed (status "overflow": a term is not finite in --dtype, so no verdict; the rows are still
+    written; use --dtype float64 or smaller inputs).
 
     Example: nlptool gradcheck --layers 8,32,32,1 --activation relu --trials 20 -o checks.jsonl
 
@@ -159,6 +161,11 @@ def gradcheck(
                 if input_file is None:
                     gen = torch.Generator().manual_seed(seed * 1_000_003 + t)
                     x = torch.randn(inputs, d_in, generator=gen, dtype=torch.float64).to(torch_dtype) * input_scale
+                    if not bool(torch.isfinite(x).all()):
+                        raise NlptoolError(
+                            f"--input-scale {input_scale:g} makes random inputs that overflow {dtype.value}; "
+                            "pass a smaller --input-scale" + (" or --dtype float64" if dtype != DType.float64 else "")
+                        )
                 else:
                     x = x_all
                 rows = check_inequality(model, x, f=f_name, spectral=spectral.value, seed=seed)
@@ -185,11 +192,31 @@ def gradcheck(
     }
     inputs_used = [p for p in (input_file, checkpoint) if p]
     write_metrics(metrics_out, summary, force=force, seed=seed, inputs=inputs_used, params=params)
+    _raise_for_verdict(summary, dtype.value)
+
+
+def _raise_for_verdict(summary: dict[str, Any], dtype: str) -> None:
+    """Exit status 1 (an NlptoolError) unless every case was checked and holds."""
+    total = summary.get("total", 0)
     violations = summary.get("violations", 0)
+    overflow = summary.get("overflow", 0)
+    also = f'; {overflow} more overflowed (status "overflow")' if overflow else ""
     if violations:
         raise NlptoolError(
-            f"the inequality fails in {violations} of {summary.get('total')} cases (largest ratio "
-            f'{summary.get("max_ratio")}); see the rows with "holds": false in the output'
+            f"the inequality fails in {violations} of {total} cases (largest ratio "
+            f'{float(summary["max_ratio"])!r}){also}; see the rows with "status": "fails" in the output'
+        )
+    if overflow:
+        fix = "use --dtype float64 or smaller inputs (--input-scale, or rescale --input)"
+        if dtype == "float64":
+            fix = "use smaller inputs (--input-scale, or rescale --input)"
+        which = f"{overflow} of {total} cases"
+        if overflow == total:
+            which = "the one case" if total == 1 else f"all {total} cases"
+        held = "" if overflow == total else f" (the other {summary.get('holding', 0)} hold)"
+        raise NlptoolError(
+            f"no verdict for {which}{held}: a term overflowed {dtype} (infinite or NaN), see the rows with "
+            f'"status": "overflow"; {fix}'
         )
 
 
@@ -204,7 +231,7 @@ def _parse_layers(text: str) -> list[int]:
 
 
 def _print_summary(summary: dict[str, Any]) -> None:
-    keys = ["total", "holding", "violations", "max_ratio", "median_ratio", "min_ratio", "tightest_layer"]
+    keys = ["total", "holding", "violations", "overflow", "max_ratio", "median_ratio", "min_ratio", "tightest_layer"]
     rows = [[k, summary[k]] for k in keys if k in summary]
     print_table("gradcheck summary", ["", "value"], rows)
 
@@ -262,6 +289,8 @@ def _load_checkpoint(path: str, activation: str, unsafe: bool) -> Any:
 
 
 def _read_inputs(path: str, field: str, columns: str | None, fmt: str | None, header: bool | None, d_in: int):
+    import math
+
     import torch
 
     from nlptool.commands._distributions import DistributionLayout, choose_layout, read_row
@@ -275,6 +304,15 @@ def _read_inputs(path: str, field: str, columns: str | None, fmt: str | None, he
             layout = DistributionLayout(None, list(reader.fieldnames))
         for record in reader:
             vec = read_row(record, layout, path)
+            for j, value in enumerate(vec):
+                if not math.isfinite(value):
+                    raise InputError(
+                        f"{'value ' + str(j) + ' is ' if layout.columns is None else ''}{value!r}, not a finite "
+                        "number; fix or drop the row (gradcheck needs finite inputs)",
+                        path=path,
+                        line=record.line,
+                        field=layout.field if layout.columns is None else layout.columns[j],
+                    )
             if len(vec) != d_in:
                 raise InputError(
                     f"input has {len(vec)} values but the network takes {d_in}",

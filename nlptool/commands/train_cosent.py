@@ -21,10 +21,11 @@ from nlptool.commands._common import (
     info,
     print_table,
     seed_everything,
+    warn,
     write_metrics,
 )
 from nlptool.commands.encode import PoolingOpt, model_spec
-from nlptool.commands.eval_sts import LabelCol, Text1Col, Text2Col
+from nlptool.commands.eval_sts import LabelCol, LabelType, Text1Col, Text2Col, constant_value
 from nlptool.core.device import resolve_device
 
 # λ defaults. Su's 20 was chosen for raw BERT, whose cosines crowd into a narrow band; on an encoder already trained
@@ -37,12 +38,6 @@ class Loss(str, Enum):
     cosent = "cosent"
     softmax = "softmax"
     cosine_mse = "cosine-mse"
-
-
-class LabelType(str, Enum):
-    binary = "binary"
-    score = "score"
-    nli = "nli"
 
 
 class Precision(str, Enum):
@@ -156,6 +151,16 @@ def train_cosent(
             label_type=data.label_type,
             header=header,
         )
+        constant = constant_value(dev_data.labels) if len(dev_data) > 1 else None
+        if len(dev_data) < 2 or constant is not None:
+            why = f"has {len(dev_data)} pair"
+            if constant is not None:
+                why = f"has one label value for every pair ({constant:g})"
+            warn(
+                f"--dev {dev} {why}, so dev Spearman is undefined: the dev set is not used (no dev evaluation, no "
+                "best-checkpoint selection; the final weights are saved); give dev pairs with different labels"
+            )
+            dev_data = None
     if loss == Loss.softmax:
         class_ids = data.class_ids()  # raises for graded scores
     encoder = SentenceEncoder.load(model_spec(model), pooling=pooling.value if pooling else None, max_length=max_length)

@@ -83,9 +83,9 @@ import numbers
 
 import numpy as np
 
-from nlptool.core.errors import NlptoolError, RowError
+from nlptool.core.errors import InputError, NlptoolError, RowError, plain
 
-__all__ = ["calibrate", "calibrate_reference", "topk_uncertainty"]
+__all__ = ["calibrate", "calibrate_reference", "class_index", "label_counts", "parse_prior", "topk_uncertainty"]
 
 #: Allowed deviation of a row sum from 1 before ``renormalize=True`` is required.
 SUM_TOLERANCE = 1e-6
@@ -131,15 +131,16 @@ def _first_bad_row(arr: np.ndarray, check_sum: bool) -> RowError | None:
     i = int(np.argmax(bad))
     if nonfinite[i]:
         col = int(np.argmax(~np.isfinite(arr[i])))
-        return RowError(f"probability in class {col} is {arr[i, col]!r}; every entry must be a finite number", row=i)
+        value = plain(arr[i, col])
+        return RowError(f"probability in class {col} is {value!r}; every entry must be a finite number", row=i)
     if negative[i]:
         col = int(np.argmax(arr[i] < 0))
-        return RowError(f"probability in class {col} is negative ({arr[i, col]!r}); entries must be >= 0", row=i)
+        return RowError(f"probability in class {col} is negative ({plain(arr[i, col])!r}); entries must be >= 0", row=i)
     if zero[i]:
         return RowError("all probabilities are 0; a row needs some probability mass", row=i)
     return RowError(
-        f"probabilities sum to {sums[i]!r}, not 1 (tolerance {SUM_TOLERANCE}); "
-        "pass renormalize=True (or --renormalize) to divide each row by its sum",
+        f"probabilities sum to {plain(sums[i])!r}, not 1 (tolerance {SUM_TOLERANCE}); "
+        "pass renormalize=True to divide each row by its sum",
         row=i,
     )
 
@@ -156,7 +157,7 @@ def _check_probs(probs, *, renormalize: bool) -> np.ndarray:
 
 def _check_k(k, n_classes: int) -> int:
     if isinstance(k, bool) or not isinstance(k, numbers.Integral):
-        raise NlptoolError(f"k must be an integer, got {k!r}")
+        raise NlptoolError(f"k must be an integer, got {plain(k)!r}")
     k_eff = min(int(k), n_classes)
     if k_eff < 2:
         raise NlptoolError(
@@ -192,11 +193,11 @@ def _check_prior(prior, n_classes: int) -> np.ndarray:
 
 def _check_params(threshold, alpha, iterations) -> None:
     if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real) or np.isnan(threshold):
-        raise NlptoolError(f"threshold must be a real number, got {threshold!r}")
+        raise NlptoolError(f"threshold must be a real number, got {plain(threshold)!r}")
     if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real) or not (np.isfinite(alpha) and alpha > 0):
-        raise NlptoolError(f"alpha must be a finite number > 0, got {alpha!r}")
+        raise NlptoolError(f"alpha must be a finite number > 0, got {plain(alpha)!r}")
     if isinstance(iterations, bool) or not isinstance(iterations, numbers.Integral) or iterations < 1:
-        raise NlptoolError(f"iterations must be an integer >= 1, got {iterations!r}")
+        raise NlptoolError(f"iterations must be an integer >= 1, got {plain(iterations)!r}")
 
 
 def _check_prior_support(arr: np.ndarray, prior: np.ndarray) -> None:
@@ -494,3 +495,162 @@ def calibrate_reference(
             y = _safe_divide(y, y.sum(axis=1, keepdims=True))
         out[j] = y[-1]
     return _finish(out, uncertain, unc, return_mask)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# priors from the command line and from files
+
+
+def class_index(
+    value: str,
+    names: list[str] | None,
+    n_classes: int,
+    *,
+    path: str | None = None,
+    line: int | None = None,
+    field: str | None = None,
+) -> int:
+    """The 0-based class of a label: its position in ``names``, else an integer ``0 <= i < n_classes``.
+
+    Raises:
+        InputError: for any other label, naming ``path``, ``line`` and ``field``.
+    """
+    if names is not None and value in names:
+        return names.index(value)
+    try:
+        as_float = float(value)
+        as_int = int(as_float)
+    except (ValueError, OverflowError):
+        as_int = None
+    if as_int is not None and as_float == as_int and 0 <= as_int < n_classes:
+        return as_int
+    known = ", ".join(names) if names else f"0..{n_classes - 1}"
+    raise InputError(
+        f"label '{value}' is not a class ({known}); name the classes with --labels", path=path, line=line, field=field
+    )
+
+
+def label_counts(path: str, label_col: str, names: list[str] | None, n_classes: int, **read_kwargs) -> np.ndarray:
+    """Count the labels in column ``label_col`` of a data file (CSV/TSV/JSONL); one count per class.
+
+    Classes that never occur get a count of 0 (callers may warn: such a prior zeroes the class in adjusted rows).
+
+    Raises:
+        InputError: an empty or unknown label (file, line, field); NlptoolError: a file without rows.
+    """
+    from nlptool.core.io import get_field, read_records
+
+    counts = np.zeros(n_classes)
+    with read_records(path, **read_kwargs) as reader:
+        for record in reader:
+            value = get_field(record, label_col, path)
+            if value is None or (isinstance(value, str) and not value.strip()):
+                raise InputError("empty label", path=path, line=record.line, field=label_col)
+            counts[class_index(str(value).strip(), names, n_classes, path=path, line=record.line, field=label_col)] += 1
+    if counts.sum() == 0:
+        raise NlptoolError(f"{path} has no rows to count labels in")
+    return counts
+
+
+def parse_prior(spec: str, names: list[str] | None, n_classes: int) -> np.ndarray:
+    """The prior (normalised to sum 1) given as ``'0.3,0.3,0.4'`` (class order) or as the path of a counts file.
+
+    A counts file is a JSON/YAML mapping ``label: count`` or list of counts, ``label,count`` lines (an optional
+    header line), or one count per line in class order. Labels are class names or indices (:func:`class_index`).
+
+    A file that names labels must give a count for *every* class: a class it leaves out is an error, not a silent
+    prior of 0 (which would set that class's probability to 0 in every adjusted row). Write ``label,0`` to mean 0.
+
+    Raises:
+        NlptoolError / InputError: unparsable text, wrong length, unknown or missing labels, negative, non-finite or
+        all-zero values.
+    """
+    from pathlib import Path
+
+    if Path(spec).is_file():
+        values = _read_counts_file(spec, names, n_classes)
+        where = f"prior file {spec}"
+    else:
+        try:
+            values = [float(v) for v in spec.split(",")]
+        except ValueError:
+            raise NlptoolError(
+                f"prior '{spec}' is neither a file nor a comma-separated list of numbers such as 0.3,0.3,0.4"
+            ) from None
+        where = f"prior '{spec}'"
+    vec = np.asarray(values, dtype=np.float64)
+    if len(vec) != n_classes:
+        raise NlptoolError(f"{where} has {len(vec)} values but the rows hold {n_classes} classes; give one per class")
+    if not np.isfinite(vec).all() or (vec < 0).any() or vec.sum() <= 0:
+        raise NlptoolError(f"{where}: values must be finite, non-negative and not all zero")
+    return vec / vec.sum()
+
+
+def _read_counts_file(path: str, names: list[str] | None, n_classes: int) -> list[float]:
+    from pathlib import Path
+
+    import yaml
+
+    text = Path(path).read_text(encoding="utf-8")
+    if path.endswith((".json", ".yaml", ".yml")):
+        try:
+            doc = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise NlptoolError(f"prior file {path}: invalid JSON/YAML ({first})") from None
+        if isinstance(doc, list):
+            return [_to_count(v, path, None) for v in doc]
+        if isinstance(doc, dict):
+            # the line of each key is not known after parsing; name the key instead
+            return _counts_from_pairs([(str(k), v, None) for k, v in doc.items()], names, n_classes, path)
+        raise NlptoolError(f"prior file {path}: expected a mapping label -> count or a list of counts")
+    pairs: list[tuple[str | None, str, int]] = []
+    for line_no, line in enumerate(text.splitlines(), start=1):
+        parts = [p.strip() for p in line.replace("\t", ",").split(",") if p.strip()]
+        if not parts:
+            continue
+        if len(parts) == 1:
+            pairs.append((None, parts[0], line_no))
+        elif len(parts) == 2:
+            pairs.append((parts[0], parts[1], line_no))
+        else:
+            raise InputError("expected 'label,count' or a single count", path=path, line=line_no)
+    if pairs and pairs[0][0] is not None and not _is_float(pairs[0][1]):
+        pairs = pairs[1:]  # header such as 'label,count'
+    if all(p[0] is None for p in pairs):
+        return [_to_count(v, path, ln) for _, v, ln in pairs]
+    return _counts_from_pairs(pairs, names, n_classes, path)
+
+
+def _counts_from_pairs(pairs, names: list[str] | None, n_classes: int, path: str) -> list[float]:
+    counts = [0.0] * n_classes
+    seen = [False] * n_classes
+    for label, value, line in pairs:
+        if label is None:
+            raise InputError("a single count among 'label,count' lines; give every line a label", path=path, line=line)
+        idx = class_index(label, names, n_classes, path=path, line=line, field=None if line else label)
+        counts[idx] += _to_count(value, path, line, label)
+        seen[idx] = True
+    missing = [names[i] if names else str(i) for i in range(n_classes) if not seen[i]]
+    if missing:
+        shown = ", ".join(f"'{m}'" for m in missing[:10]) + (", ..." if len(missing) > 10 else "")
+        raise NlptoolError(
+            f"prior file {path} gives no count for {len(missing)} class(es): {shown}; add them (a count of 0 is "
+            "allowed, but it sets the class's probability to 0 in every adjusted row), or check the label spelling"
+        )
+    return counts
+
+
+def _is_float(v) -> bool:
+    try:
+        float(v)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def _to_count(v, path: str, line: int | None, label: str | None = None) -> float:
+    if isinstance(v, bool) or not _is_float(v):
+        where = "count" if label is None else f"count of '{label}'"
+        raise InputError(f"{where}: '{v}' is not a number", path=path, line=line)
+    return float(v)

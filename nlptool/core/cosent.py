@@ -52,7 +52,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from nlptool.core.errors import NlptoolError
+from nlptool.core.errors import NlptoolError, plain
 
 __all__ = ["cosent_loss", "softmax_loss", "SoftmaxHead", "cosine_mse_loss", "pairwise_cosine"]
 
@@ -88,7 +88,7 @@ def cosent_loss(cos: Tensor, labels: Tensor, scale: float = 20.0) -> Tensor:
             f"{tuple(labels.shape)}; pass one cosine and one label per sentence pair"
         )
     if not (math.isfinite(scale) and scale > 0):
-        raise NlptoolError(f"cosent_loss scale must be a positive finite number, got {scale!r}")
+        raise NlptoolError(f"cosent_loss scale must be a positive finite number, got {plain(scale)!r}")
     labels = labels.to(cos.device)
     if labels.is_floating_point() and bool(torch.isnan(labels).any()):
         raise NlptoolError("cosent_loss labels contain NaN; drop or fill the unlabelled pairs")

@@ -48,7 +48,7 @@ from typing import Any
 
 import numpy as np
 
-from nlptool.core.errors import NlptoolError, RowError
+from nlptool.core.errors import NlptoolError, RowError, plain
 
 __all__ = ["entropy", "normalize", "reachable_range"]
 
@@ -146,11 +146,11 @@ def normalize(
         Su Jianlin, "概率分布的熵归一化", 2021, https://kexue.fm/archives/8829
     """
     if not (tol > 0 and np.isfinite(tol)):
-        raise NlptoolError(f"tol must be a positive number, got {tol!r}")
+        raise NlptoolError(f"tol must be a positive number, got {plain(tol)!r}")
     if int(max_iter) != max_iter or max_iter < 1:
-        raise NlptoolError(f"max_iter must be a positive integer, got {max_iter!r}")
+        raise NlptoolError(f"max_iter must be a positive integer, got {plain(max_iter)!r}")
     if not (sum_tol >= 0):
-        raise NlptoolError(f"sum_tol must be >= 0, got {sum_tol!r}")
+        raise NlptoolError(f"sum_tol must be >= 0, got {plain(sum_tol)!r}")
     x, single = _as_batch(probs)
     n, k = x.shape
     h_star, given, ratio = _targets(target, target_ratio, n, k)
@@ -248,7 +248,7 @@ def _prepare(x: np.ndarray, *, logits: bool, check_sum: bool, renormalize: bool,
             if bad[i]:
                 j, v = _first_cell(x, i, bad_cells[i])
                 raise RowError(
-                    f"logit {v!r} at column {j}; logits must be finite (or -inf for an impossible class)", row=i
+                    f"logit {plain(v)!r} at column {j}; logits must be finite (or -inf for an impossible class)", row=i
                 )
             raise RowError("all logits are -inf; at least one class must be possible", row=i)
         shifted = x - m  # 0 at the max, -inf for impossible classes
@@ -273,13 +273,14 @@ def _prepare(x: np.ndarray, *, logits: bool, check_sum: bool, renormalize: bool,
         if nonfinite[i]:
             j, v = _first_cell(x, i, ~np.isfinite(row))
             raise RowError(
-                f"value {v!r} at column {j}; probabilities must be finite numbers in [0, 1] (repair or drop the row)",
+                f"value {plain(v)!r} at column {j}; probabilities must be finite numbers in [0, 1] "
+                "(repair or drop the row)",
                 row=i,
             )
         if negative[i]:
             j, v = _first_cell(x, i, row < 0)
             raise RowError(
-                f"negative probability {v!r} at column {j}; probabilities must be >= 0 "
+                f"negative probability {plain(v)!r} at column {j}; probabilities must be >= 0 "
                 "(if these are logits, pass logits=True)",
                 row=i,
             )
@@ -323,7 +324,7 @@ def _targets(target: Any, target_ratio: Any, n: int, k: int) -> tuple[np.ndarray
     bad = np.isnan(arr) | (arr < 0)
     if bad.any():
         i = int(np.argmax(bad))
-        msg = f"{name}={arr[i]!r} is invalid; an entropy target must be a number >= 0"
+        msg = f"{name}={plain(arr[i])!r} is invalid; an entropy target must be a number >= 0"
         if scalar:
             raise NlptoolError(msg)
         raise RowError(msg, row=i)

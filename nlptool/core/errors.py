@@ -59,3 +59,17 @@ class RowError(NlptoolError):
 
 class ModelNotFoundError(NlptoolError):
     """A model could not be resolved or loaded."""
+
+
+def plain(value: object) -> object:
+    """``value`` with numpy/torch scalars and arrays turned into Python numbers and lists, for error messages.
+
+    ``f"{np.float64(-1.0)!r}"`` shows ``np.float64(-1.0)`` (numpy >= 2) and a tensor shows ``tensor(...)``; the
+    messages users read should show ``-1.0``. Lists and tuples are converted element by element; anything else is
+    returned unchanged.
+    """
+    if type(value).__module__.split(".")[0] in ("numpy", "torch") and hasattr(value, "tolist"):
+        return value.tolist()  # type: ignore[union-attr]
+    if isinstance(value, (list, tuple)):
+        return type(value)(plain(v) for v in value)
+    return value

@@ -36,6 +36,10 @@ evaluated as ``(‖∇ₓf‖ / ‖W⁽ᵗ⁾‖₂ / ‖J⁽ᵗ⁾‖₂)²`` (
 numerator still meets an exactly zero denominator, the term is reported as ``+inf`` and the row as not holding, so a
 numerical breakdown is shown rather than hidden.
 
+Overflow. Large inputs (or float32) can push ``h⁽ᵗ⁾``, a gradient, or a product such as ``q²‖h⁽ᵗ⁾‖²`` past the
+largest number of the dtype. Such a row has status ``"overflow"`` (``holds`` None): an infinite or NaN term says
+nothing about the inequality, so it is neither counted as holding nor as a violation. Use float64 or smaller inputs.
+
 Spectral norms. ``‖W⁽ᵗ⁾‖₂`` is computed exactly (``torch.linalg.matrix_norm(ord=2)``). ``‖J⁽ᵗ⁾‖₂`` is computed
 exactly from the full Jacobian (forward-mode ``torch.func.jacfwd``) or, for wide inputs, by Jacobian-free power
 iteration on ``J⁽ᵗ⁾ᵀJ⁽ᵗ⁾`` with ``torch.func`` JVPs and VJPs. Power iteration approaches ``‖J⁽ᵗ⁾‖₂`` from below, so
@@ -63,7 +67,7 @@ import torch
 from torch import nn
 from torch.func import grad, jacfwd, jvp, vjp, vmap
 
-from nlptool.core.errors import NlptoolError
+from nlptool.core.errors import NlptoolError, RowError, plain
 
 __all__ = ["ACTIVATIONS", "build_mlp", "mlp_layers", "check_inequality", "summarize"]
 
@@ -123,7 +127,9 @@ def build_mlp(
         raise NlptoolError(f"an MLP needs at least 2 layer sizes (input and output), got {sizes}; pass e.g. [4, 8, 1]")
     for i, size in enumerate(sizes):
         if isinstance(size, bool) or not isinstance(size, int) or size <= 0:
-            raise NlptoolError(f"layer size {i} is {size!r} in {sizes}; every size must be a positive integer")
+            raise NlptoolError(
+                f"layer size {i} is {plain(size)!r} in {plain(sizes)}; every size must be a positive integer"
+            )
     _activation(activation, "activation")  # validate both names; fresh modules are made per layer below
     _activation(output_activation, "output activation")
 
@@ -410,8 +416,11 @@ def check_inequality(
 
     Returns:
         One dict per row with ``lhs``, ``rhs`` (= ``grad_theta_sq``), ``ratio`` (``lhs/rhs``, 0.0 when both are 0),
-        ``holds`` (``lhs ≤ rhs·(1+1e-9) + 1e-300``), ``grad_x_sq`` (``‖∇ₓf‖²``), ``grad_theta_sq`` (``‖∇_θ f‖²``),
-        ``tightest_layer`` (1-based layer with the largest layer ratio) and ``layers``: one dict per layer ``t``
+        ``holds`` (``lhs ≤ rhs·(1+1e-9) + 1e-300``; None for an overflow row), ``status`` (``"holds"``,
+        ``"fails"`` or ``"overflow"``: some term is not finite in the model's dtype — an ``h⁽ᵗ⁾``, gradient or
+        product overflowed — so the row is no verdict on the inequality), ``grad_x_sq`` (``‖∇ₓf‖²``),
+        ``grad_theta_sq`` (``‖∇_θ f‖²``), ``tightest_layer`` (1-based layer with the largest layer ratio; None for an
+        overflow row) and ``layers``: one dict per layer ``t``
         with ``h_sq`` (``‖h⁽ᵗ⁾‖²``), ``w_spec`` (``‖W⁽ᵗ⁾‖₂``), ``jac_spec`` (``‖J⁽ᵗ⁾‖₂``), ``lhs_weight``
         (``‖∇ₓf‖²‖h⁽ᵗ⁾‖²/(‖W⁽ᵗ⁾‖₂²‖J⁽ᵗ⁾‖₂²)``), ``lhs_bias`` (``‖∇ₓf‖²/(‖W⁽ᵗ⁾‖₂²‖J⁽ᵗ⁾‖₂²)``, 0 without bias),
         ``lhs_term`` (their sum), ``grad_w_sq`` (``‖∇_{W⁽ᵗ⁾} f‖²_F``), ``grad_b_sq`` (``‖∇_{b⁽ᵗ⁾} f‖²``, 0 without
@@ -420,7 +429,8 @@ def check_inequality(
         check conservative).
 
     Raises:
-        NlptoolError: for an unsupported model, a wrong input shape, non-finite inputs or unknown options.
+        NlptoolError: for an unsupported model, non-finite parameters, a wrong input shape or unknown options;
+            :class:`RowError` (naming the first such row) for non-finite inputs.
     """
     pairs = mlp_layers(model)
     first = pairs[0][0].weight
@@ -445,8 +455,16 @@ def check_inequality(
             f"x has shape {tuple(xt.shape)}, but the model expects (n, {d_in}); "
             f"pass one row of {d_in} numbers per input"
         )
-    if not bool(torch.isfinite(xt).all()):
-        raise NlptoolError("x contains NaN or infinite values; clean the input rows")
+    finite_rows = torch.isfinite(xt).all(dim=1)
+    if not bool(finite_rows.all()):
+        bad = int((~finite_rows).nonzero()[0, 0])
+        raise RowError("x contains NaN or infinite values; clean the input rows", row=bad)
+    for t, (lin, _) in enumerate(pairs):
+        for name, param in lin.named_parameters():
+            if not bool(torch.isfinite(param).all()):
+                raise NlptoolError(
+                    f"the {name} of Linear layer {t + 1} contains NaN or infinite values; check the model's parameters"
+                )
     if xt.shape[0] == 0:
         return []
 
@@ -481,7 +499,11 @@ def check_inequality(
 
     # q = ‖∇ₓf‖ / (‖W‖₂ ‖J‖₂), divided step by step; 0/0 -> 0, positive/0 -> inf.
     gx = gx_sq.sqrt().unsqueeze(1).expand(n, n_layers)
-    q = _safe_div(_safe_div(gx, w_spec.unsqueeze(0).expand(n, n_layers)), jac_spec)
+    w_full = w_spec.unsqueeze(0).expand(n, n_layers)
+    q1 = _safe_div(gx, w_full)
+    q = _safe_div(q1, jac_spec)
+    # A positive number over an exact zero (roundoff; see the module docstring): lhs is +inf and the row fails.
+    breakdown = (((w_full == 0) & (gx > 0)) | ((jac_spec == 0) & (q1 > 0))).any(dim=1)
     q_sq = q * q
     has_bias = torch.tensor([b is not None for _, b, _ in layers], device=device)
     lhs_bias = torch.where(has_bias.unsqueeze(0), q_sq, torch.zeros_like(q_sq))
@@ -492,8 +514,20 @@ def check_inequality(
     lhs = lhs_term.sum(dim=1)
     rhs = layer_rhs.sum(dim=1)
     ratio = _safe_div(lhs, rhs)
+    # Overflow: a quantity the check is built from is not finite (h⁽ᵗ⁾ or a gradient overflowed the dtype, or a
+    # product of finite factors did). Such a row is neither a pass nor a failure of the inequality.
+    inputs_finite = (
+        torch.isfinite(h_sq).all(dim=1)
+        & torch.isfinite(jac_spec).all(dim=1)
+        & torch.isfinite(gw_sq).all(dim=1)
+        & torch.isfinite(gb_sq).all(dim=1)
+        & torch.isfinite(gx_sq)
+        & bool(torch.isfinite(w_spec).all())
+    )
+    overflow = ~inputs_finite | torch.isnan(lhs) | torch.isnan(rhs) | torch.isinf(rhs)
+    overflow = overflow | (torch.isinf(lhs) & ~breakdown) | torch.isnan(layer_ratio).any(dim=1)
     holds = lhs <= rhs * (1 + _HOLDS_RTOL) + _HOLDS_ATOL
-    tightest = layer_ratio.argmax(dim=1) + 1
+    tightest = layer_ratio.nan_to_num(nan=-1.0).argmax(dim=1) + 1
 
     columns = {
         "h_sq": h_sq,
@@ -511,6 +545,7 @@ def check_inequality(
     ok_list = jac_ok.cpu().tolist()
     lhs_l, rhs_l, ratio_l = lhs.tolist(), rhs.tolist(), ratio.tolist()
     holds_l, gx_l, tight_l = holds.tolist(), gx_sq.tolist(), tightest.tolist()
+    overflow_l = overflow.tolist()
 
     rows: list[dict] = []
     for i in range(n):
@@ -520,15 +555,18 @@ def check_inequality(
             entry["has_bias"] = bool(bias_list[t])
             entry["jac_converged"] = bool(ok_list[i][t])
             per_layer.append(entry)
+        over = bool(overflow_l[i])
+        status = "overflow" if over else ("holds" if holds_l[i] else "fails")
         rows.append(
             {
                 "lhs": float(lhs_l[i]),
                 "rhs": float(rhs_l[i]),
                 "ratio": float(ratio_l[i]),
-                "holds": bool(holds_l[i]),
+                "holds": None if over else bool(holds_l[i]),
+                "status": status,
                 "grad_x_sq": float(gx_l[i]),
                 "grad_theta_sq": float(rhs_l[i]),
-                "tightest_layer": int(tight_l[i]),
+                "tightest_layer": None if over else int(tight_l[i]),
                 "layers": per_layer,
             }
         )
@@ -538,28 +576,40 @@ def check_inequality(
 def summarize(rows: list[dict]) -> dict:
     """Aggregate the rows of :func:`check_inequality`.
 
+    Rows whose ``status`` is ``"overflow"`` are counted in ``overflow`` and left out of every other statistic: they
+    are neither holding nor violations. (A row without ``status`` is read from its ``holds``.)
+
     Args:
         rows: the list returned by :func:`check_inequality`.
 
     Returns:
-        ``total``, ``holding``, ``violations`` (counts), ``max_ratio``, ``min_ratio``, ``median_ratio`` (None when
-        there are no rows), ``tightest_layer`` (the 1-based layer most often tightest; ties go to the lower index;
-        None without rows) and ``tightest_layer_counts`` (list, entry ``t-1`` counts the rows whose tightest layer
-        is ``t``).
+        ``total`` (all rows), ``holding``, ``violations``, ``overflow`` (counts), ``max_ratio``, ``min_ratio``,
+        ``median_ratio`` (over the rows that are not overflow; None when there are none), ``tightest_layer`` (the
+        1-based layer most often tightest among those rows; ties go to the lower index; None without such rows) and
+        ``tightest_layer_counts`` (list, entry ``t-1`` counts the rows whose tightest layer is ``t``).
     """
-    ratios = [float(row["ratio"]) for row in rows]
-    holding = sum(1 for row in rows if row["holds"])
+    checked = [row for row in rows if _status(row) != "overflow"]
+    ratios = [float(row["ratio"]) for row in checked]
+    holding = sum(1 for row in checked if _status(row) == "holds")
     n_layers = max((len(row["layers"]) for row in rows), default=0)
     counts = [0] * n_layers
-    for row in rows:
+    for row in checked:
         counts[int(row["tightest_layer"]) - 1] += 1
     return {
         "total": len(rows),
         "holding": holding,
-        "violations": len(rows) - holding,
+        "violations": len(checked) - holding,
+        "overflow": len(rows) - len(checked),
         "max_ratio": max(ratios) if ratios else None,
         "min_ratio": min(ratios) if ratios else None,
         "median_ratio": float(statistics.median(ratios)) if ratios else None,
-        "tightest_layer": counts.index(max(counts)) + 1 if rows else None,
+        "tightest_layer": counts.index(max(counts)) + 1 if checked else None,
         "tightest_layer_counts": counts,
     }
+
+
+def _status(row: dict) -> str:
+    status = row.get("status")
+    if status is not None:
+        return str(status)
+    return "holds" if row["holds"] else "fails"

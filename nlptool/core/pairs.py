@@ -14,7 +14,8 @@ Column options override the guesses. Label types:
 - ``score``: graded similarity such as STS 0–5;
 - ``nli``: ``entailment`` > ``neutral`` > ``contradiction`` (also ``e``/``n``/``c``), ranked as 2 > 1 > 0.
 
-The type is detected when not given: NLI names → ``nli``; all labels 0 or 1 → ``binary``; other numbers → ``score``.
+The type is detected when not given: any NLI name among the labels → ``nli`` (then every label must be one); all
+labels 0 or 1 → ``binary``; other numbers → ``score``.
 Every bad row (missing or empty text, unparsable label, an NLI label outside the set) is an error naming the file,
 line and field; nothing is skipped silently.
 """
@@ -154,13 +155,19 @@ def _parse_labels(
     raw: list[object], lines: list[int], label_type: str | None, path: str, col: str
 ) -> tuple[np.ndarray, str]:
     as_text = [str(v).strip().lower() for v in raw]
-    looks_nli = all(v in NLI_SCORES for v in as_text)
+    # One NLI name among the labels makes it an NLI file, so that a stray label is reported on its own line
+    # (reading the file as numbers would blame the first valid NLI label instead).
+    looks_nli = any(v in NLI_SCORES for v in as_text)
     if label_type == "nli" or (label_type is None and looks_nli):
         out = []
-        for v, line in zip(as_text, lines, strict=True):
+        for v, original, line in zip(as_text, raw, lines, strict=True):
             if v not in NLI_SCORES:
+                hint = "" if label_type == "nli" else " (other labels in the file are NLI names, so it is read as NLI)"
                 raise InputError(
-                    f"NLI label '{v}' is not one of {', '.join(NLI_NAMES)}", path=path, line=line, field=col
+                    f"NLI label '{str(original).strip()}' is not one of {', '.join(NLI_NAMES)} or e/n/c{hint}",
+                    path=path,
+                    line=line,
+                    field=col,
                 )
             out.append(NLI_SCORES[v])
         return np.asarray(out, dtype=np.float64), "nli"

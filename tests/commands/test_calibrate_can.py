@@ -1,4 +1,5 @@
 import json
+import re
 
 import numpy as np
 import pytest
@@ -112,7 +113,7 @@ def test_sample_data_runs(invoke, tmp_path):
         ('{"probs": [0.5, 0.5]}\n{"probs": [NaN, 0.5]}\n', [], ":2: field 'probs'"),
         ('{"probs": [0.5, 0.5]}\n{"probs": [1.5, -0.5]}\n', [], ":2: field 'probs'"),
         ('{"probs": [0.5, 0.5]}\n{"probs": [0.5, 0.6]}\n', [], "--renormalize"),
-        ('{"probs": [0.5, 0.5]}\n', ["--prior", "0.3,0.3,0.4"], "--prior has 3 values"),
+        ('{"probs": [0.5, 0.5]}\n', ["--prior", "0.3,0.3,0.4"], "--prior '0.3,0.3,0.4' has 3 values"),
         ('{"probs": [0.5, 0.5], "label": "q"}\n', ["--label-col", "label"], "label 'q' is not a class"),
         ('{"probs": [0.5, 0.5]}\n', ["--labels", "a,b,c"], "--labels names 3 classes"),
         ('{"probs": [0.5, 0.5]}\n', ["--prior", "abc"], "neither a file nor"),
@@ -158,3 +159,61 @@ def test_warns_when_almost_no_row_is_confident(invoke, tmp_path):
 def test_no_warning_with_enough_confident_rows(invoke, preds):
     r = invoke("calibrate-can", preds)
     assert r.exit_code == 0 and "rows are confident" not in r.stderr
+
+
+@pytest.mark.parametrize(
+    ("name", "content"),
+    [("counts.csv", "label,count\nx,2\nz,3\n"), ("counts.json", '{"x": 2, "z": 3}'), ("counts.yaml", "x: 2\nz: 3\n")],
+)
+def test_prior_counts_missing_a_class_is_an_error(invoke, preds, tmp_path, name, content):
+    # 'y' is missing: it used to get prior 0 silently, and probability 0.0 in every adjusted row
+    counts = tmp_path / name
+    counts.write_text(content, encoding="utf-8")
+    r = invoke("calibrate-can", preds, "--labels", "x,y,z", "--prior", counts)
+    assert r.exit_code == 1, r.stdout
+    err = r.stderr.strip()
+    assert len(err.splitlines()) == 1 and f"--prior file {counts} gives no count for 1 class(es): 'y'" in err
+    # an explicit zero is accepted, and the prior used goes into --metrics-out
+    explicit = {"csv": "label,count\nx,2\ny,0\nz,3\n", "json": '{"x": 2, "y": 0, "z": 3}', "yaml": "x: 2\ny: 0\nz: 3\n"}
+    counts.write_text(explicit[name.split(".")[1]], encoding="utf-8")
+    m = tmp_path / "m.json"
+    r = invoke("calibrate-can", preds, "--labels", "x,y,z", "--prior", counts, "--metrics-out", m)
+    assert r.exit_code == 0, r.stderr
+    doc = json.loads(m.read_text())
+    assert doc["metrics"]["prior"] == pytest.approx([0.4, 0.0, 0.6]) and doc["params"]["prior"] == str(counts)
+
+
+def test_prior_used_is_in_metrics(invoke, preds, tmp_path):
+    train = tmp_path / "train.csv"
+    train.write_text("text,label\n" + "".join(f"t{i},{lab}\n" for i, lab in enumerate("xxyyyyyzzz")), encoding="utf-8")
+    m = tmp_path / "m.json"
+    r = invoke("calibrate-can", preds, "--labels", "x,y,z", "--prior-from", train, "--metrics-out", m)
+    assert r.exit_code == 0, r.stderr
+    doc = json.loads(m.read_text())
+    assert doc["metrics"]["prior"] == pytest.approx([0.2, 0.5, 0.3]) and doc["params"]["prior_from"] == str(train)
+    # a class absent from --prior-from stays a warning (the counts are data; see CHANGELOG)
+    train.write_text("text,label\nt0,x\nt1,z\n", encoding="utf-8")
+    r = invoke("calibrate-can", preds, "--labels", "x,y,z", "--prior-from", train)
+    assert r.exit_code == 0 and "never occur" in r.stderr and "(y)" in r.stderr
+
+
+def test_alpha_help_and_validation_agree(invoke, preds):
+    r = invoke("calibrate-can", preds, "--alpha", "0")
+    assert r.exit_code == 2 and "> 0" in r.stderr
+    assert invoke("calibrate-can", preds, "--alpha", "-1").exit_code == 2
+    assert invoke("calibrate-can", preds, "--alpha", "0.5").exit_code == 0
+    text = re.sub(r"[\s│]+", " ", invoke("calibrate-can", "--help").stdout)
+    assert "(α > 0)" in text and "x>=0" not in text
+
+
+@pytest.mark.parametrize(
+    ("row", "message"),
+    [
+        ('{"probs": [1.5, -0.5]}', "probability in class 1 is negative (-0.5); entries must be >= 0"),
+        ('{"probs": [0.5, 0.6]}', "probabilities sum to 1.1, not 1 (tolerance 1e-06); pass --renormalize to divide"),
+    ],
+)
+def test_errors_show_plain_numbers(invoke, row, message):
+    # these used to read "negative (np.float64(-0.5))" and "sum to np.float64(1.1) ... --renormalize (or --renormalize)"
+    r = invoke("calibrate-can", "-", input=row + "\n")
+    assert r.exit_code == 1 and message in r.stderr and "np." not in r.stderr

@@ -106,3 +106,42 @@ def test_default_model_eval_and_encode_match_sentence_transformers(invoke, texts
     got = np.array([row["embedding"] for row in jsonl(r.stdout)])
     expected = SentenceTransformer(str(default_model_path())).encode(TEXTS)
     assert np.abs(got - expected).max() < 1e-5  # normalised by default, as the model's pipeline does
+
+
+def test_eval_sts_constant_labels_is_an_error(invoke, tiny_bert_dir, tmp_path):
+    pairs = tmp_path / "pairs.tsv"
+    pairs.write_text("w1 w2\tw1 w2 w3\t3\na b\tw9\t3\nw4 w5\tw4\t3\n", encoding="utf-8")
+    m = tmp_path / "m.json"
+    r = invoke("eval-sts", pairs, "--model", tiny_bert_dir, "--metrics-out", m)
+    assert r.exit_code == 1 and "nan" not in r.stderr
+    err = r.stderr.strip()
+    assert len(err.splitlines()) == 1 and f"{pairs}: every label (column '2') is 3, so Spearman" in err
+    assert not m.exists()
+
+
+def test_eval_sts_constant_predictions_is_an_error(invoke, tiny_bert_dir, tmp_path, monkeypatch):
+    import numpy as np
+
+    from nlptool.core.encoder import SentenceEncoder
+
+    def collapsed(self, texts, **kwargs):
+        return np.full((len(texts), 4), 0.5, dtype=np.float32)
+
+    monkeypatch.setattr(SentenceEncoder, "encode", collapsed)
+    pairs = tmp_path / "pairs.tsv"
+    pairs.write_text("w1 w2\tw1 w2 w3\t4.5\na b\tw9\t0.5\nw4 w5\tw4\t3.0\n", encoding="utf-8")
+    r = invoke("eval-sts", tiny_bert_dir, pairs)
+    assert r.exit_code == 1 and "gives every pair the same cosine (1)" in r.stderr and "nan" not in r.stderr
+
+
+def test_eval_sts_label_type(invoke, tiny_bert_dir, tmp_path):
+    pairs = tmp_path / "pairs.tsv"
+    pairs.write_text("w1 w2\tw1 w2\t1\na b\tw9\t0\nw4\tw4 w5\t1\nc d\te f\t0\n", encoding="utf-8")
+    r = invoke("eval-sts", tiny_bert_dir, pairs, "--label-type", "score", "--metrics-out", "-")
+    assert r.exit_code == 0, r.stderr
+    met = json.loads(r.stdout)["metrics"]
+    assert met["label_type"] == "score" and "best_threshold_accuracy" not in met
+    pairs.write_text("w1 w2\tw1 w2\t1\na b\tw9\t0\nw4\tw4 w5\t2\n", encoding="utf-8")
+    r = invoke("eval-sts", tiny_bert_dir, pairs, "--label-type", "binary")
+    assert r.exit_code == 1 and f"{pairs}:3: field '2': binary labels must be 0 or 1, found 2" in r.stderr
+    assert invoke("eval-sts", tiny_bert_dir, pairs, "--label-type", "ordinal").exit_code == 2

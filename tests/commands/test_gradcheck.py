@@ -99,13 +99,14 @@ def test_violation_exits_1(invoke, tmp_path, monkeypatch):
     def doctored(*a, **k):
         rows = real(*a, **k)
         rows[0]["holds"] = False
+        rows[0]["status"] = "fails"
         rows[0]["ratio"] = 1.5
         return rows
 
     monkeypatch.setattr(g, "check_inequality", doctored)
     out = tmp_path / "rows.jsonl"
     r = invoke("gradcheck", "--trials", "1", "--inputs", "2", "-o", out)
-    assert r.exit_code == 1 and "fails in 1 of 2 cases" in r.stderr
+    assert r.exit_code == 1 and "fails in 1 of 2 cases" in r.stderr and "overflowed" not in r.stderr
     assert len(out.read_text().splitlines()) == 2  # the rows are still written: they show the violation
 
 
@@ -116,3 +117,52 @@ def test_metrics_out(invoke, tmp_path):
     doc = json.loads(m.read_text())
     assert doc["metrics"]["total"] == 4 and doc["metrics"]["violations"] == 0 and doc["seed"] == 0
     assert "torch" in doc["versions"]
+
+
+def test_float32_overflow_is_reported_as_overflow_not_failure(invoke, tmp_path):
+    m = tmp_path / "m.json"
+    r = invoke("gradcheck", "--dtype", "float32", "--input-scale", "1e20", "--trials", "1", "--inputs", "4",
+               "--metrics-out", m)  # fmt: skip
+    assert r.exit_code == 1
+    assert "fails" not in r.stderr and "nan" not in r.stderr
+    assert "no verdict for all 4 cases" in r.stderr and "--dtype float64" in r.stderr
+    rows = jsonl(r.stdout)
+    assert [row["status"] for row in rows] == ["overflow"] * 4 and all(row["holds"] is None for row in rows)
+    doc = json.loads(m.read_text())["metrics"]
+    assert (doc["overflow"], doc["violations"], doc["holding"]) == (4, 0, 0)
+
+
+def test_float64_overflow_does_not_hold(invoke):
+    # lhs and rhs are both inf: this used to print "holds": true and exit 0
+    r = invoke("gradcheck", "--activation", "relu", "--input-scale", "1e160", "--trials", "1", "--inputs", "2")
+    assert r.exit_code == 1 and "no verdict for all 2 cases" in r.stderr and "smaller inputs" in r.stderr
+    assert "--dtype float64" not in r.stderr  # already float64
+    assert all(row["status"] == "overflow" and row["holds"] is None for row in jsonl(r.stdout))
+
+
+def test_overflowing_input_row_is_not_a_violation(invoke, tmp_path):
+    p = tmp_path / "x.csv"
+    p.write_text("a,b,c,d\n0.1,0.2,0.3,0.4\n1e200,1,1,1\n", encoding="utf-8")
+    r = invoke("gradcheck", "--input", p, "--trials", "1")
+    assert r.exit_code == 1
+    assert "fails in" not in r.stderr
+    assert "no verdict for 1 of 2 cases (the other 1 hold)" in r.stderr
+    rows = jsonl(r.stdout)
+    assert [(row["line"], row["status"]) for row in rows] == [(2, "holds"), (3, "overflow")]
+
+
+def test_random_inputs_that_overflow_the_dtype(invoke):
+    r = invoke("gradcheck", "--dtype", "float32", "--input-scale", "1e40", "--trials", "1")
+    assert r.exit_code == 1 and "--input-scale 1e+40" in r.stderr and "--dtype float64" in r.stderr
+
+
+def test_nonfinite_input_names_file_and_line(invoke, tmp_path):
+    p = tmp_path / "x.jsonl"
+    p.write_text('{"x": [0.1, 0.2, 0.3]}\n{"x": [1, NaN, 2]}\n', encoding="utf-8")
+    r = invoke("gradcheck", "--layers", "3,5,1", "--input", p)
+    assert r.exit_code == 1
+    assert f"{p}:2: field 'x': value 1 is nan, not a finite number" in r.stderr
+    csv = tmp_path / "x.csv"
+    csv.write_text("a,b,c\n0.1,0.2,0.3\n1,inf,2\n", encoding="utf-8")
+    r = invoke("gradcheck", "--layers", "3,5,1", "--input", csv)
+    assert r.exit_code == 1 and f"{csv}:3: field 'b': inf, not a finite number" in r.stderr

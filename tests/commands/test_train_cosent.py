@@ -245,3 +245,16 @@ def test_default_scale_depends_on_the_model(invoke, tiny_bert_dir, pairs, tmp_pa
     assert json.loads((tmp_path / "second" / "metrics.json").read_text())["params"]["scale"] == 5.0
     r = invoke(*train_args(tmp_path / "first", train, tmp_path / "third", "--scale", "0"))
     assert r.exit_code == 2
+
+
+def test_constant_dev_labels_warn_and_train_without_dev(invoke, tiny_bert_dir, pairs, tmp_path):
+    train, _ = pairs
+    dev = tmp_path / "dev_const.tsv"
+    dev.write_text("w1 w2\tw1 w3\t2.5\nw4 w5\tw6\t2.5\nw7\tw8 w9\t2.5\n", encoding="utf-8")
+    out = tmp_path / "model"
+    m = tmp_path / "m.json"
+    r = invoke(*train_args(tiny_bert_dir, train, out, "--dev", dev, "--metrics-out", m))
+    assert r.exit_code == 0, r.stderr
+    assert "one label value for every pair (2.5)" in r.stderr and "dev set is not used" in r.stderr
+    assert (out / "config.json").exists()
+    assert "dev_spearman" not in json.loads(m.read_text())["metrics"]

@@ -237,3 +237,14 @@ def test_embedding_method_content_free_calibration(invoke, tmp_path):
     got = json.loads(metrics.read_text())["metrics"]["content_free_prior"]
     assert [got["sports"], got["business"]] == pytest.approx(prior.tolist(), abs=1e-5)
     assert all(sum(row["probs"]) == pytest.approx(1.0) for row in jsonl(r.stdout))
+
+
+@pytest.mark.parametrize(
+    ("labels", "position"), [("a,,b", "item 2 of 3"), ("a,b,", "item 3 of 3"), (",a,b", "item 1 of 3")]
+)
+def test_empty_label_in_list_is_a_usage_error(invoke, tiny_bert_dir, texts_csv, labels, position):
+    # 'a,,b' used to become the two labels a, b silently
+    r = invoke("zero-shot", texts_csv, "--labels", labels, "--model", tiny_bert_dir)
+    assert r.exit_code == 2 and position in r.stderr and "is empty" in r.stderr and "--labels" in r.stderr
+    r = invoke("calibrate-can", "-", "--labels", labels, input='{"probs": [0.2, 0.3, 0.5]}\n')
+    assert r.exit_code == 2 and position in r.stderr

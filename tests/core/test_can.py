@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from nlptool.core import can
 from nlptool.core.can import calibrate, calibrate_reference, topk_uncertainty
-from nlptool.core.errors import NlptoolError, RowError
+from nlptool.core.errors import InputError, NlptoolError, RowError
 
 IMPLS = [calibrate, calibrate_reference]
 IMPL_IDS = ["vectorised", "reference"]
@@ -430,3 +430,43 @@ def test_alpha_too_large_underflow(fn):
 def test_single_class_is_k_error():
     with pytest.raises(NlptoolError, match="k must be at least 2"):
         calibrate([[1.0], [1.0]])
+
+
+# ----------------------------------------------------------------------------------------------- priors from files
+
+
+def test_parse_prior_forms(tmp_path) -> None:
+    from nlptool.core.can import parse_prior
+
+    assert parse_prior("1,3", None, 2) == pytest.approx([0.25, 0.75])
+    lines = tmp_path / "c.csv"
+    lines.write_text("label,count\nb,3\na,1\n", encoding="utf-8")
+    assert parse_prior(str(lines), ["a", "b"], 2) == pytest.approx([0.25, 0.75])
+    by_index = tmp_path / "c.json"
+    by_index.write_text('{"1": 3, "0": 1}', encoding="utf-8")
+    assert parse_prior(str(by_index), None, 2) == pytest.approx([0.25, 0.75])
+    per_line = tmp_path / "c.txt"
+    per_line.write_text("1\n3\n", encoding="utf-8")
+    assert parse_prior(str(per_line), None, 2) == pytest.approx([0.25, 0.75])
+
+
+def test_parse_prior_missing_class_is_an_error(tmp_path) -> None:
+    from nlptool.core.can import parse_prior
+
+    counts = tmp_path / "c.yaml"
+    counts.write_text("a: 1\nc: 2\n", encoding="utf-8")
+    with pytest.raises(NlptoolError, match=r"gives no count for 1 class\(es\): 'b'"):
+        parse_prior(str(counts), ["a", "b", "c"], 3)
+    counts.write_text("a: 1\nb: 0\nc: 2\n", encoding="utf-8")
+    assert parse_prior(str(counts), ["a", "b", "c"], 3) == pytest.approx([1 / 3, 0.0, 2 / 3])
+    bad = tmp_path / "c.csv"
+    bad.write_text("a,1\nq,2\n", encoding="utf-8")
+    with pytest.raises(InputError, match=r"c\.csv:2: label 'q' is not a class"):
+        parse_prior(str(bad), ["a", "b"], 2)
+
+
+def test_error_messages_show_plain_numbers() -> None:
+    with pytest.raises(NlptoolError, match=r"alpha must be a finite number > 0, got 0\.0$"):
+        calibrate(np.array([[0.5, 0.5]]), alpha=np.float64(0.0))
+    with pytest.raises(RowError, match=r"negative \(-0\.5\)"):
+        calibrate(np.array([[1.5, -0.5]]))

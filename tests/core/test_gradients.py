@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from nlptool.core.errors import NlptoolError
+from nlptool.core.errors import NlptoolError, RowError
 from nlptool.core.gradients import ACTIVATIONS, build_mlp, check_inequality, mlp_layers, summarize
 
 LAYER_KEYS = {
@@ -26,7 +26,7 @@ LAYER_KEYS = {
     "has_bias",
     "jac_converged",
 }
-ROW_KEYS = {"lhs", "rhs", "ratio", "holds", "grad_x_sq", "grad_theta_sq", "tightest_layer", "layers"}
+ROW_KEYS = {"lhs", "rhs", "ratio", "holds", "status", "grad_x_sq", "grad_theta_sq", "tightest_layer", "layers"}
 
 
 def _inputs(n: int, d: int, seed: int = 0, scale: float = 1.0) -> torch.Tensor:
@@ -424,6 +424,7 @@ def test_summarize() -> None:
         "total": 4,
         "holding": 3,
         "violations": 1,
+        "overflow": 0,
         "max_ratio": 1.5,
         "min_ratio": 0.2,
         "median_ratio": 0.65,
@@ -434,3 +435,59 @@ def test_summarize() -> None:
     assert empty["total"] == 0 and empty["max_ratio"] is None and empty["tightest_layer"] is None
     real = summarize(check_inequality(build_mlp([3, 5, 1], seed=0), _inputs(7, 3)))
     assert real["total"] == 7 and real["violations"] == 0 and real["max_ratio"] <= 1
+
+
+# --------------------------------------------------------------------------------------------------------- overflow
+
+
+def test_float32_overflow_is_no_verdict() -> None:
+    # tanh saturates, so ∇ₓf = 0 exactly, but ‖h⁽¹⁾‖² = ‖x‖² ≈ 1.6e41 is inf in float32: the row is overflow,
+    # neither holding nor failing (it used to be a violation with ratio NaN).
+    model = build_mlp([4, 8, 1], "tanh", seed=0, dtype=torch.float32)
+    x = torch.full((3, 4), 1e20, dtype=torch.float32)
+    rows = check_inequality(model, x)
+    assert [r["status"] for r in rows] == ["overflow"] * 3
+    assert all(r["holds"] is None and r["tightest_layer"] is None for r in rows)
+    summary = summarize(rows)
+    assert summary["overflow"] == 3 and summary["violations"] == 0 and summary["holding"] == 0
+    assert summary["max_ratio"] is None and summary["tightest_layer"] is None
+    # the same inputs in float64 are an ordinary check that holds
+    rows64 = check_inequality(build_mlp([4, 8, 1], "tanh", seed=0), x.double())
+    assert [r["status"] for r in rows64] == ["holds"] * 3 and _all_finite(rows64)
+
+
+def test_float64_overflow_of_gradients_is_not_holding() -> None:
+    # ReLU is positively homogeneous: with x ~ 1e160, ‖h⁽ᵗ⁾‖² and ‖∇_W f‖² overflow float64 (lhs and rhs both inf,
+    # which used to count as holding because inf <= inf).
+    model = build_mlp([4, 8, 8, 1], "relu", seed=0)
+    x = _inputs(4, 4, scale=1e160)
+    rows = check_inequality(model, x)
+    assert rows and all(r["status"] == "overflow" and r["holds"] is None for r in rows)
+    assert not math.isfinite(rows[0]["rhs"])
+    # scaling down by 1e150 gives finite terms and a verdict
+    assert all(r["status"] == "holds" and r["holds"] for r in check_inequality(model, x / 1e150))
+
+
+def test_summarize_counts_overflow_apart() -> None:
+    rows = [
+        {"ratio": 0.5, "holds": True, "status": "holds", "tightest_layer": 1, "layers": [{}, {}]},
+        {"ratio": 1.5, "holds": False, "status": "fails", "tightest_layer": 2, "layers": [{}, {}]},
+        {"ratio": math.nan, "holds": None, "status": "overflow", "tightest_layer": None, "layers": [{}, {}]},
+    ]
+    summary = summarize(rows)
+    assert (summary["total"], summary["holding"], summary["violations"], summary["overflow"]) == (3, 1, 1, 1)
+    assert summary["max_ratio"] == 1.5 and summary["median_ratio"] == 1.0
+    assert summary["tightest_layer_counts"] == [1, 1]
+
+
+def test_nonfinite_input_row_and_parameters_are_errors() -> None:
+    model = build_mlp([3, 4, 1], seed=0)
+    x = _inputs(3, 3)
+    x[2, 1] = math.inf
+    with pytest.raises(RowError, match="NaN or infinite") as info:
+        check_inequality(model, x)
+    assert info.value.row == 2
+    with torch.no_grad():
+        model[2].weight[0, 0] = math.nan
+    with pytest.raises(NlptoolError, match="weight of Linear layer 2"):
+        check_inequality(model, _inputs(2, 3))

@@ -80,3 +80,22 @@ def test_shared_files_load_without_flags():
     assert len(read_pairs(str(SHARED_DATA / "sts/stsb-en/stsb-en-train.csv"))) == 5749
     d = read_pairs(str(SHARED_DATA / "sts/senteval_cn/STS-B/STS-B.valid.data"))
     assert len(d) == 1458 and d.label_type == "score"
+
+
+def test_stray_nli_label_is_reported_on_its_own_line(tmp_path):
+    # 'maybe' on line 5 used to be reported as "line 2: label 'entailment' is not a number"
+    p = tmp_path / "nli.csv"
+    p.write_text("s1,s2,label\na,b,entailment\nc,d,neutral\ne,f,Contradiction\ng,h,maybe\n", encoding="utf-8")
+    with pytest.raises(InputError) as info:
+        read_pairs(str(p))
+    assert info.value.line == 5 and "'maybe'" in str(info.value) and "entailment" not in str(info.value).split(":")[2]
+    # numbers and NLI names mixed: the first label that does not fit is named
+    p.write_text("s1,s2,label\na,b,entailment\nc,d,3.5\n", encoding="utf-8")
+    with pytest.raises(InputError) as info:
+        read_pairs(str(p))
+    assert info.value.line == 3 and "'3.5'" in str(info.value)
+    # plain numbers with one bad value still name that value's line
+    p.write_text("s1,s2,label\na,b,1.5\nc,d,2\ne,f,high\n", encoding="utf-8")
+    with pytest.raises(InputError) as info:
+        read_pairs(str(p))
+    assert info.value.line == 4 and "'high' is not a number" in str(info.value)
