@@ -18,10 +18,12 @@ from nlptool.commands._common import (
     MetricsOutOpt,
     ModelOpt,
     OutputOpt,
+    SaveEveryOpt,
     SeedOpt,
     TrainingProgress,
     check_out_dir,
     info,
+    interrupt_safe_output,
     print_table,
     progress,
     seed_everything,
@@ -171,6 +173,7 @@ def evaluate_examples(
 
 
 @app.command("train")
+@interrupt_safe_output
 def train(
     train_file: Annotated[
         str, typer.Option("--train", help='Training data: JSONL {"text", "entities": [{start, end, label}]}.')
@@ -220,6 +223,7 @@ def train(
     device: DeviceOpt = Device.auto,
     precision: Annotated[Precision, typer.Option("--precision", help="bf16/fp16 autocast.")] = Precision.fp32,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from OUT/training/checkpoint-last.")] = False,
+    save_every: SaveEveryOpt = 0,
     metrics_out: MetricsOutOpt = None,
     seed: SeedOpt = 0,
     force: ForceOpt = False,
@@ -322,6 +326,7 @@ def train(
         group_by_length=group_by_length,
         output_dir=str(training_dir),
         resume=resume,
+        checkpoint_every=save_every,
         metric="f1" if dev_data is not None else None,
         greater_is_better=True,
         lr_scale={"head.": head_lr_scale} if head_lr_scale != 1.0 else None,

@@ -13,10 +13,12 @@ from nlptool.commands._common import (
     ForceOpt,
     MetricsOutOpt,
     ModelOpt,
+    SaveEveryOpt,
     SeedOpt,
     TrainingProgress,
     check_out_dir,
     info,
+    interrupt_safe_output,
     print_table,
     seed_everything,
     write_metrics,
@@ -25,6 +27,7 @@ from nlptool.commands.encode import Device, DeviceOpt
 from nlptool.core.errors import NlptoolError
 
 
+@interrupt_safe_output
 def nsp_adapt(
     corpus: Annotated[
         str,
@@ -67,6 +70,7 @@ def nsp_adapt(
     ] = 0.05,
     device: DeviceOpt = Device.auto,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from OUT/training/checkpoint-last.")] = False,
+    save_every: SaveEveryOpt = 0,
     metrics_out: MetricsOutOpt = None,
     seed: SeedOpt = 0,
     force: ForceOpt = False,
@@ -162,6 +166,7 @@ def nsp_adapt(
         group_by_length=True,
         output_dir=str(out_dir / "training"),
         resume=resume,
+        checkpoint_every=save_every,
         metric="nsp_accuracy" if eval_pairs else None,
         log_every=50,
     )
@@ -176,7 +181,10 @@ def nsp_adapt(
             evaluate=evaluate if eval_pairs else None,
             lengths=[len(e[0]) for e in encoded],
             on_progress=on_progress,
+            extra_state=None if resume else {"before": before},
         )
+    if resume:  # measured by the run that started it, kept with its checkpoints
+        before = dict(result.extra_state.get("before") or {})
     wall = time.perf_counter() - t0
     after = evaluate(nsp_model)
     nsp_model.to("cpu")

@@ -14,10 +14,12 @@ from nlptool.commands._common import (
     HeaderOpt,
     MetricsOutOpt,
     ModelOpt,
+    SaveEveryOpt,
     SeedOpt,
     TrainingProgress,
     check_out_dir,
     info,
+    interrupt_safe_output,
     print_table,
     seed_everything,
     write_metrics,
@@ -49,6 +51,7 @@ class Precision(str, Enum):
     fp16 = "fp16"
 
 
+@interrupt_safe_output
 def train_cosent(
     train: Annotated[str, typer.Option("--train", help="Training pairs: CSV/TSV/JSONL, two texts and a label.")],
     out: Annotated[str, typer.Option("--out", help="Output folder for the trained model (must be new or empty).")],
@@ -98,6 +101,7 @@ def train_cosent(
     device: DeviceOpt = Device.auto,
     precision: Annotated[Precision, typer.Option("--precision", help="bf16/fp16 autocast (CUDA).")] = Precision.fp32,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from OUT/training/checkpoint-last.")] = False,
+    save_every: SaveEveryOpt = 0,
     header: HeaderOpt = None,
     metrics_out: MetricsOutOpt = None,
     seed: SeedOpt = 0,
@@ -238,6 +242,7 @@ def train_cosent(
         group_by_length=group_by_length,
         output_dir=str(training_dir),
         resume=resume,
+        checkpoint_every=save_every,
         metric="spearman" if dev_data is not None else None,
         greater_is_better=True,
     )
