@@ -20,6 +20,7 @@ from nlptool.commands._common import (
     info,
     interrupt_safe_output,
     print_table,
+    progress,
     seed_everything,
     write_metrics,
 )
@@ -93,7 +94,7 @@ def nsp_adapt(
     from nlptool.commands.encode import model_spec, resolve_device
     from nlptool.core.io import check_output_path
     from nlptool.core.models import load_model, load_tokenizer, resolve_model
-    from nlptool.core.nsp import IS_NEXT, NSPScorer, build_nsp_pairs, nsp_model_class, read_corpus, split_documents
+    from nlptool.core.nsp import IS_NEXT, NSPScorer, build_nsp_pairs, nsp_model_class, split_documents
     from nlptool.core.train import TrainConfig
     from nlptool.core.train import train as run_training
 
@@ -103,7 +104,7 @@ def nsp_adapt(
     layers_spec = _parse_layers(train_layers)
     seed_everything(seed)
 
-    docs = read_corpus(corpus, text_field=text_field)
+    docs = _read_corpus_with_progress(corpus, text_field)
     n_sentences = sum(len(d) for d in docs)
     train_docs, eval_docs = split_documents(docs, eval_fraction, seed=seed)
     pairs = build_nsp_pairs(train_docs, seed=seed, max_pairs=max_pairs)
@@ -242,6 +243,16 @@ def nsp_adapt(
         f"nsp-adapt: model saved to {out_dir} ({result.steps} steps in {result.train_seconds:.1f} s, "
         f"{result.examples_per_s:.1f} pairs/s); use it with: nlptool zero-shot INPUT --labels ... --model {out_dir}"
     )
+
+
+def _read_corpus_with_progress(corpus: str, text_field: str) -> list[list[str]]:
+    """Read and sentence-split the corpus with a progress bar on stderr (bytes of the file; shown after 2 s)."""
+    from nlptool.core.nsp import read_corpus
+
+    path = Path(corpus)
+    total = path.stat().st_size if path.is_file() else None
+    with progress("nsp-adapt: reading and splitting the corpus", total=total, unit="bytes") as advance:
+        return read_corpus(corpus, text_field=text_field, on_progress=advance)
 
 
 def _parse_layers(value: str) -> int | None:

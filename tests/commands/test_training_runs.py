@@ -179,3 +179,26 @@ def test_nsp_adapt_resume_keeps_the_before_accuracy(invoke, interrupt_at, tiny_b
     b = _weights(tmp_path / "straight", "model.safetensors")
     assert _max_diff(a, b) < 1e-6
     assert torch.is_tensor(next(iter(a.values())))
+
+
+def test_nsp_adapt_shows_progress_while_reading_the_corpus(invoke, tiny_bert_dir, tmp_path, monkeypatch):
+    import contextlib
+
+    import nlptool.commands.nsp_adapt as cmd
+
+    calls = []
+
+    @contextlib.contextmanager
+    def fake_progress(description, total=None, unit="rows"):
+        done = []
+        calls.append((description, total, unit, done))
+        yield done.append
+
+    monkeypatch.setattr(cmd, "progress", fake_progress)
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("w1 w2. W3 w4.\nw5 w6.\n\nw7 w8. W9 w10.\n\nw11. W12.\n\nw13. W14.\n", encoding="utf-8")
+    out = tmp_path / "m"
+    r = invoke("nsp-adapt", "--corpus", corpus, "--model", tiny_bert_dir, "--out", out, "--eval-fraction", "0")
+    assert r.exit_code == 0, r.stderr
+    (description, total, unit, done), *_ = calls
+    assert "corpus" in description and unit == "bytes" and total == corpus.stat().st_size == sum(done)
