@@ -89,6 +89,25 @@ def batch_tokens(max_batch_tokens: int | None, device: str) -> int:
     return CPU_MAX_BATCH_TOKENS if str(device).startswith("cpu") else 0
 
 
+MaxSpanTokensOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--max-span-tokens",
+        help="Ignore spans longer than this many tokens. Default: the training data's longest entity (stored by "
+        "'ner train' in ner_config.json; folders without it: no cap). 0: no cap.",
+        min=0,
+    ),
+]
+
+
+def span_cap(max_span_tokens: int | None, cfg: dict) -> int | None:
+    """The span-length cap for decoding: the user's value (0: none), else the model folder's, else none."""
+    if max_span_tokens is not None:
+        return max_span_tokens or None
+    stored = cfg.get("max_span_tokens")
+    return int(stored) if stored else None
+
+
 StrideOpt = Annotated[
     int | None,
     typer.Option(
@@ -145,6 +164,7 @@ def evaluate_examples(
     max_batch_tokens: int | None = None,
     threshold: float = 0.0,
     flat: bool = False,
+    max_span_tokens: int | None = None,
 ) -> tuple[dict[str, Any], list[list[dict]], Any, float]:
     """Predict ``examples`` and score them; returns ``(span metrics, predictions, alignment stats, seconds)``."""
     import time
@@ -161,6 +181,7 @@ def evaluate_examples(
         max_batch_tokens=batch_tokens(max_batch_tokens, device),
         threshold=threshold,
         device=device,
+        max_span_tokens=max_span_tokens,
     )
     seconds = time.perf_counter() - t0
     if flat:
@@ -250,6 +271,7 @@ def train(
         default_stride,
         encode_windows,
         label_set,
+        longest_entity_tokens,
         read_ner_jsonl,
     )
     from nlptool.core.train import TrainConfig, is_main_process, world_info
@@ -292,7 +314,8 @@ def train(
             f"(d={head_size}); max length {max_length}"
         )
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    extra = {"base_model": resolved.name}
+    longest = longest_entity_tokens(windows)  # the default span cap of predict/eval (decoding ignores longer spans)
+    extra = {"base_model": resolved.name, "max_span_tokens": longest}
 
     def collate(batch: list[Any]) -> dict:
         return collate_windows(batch, len(labels), pad_id)
@@ -303,7 +326,9 @@ def train(
 
     def evaluate(m: Any) -> dict[str, float]:
         assert dev_data is not None
-        metrics, _, _, _ = evaluate_examples(m, tokenizer, dev_data, batch_size=64, device=dev_name)
+        metrics, _, _, _ = evaluate_examples(
+            m, tokenizer, dev_data, batch_size=64, device=dev_name, max_span_tokens=longest
+        )
         micro = metrics["micro"]
         return {"f1": micro["f1"], "precision": micro["precision"], "recall": micro["recall"]}
 
@@ -399,6 +424,7 @@ def train(
         "grad_accum": grad_accum,
         "max_length": max_length,
         "stride": stride,
+        "max_span_tokens": longest,
         "group_by_length": group_by_length,
         "world_size": world,
         "device": dev_name,
@@ -439,6 +465,7 @@ def predict(
     threshold: ThresholdOpt = 0.0,
     batch_size: BatchOpt = 64,
     max_batch_tokens: MaxBatchTokensOpt = None,
+    max_span_tokens: MaxSpanTokensOpt = None,
     stride: StrideOpt = None,
     chunk: Annotated[
         int, typer.Option("--chunk", help="Texts read, length-sorted and written together (streaming).", min=1)
@@ -466,6 +493,7 @@ def predict(
     total = AlignmentStats()
     n_ent = 0
     cap = batch_tokens(max_batch_tokens, dev_name)
+    span_limit = span_cap(max_span_tokens, cfg)
     with open_writer(output, "jsonl", force=force) as writer, progress("ner predict", unit="texts") as advance:
         for block in chunked(iter_texts(input), chunk):
             texts = [rec["text"] for _, rec in block]
@@ -478,6 +506,7 @@ def predict(
                 threshold=threshold,
                 device=dev_name,
                 stride=stride,
+                max_span_tokens=span_limit,
             )
             _merge_stats(total, stats)
             for (_, rec), ents in zip(block, preds, strict=True):
@@ -526,6 +555,7 @@ def eval_(
     threshold: ThresholdOpt = 0.0,
     batch_size: BatchOpt = 64,
     max_batch_tokens: MaxBatchTokensOpt = None,
+    max_span_tokens: MaxSpanTokensOpt = None,
     device: DeviceOpt = Device.auto,
     force: ForceOpt = False,
 ) -> None:
@@ -559,6 +589,7 @@ def eval_(
         device=dev_name,
         threshold=threshold,
         flat=flat,
+        max_span_tokens=span_cap(max_span_tokens, cfg),
     )
     report_alignment(stats, f"gold {gold}")
     metrics["texts"] = len(data)
@@ -596,6 +627,7 @@ def eval_(
         "flat": flat,
         "batch_size": batch_size,
         "max_batch_tokens": cap,
+        "max_span_tokens": span_cap(max_span_tokens, cfg),
         "device": dev_name,
         "max_length": cfg["max_length"],
         "stride": cfg["stride"],
