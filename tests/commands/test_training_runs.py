@@ -202,3 +202,33 @@ def test_nsp_adapt_shows_progress_while_reading_the_corpus(invoke, tiny_bert_dir
     assert r.exit_code == 0, r.stderr
     (description, total, unit, done), *_ = calls
     assert "corpus" in description and unit == "bytes" and total == corpus.stat().st_size == sum(done)
+
+
+@pytest.mark.slow
+def test_a_real_sigint_before_the_first_checkpoint(tiny_bert_dir, tmp_path):
+    """``kill -INT`` on a real ``nlptool train-cosent`` process once its training log exists (training has started,
+    no checkpoint yet: one long epoch): exit 130, the message says what was removed, and --out is gone."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.conftest import REPO
+
+    train = make_pairs(tmp_path / "train.tsv", n=3000)
+    out = tmp_path / "model"
+    args = [sys.executable, "-m", "nlptool", *map(str, train_args(tiny_bert_dir, train, out, "--batch-size", "2"))]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
+    log = out / "training" / "train_log.jsonl"
+    deadline = time.monotonic() + 120
+    while not log.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert log.exists(), proc.communicate()[1]
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    assert "before the first checkpoint" in stderr and "Traceback" not in stderr
+    assert not out.exists()
