@@ -232,3 +232,46 @@ def test_a_real_sigint_before_the_first_checkpoint(tiny_bert_dir, tmp_path):
     assert proc.returncode == 130, stderr
     assert "before the first checkpoint" in stderr and "Traceback" not in stderr
     assert not out.exists()
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# kg-qa train
+
+
+@pytest.mark.slow  # about 13 s on the shared 2-core machine (building the char model and KB trie)
+def test_kg_qa_train_save_every_writes_mid_epoch_checkpoints(invoke, tmp_path, monkeypatch):
+    from nlptool.core import train as train_mod
+    from tests.commands.test_kg_qa import KB, TINY, TRAIN
+
+    n = sum(1 for line in TRAIN.read_text(encoding="utf-8").splitlines() if line.strip())
+    spe = -(-n // 8)  # steps per epoch at --batch-size 8
+    saved = []
+    original = train_mod._Loop._save_checkpoint
+
+    def spy(self):
+        saved.append(self.step)
+        original(self)
+
+    monkeypatch.setattr(train_mod._Loop, "_save_checkpoint", spy)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        r = invoke(
+            "kg-qa",
+            "train",
+            "--kb",
+            KB,
+            "--train",
+            TRAIN,
+            "--out",
+            tmp_path / "m",
+            *TINY,
+            "--save-every",
+            "2",
+            "--epochs",
+            "2",
+        )
+    finally:
+        torch.set_num_threads(threads)
+    assert r.exit_code == 0, r.stderr
+    assert saved == sorted(set(range(2, 2 * spe + 1, 2)) | {spe, 2 * spe})  # 2, 4, 5, 6, 8, 10 for 34 questions
