@@ -380,9 +380,6 @@ def train(
         best_dir.rmdir()
     else:
         net.save(out_dir, tokenizer, extra)
-    final_ckpt = training_dir / "checkpoint-last"
-    if final_ckpt.is_dir():
-        shutil.rmtree(final_ckpt)
 
     evals = [e for e in result.history if e.get("event") == "eval"]
     metrics: dict[str, Any] = {
@@ -435,6 +432,7 @@ def train(
         str(out_dir / "metrics.json"), metrics, force=True, seed=seed, inputs=inputs, model=resolved.name, params=params
     )
     write_metrics(metrics_out, metrics, force=force, seed=seed, inputs=inputs, model=resolved.name, params=params)
+    shutil.rmtree(training_dir / "checkpoint-last", ignore_errors=True)  # last: an interrupt before here can --resume
     info(f"ner train: model saved to {out_dir} ({result.steps} steps, {result.examples_per_s:.1f} windows/s)")
 
 

@@ -191,7 +191,6 @@ def nsp_adapt(
     nsp_model.to("cpu")
     nsp_model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
-    shutil.rmtree(out_dir / "training" / "checkpoint-last", ignore_errors=True)
 
     metrics: dict[str, Any] = {
         "documents": len(docs),
@@ -239,6 +238,7 @@ def nsp_adapt(
         params=params,
     )
     write_metrics(metrics_out, metrics, force=force, seed=seed, inputs=[corpus], model=resolved.name, params=params)
+    shutil.rmtree(out_dir / "training" / "checkpoint-last", ignore_errors=True)  # last: an interrupt can --resume
     info(
         f"nsp-adapt: model saved to {out_dir} ({result.steps} steps in {result.train_seconds:.1f} s, "
         f"{result.examples_per_s:.1f} pairs/s); use it with: nlptool zero-shot INPUT --labels ... --model {out_dir}"

@@ -272,9 +272,6 @@ def train_cosent(
         best_dir.rmdir()
     else:
         encoder.save(out_dir)
-    final_ckpt = training_dir / "checkpoint-last"
-    if final_ckpt.is_dir():
-        shutil.rmtree(final_ckpt)  # resume state is only needed while a run is unfinished
 
     metrics: dict[str, Any] = {
         "train_pairs": len(data),
@@ -323,4 +320,6 @@ def train_cosent(
         str(out_dir / "metrics.json"), metrics, force=True, seed=seed, inputs=inputs, model=encoder.name, params=params
     )
     write_metrics(metrics_out, metrics, force=force, seed=seed, inputs=inputs, model=encoder.name, params=params)
+    # resume state is only needed while a run is unfinished: removed last, so an interrupt before here can --resume
+    shutil.rmtree(training_dir / "checkpoint-last", ignore_errors=True)
     info(f"train-cosent: model saved to {out_dir} ({result.steps} steps, {result.examples_per_s:.1f} pairs/s)")

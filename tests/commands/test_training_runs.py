@@ -107,6 +107,30 @@ def test_cosent_save_every_interrupt_and_resume_match_a_straight_run(invoke, int
     assert not (out / "training" / "checkpoint-last").exists()
 
 
+def test_cosent_interrupt_after_training_keeps_the_final_checkpoint(invoke, tiny_bert_dir, tmp_path, monkeypatch):
+    # Ctrl-C while the finished run writes its files: the model may be half written, so the final checkpoint stays
+    # and --resume (no steps left) writes everything again.
+    import nlptool.commands.train_cosent as cmd
+
+    train = make_pairs(tmp_path / "train.tsv")
+    r = invoke(*train_args(tiny_bert_dir, train, tmp_path / "straight"))
+    assert r.exit_code == 0, r.stderr
+    out = tmp_path / "model"
+    write_metrics = cmd.write_metrics
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cmd, "write_metrics", interrupted)
+    r = invoke(*train_args(tiny_bert_dir, train, out))
+    assert r.exit_code == 130 and "step 3 of 3" in r.stderr and "--resume" in r.stderr, r.stderr
+    monkeypatch.setattr(cmd, "write_metrics", write_metrics)
+    r = invoke(*train_args(tiny_bert_dir, train, out, "--resume"))
+    assert r.exit_code == 0, r.stderr
+    assert _max_diff(_weights(out, "model.safetensors"), _weights(tmp_path / "straight", "model.safetensors")) == 0
+    assert (out / "metrics.json").is_file() and not (out / "training" / "checkpoint-last").exists()
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # ner train
 
