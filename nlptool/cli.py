@@ -173,8 +173,10 @@ class NlptoolGroup(TyperGroup):
         except NlptoolError as exc:
             typer.echo(f"Error: {_one_line(str(exc))}", err=True)
             raise typer.Exit(exc.exit_code) from None
-        except KeyboardInterrupt:
-            typer.echo("Error: interrupted; no output file was written", err=True)
+        except KeyboardInterrupt as exc:
+            # training commands say whether they kept a checkpoint for --resume or removed their partial output
+            message = getattr(exc, "nlptool_message", None) or "interrupted; no output file was written"
+            typer.echo(f"Error: {_one_line(message)}", err=True)
             raise typer.Exit(130) from None
 
 

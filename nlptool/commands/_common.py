@@ -340,6 +340,84 @@ def check_out_dir(out_dir: Path, *, force: bool, resume: bool) -> None:
         raise NlptoolError(f"the parent folder of --out {out_dir} does not exist; create it first")
 
 
+SaveEveryOpt = Annotated[
+    int,
+    typer.Option(
+        "--save-every",
+        help="Also write the resumable checkpoint (OUT/training/checkpoint-last) every N optimizer steps, besides the "
+        "end of each epoch; --resume continues from the latest, mid-epoch included. 0: end of each epoch only.",
+        min=0,
+    ),
+]
+
+
+def interrupt_safe_output(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Decorate a training command (with ``out`` and ``resume`` parameters) so that a run that is interrupted (Ctrl-C)
+    or fails before its first checkpoint removes what it created in ``--out`` (the folder itself when it made it, else
+    the entries it added), so the same command can simply be run again; a run with a checkpoint keeps everything
+    for ``--resume``. An interrupt's ``KeyboardInterrupt`` gets an ``nlptool_message`` saying which happened, which
+    the CLI prints. Under torchrun only rank 0 touches the folder.
+    """
+    import functools
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        import time
+
+        out = kwargs.get("out")
+        if out is None or int(os.environ.get("RANK", "0")) != 0:
+            return command(*args, **kwargs)
+        out_dir = Path(out)
+        existed = out_dir.is_dir()
+        before = {p.name for p in out_dir.iterdir()} if existed else set()
+        started = time.time()
+        try:
+            return command(*args, **kwargs)
+        except BaseException as exc:
+            message = _after_failure(out_dir, existed, before, started, bool(kwargs.get("resume")))
+            if isinstance(exc, KeyboardInterrupt):
+                exc.nlptool_message = message  # type: ignore[attr-defined]
+            raise
+
+    return wrapper
+
+
+def _after_failure(out_dir: Path, existed: bool, before: set[str], started: float, resume: bool) -> str:
+    """Keep a checkpointed run for --resume, or remove what this run created; returns what was done, for people."""
+    import json
+    import shutil
+
+    state_file = out_dir / "training" / "checkpoint-last" / "trainer_state.json"
+    try:
+        if state_file.is_file() and (resume or state_file.stat().st_mtime >= started - 1.0):
+            state = json.loads(state_file.read_text(encoding="utf-8"))
+            return (
+                f"interrupted; the last checkpoint (step {state.get('step')} of {state.get('total_steps')}) is in "
+                f"{state_file.parent}: run the same command with --resume to continue from it"
+            )
+    except (OSError, ValueError):
+        pass
+    removed = False
+    if not existed:
+        if out_dir.exists():
+            shutil.rmtree(out_dir, ignore_errors=True)
+            removed = True
+    elif out_dir.is_dir():
+        for item in out_dir.iterdir():
+            if item.name not in before:
+                if item.is_dir() and not item.is_symlink():
+                    shutil.rmtree(item, ignore_errors=True)
+                else:
+                    item.unlink(missing_ok=True)
+                removed = True
+    if removed:
+        return (
+            f"interrupted before the first checkpoint; removed what this run had written to {out_dir}, so the same "
+            "command can be run again (--save-every N writes resumable checkpoints more often)"
+        )
+    return "interrupted before training started; no output file was written"
+
+
 def _rich_bar(label: str, middle: str, console: Any) -> Any:
     """The one progress-bar layout: label, bar, done/total, ``middle`` (unit or live stats), elapsed, remaining."""
     from rich.progress import (

@@ -21,6 +21,7 @@ from nlptool.commands._common import (
     LegacyPositionalArg,
     MetricsOutOpt,
     OutputOpt,
+    SaveEveryOpt,
     SeedOpt,
     TrainingProgress,
     hidden_alias,
@@ -274,6 +275,7 @@ def train(
         typer.Option("--kb-link", help="Record the KB's path and SHA-256 in the model folder instead of a copy."),
     ] = False,
     device: DeviceOpt = "auto",
+    save_every: SaveEveryOpt = 0,
     seed: SeedOpt = 0,
     metrics_out: MetricsOutOpt = None,
     force: ForceOpt = False,
@@ -340,6 +342,7 @@ def train(
         group_by_length=True,
         output_dir=str(training_dir),
         log_every=50,
+        checkpoint_every=save_every,
     )
 
     started = time.perf_counter()

@@ -20,12 +20,14 @@ from nlptool.commands._common import (
     MetricsOutOpt,
     ModelOpt,
     OutputOpt,
+    SaveEveryOpt,
     SeedOpt,
     TrainingProgress,
     check_out_dir,
     hidden_alias,
     info,
     model_and_input,
+    interrupt_safe_output,
     print_table,
     progress,
     seed_everything,
@@ -94,6 +96,25 @@ def batch_tokens(max_batch_tokens: int | None, device: str) -> int:
     return CPU_MAX_BATCH_TOKENS if str(device).startswith("cpu") else 0
 
 
+MaxSpanTokensOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--max-span-tokens",
+        help="Ignore spans longer than this many tokens. Default: the training data's longest entity (stored by "
+        "'ner train' in ner_config.json; folders without it: no cap). 0: no cap.",
+        min=0,
+    ),
+]
+
+
+def span_cap(max_span_tokens: int | None, cfg: dict) -> int | None:
+    """The span-length cap for decoding: the user's value (0: none), else the model folder's, else none."""
+    if max_span_tokens is not None:
+        return max_span_tokens or None
+    stored = cfg.get("max_span_tokens")
+    return int(stored) if stored else None
+
+
 StrideOpt = Annotated[
     int | None,
     typer.Option(
@@ -150,6 +171,7 @@ def evaluate_examples(
     max_batch_tokens: int | None = None,
     threshold: float = 0.0,
     flat: bool = False,
+    max_span_tokens: int | None = None,
 ) -> tuple[dict[str, Any], list[list[dict]], Any, float]:
     """Predict ``examples`` and score them; returns ``(span metrics, predictions, alignment stats, seconds)``."""
     import time
@@ -166,6 +188,7 @@ def evaluate_examples(
         max_batch_tokens=batch_tokens(max_batch_tokens, device),
         threshold=threshold,
         device=device,
+        max_span_tokens=max_span_tokens,
     )
     seconds = time.perf_counter() - t0
     if flat:
@@ -178,6 +201,7 @@ def evaluate_examples(
 
 
 @app.command("train")
+@interrupt_safe_output
 def train(
     train_file: Annotated[
         str, typer.Option("--train", help='Training data: JSONL {"text", "entities": [{start, end, label}]}.')
@@ -227,6 +251,7 @@ def train(
     device: DeviceOpt = "auto",
     precision: Annotated[Precision, typer.Option("--precision", help="bf16/fp16 autocast.")] = Precision.fp32,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from OUT/training/checkpoint-last.")] = False,
+    save_every: SaveEveryOpt = 0,
     metrics_out: MetricsOutOpt = None,
     seed: SeedOpt = 0,
     force: ForceOpt = False,
@@ -253,6 +278,7 @@ def train(
         default_stride,
         encode_windows,
         label_set,
+        longest_entity_tokens,
         read_ner_jsonl,
     )
     from nlptool.core.train import TrainConfig, is_main_process, world_info
@@ -295,7 +321,8 @@ def train(
             f"(d={head_size}); max length {max_length}"
         )
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    extra = {"base_model": resolved.name}
+    longest = longest_entity_tokens(windows)  # the default span cap of predict/eval (decoding ignores longer spans)
+    extra = {"base_model": resolved.name, "max_span_tokens": longest}
 
     def collate(batch: list[Any]) -> dict:
         return collate_windows(batch, len(labels), pad_id)
@@ -306,7 +333,9 @@ def train(
 
     def evaluate(m: Any) -> dict[str, float]:
         assert dev_data is not None
-        metrics, _, _, _ = evaluate_examples(m, tokenizer, dev_data, batch_size=64, device=dev_name)
+        metrics, _, _, _ = evaluate_examples(
+            m, tokenizer, dev_data, batch_size=64, device=dev_name, max_span_tokens=longest
+        )
         micro = metrics["micro"]
         return {"f1": micro["f1"], "precision": micro["precision"], "recall": micro["recall"]}
 
@@ -329,6 +358,7 @@ def train(
         group_by_length=group_by_length,
         output_dir=str(training_dir),
         resume=resume,
+        checkpoint_every=save_every,
         metric="f1" if dev_data is not None else None,
         greater_is_better=True,
         lr_scale={"head.": head_lr_scale} if head_lr_scale != 1.0 else None,
@@ -357,9 +387,6 @@ def train(
         best_dir.rmdir()
     else:
         net.save(out_dir, tokenizer, extra)
-    final_ckpt = training_dir / "checkpoint-last"
-    if final_ckpt.is_dir():
-        shutil.rmtree(final_ckpt)
 
     evals = [e for e in result.history if e.get("event") == "eval"]
     metrics: dict[str, Any] = {
@@ -401,6 +428,7 @@ def train(
         "grad_accum": grad_accum,
         "max_length": max_length,
         "stride": stride,
+        "max_span_tokens": longest,
         "group_by_length": group_by_length,
         "world_size": world,
         "device": dev_name,
@@ -411,6 +439,7 @@ def train(
         str(out_dir / "metrics.json"), metrics, force=True, seed=seed, inputs=inputs, model=resolved.name, params=params
     )
     write_metrics(metrics_out, metrics, force=force, seed=seed, inputs=inputs, model=resolved.name, params=params)
+    shutil.rmtree(training_dir / "checkpoint-last", ignore_errors=True)  # last: an interrupt before here can --resume
     info(f"ner train: model saved to {out_dir} ({result.steps} steps, {result.examples_per_s:.1f} windows/s)")
 
 
@@ -442,6 +471,7 @@ def predict(
     threshold: ThresholdOpt = 0.0,
     batch_size: BatchOpt = 64,
     max_batch_tokens: MaxBatchTokensOpt = None,
+    max_span_tokens: MaxSpanTokensOpt = None,
     stride: StrideOpt = None,
     chunk: Annotated[
         int, typer.Option("--chunk", help="Texts read, length-sorted and written together (streaming).", min=1)
@@ -470,6 +500,7 @@ def predict(
     total = AlignmentStats()
     n_ent = 0
     cap = batch_tokens(max_batch_tokens, dev_name)
+    span_limit = span_cap(max_span_tokens, cfg)
     with open_writer(output, "jsonl", force=force) as writer, progress("ner predict", unit="texts") as advance:
         for block in chunked(iter_texts(input), chunk):
             texts = [rec["text"] for _, rec in block]
@@ -482,6 +513,7 @@ def predict(
                 threshold=threshold,
                 device=dev_name,
                 stride=stride,
+                max_span_tokens=span_limit,
             )
             _merge_stats(total, stats)
             for (_, rec), ents in zip(block, preds, strict=True):
@@ -537,6 +569,7 @@ def eval_(
     threshold: ThresholdOpt = 0.0,
     batch_size: BatchOpt = 64,
     max_batch_tokens: MaxBatchTokensOpt = None,
+    max_span_tokens: MaxSpanTokensOpt = None,
     device: DeviceOpt = "auto",
     force: ForceOpt = False,
 ) -> None:
@@ -572,6 +605,7 @@ def eval_(
         device=dev_name,
         threshold=threshold,
         flat=flat,
+        max_span_tokens=span_cap(max_span_tokens, cfg),
     )
     report_alignment(stats, f"gold {gold}")
     metrics["texts"] = len(data)
@@ -609,6 +643,7 @@ def eval_(
         "flat": flat,
         "batch_size": batch_size,
         "max_batch_tokens": cap,
+        "max_span_tokens": span_cap(max_span_tokens, cfg),
         "device": dev_name,
         "max_length": cfg["max_length"],
         "stride": cfg["stride"],

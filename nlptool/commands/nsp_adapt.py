@@ -14,18 +14,22 @@ from nlptool.commands._common import (
     ForceOpt,
     MetricsOutOpt,
     ModelOpt,
+    SaveEveryOpt,
     SeedOpt,
     TrainingProgress,
     check_out_dir,
     hidden_alias,
     info,
+    interrupt_safe_output,
     print_table,
+    progress,
     seed_everything,
     write_metrics,
 )
 from nlptool.core.errors import NlptoolError
 
 
+@interrupt_safe_output
 def nsp_adapt(
     corpus: Annotated[
         str,
@@ -69,6 +73,7 @@ def nsp_adapt(
     ] = 0.05,
     device: DeviceOpt = "auto",
     resume: Annotated[bool, typer.Option("--resume", help="Continue from OUT/training/checkpoint-last.")] = False,
+    save_every: SaveEveryOpt = 0,
     metrics_out: MetricsOutOpt = None,
     seed: SeedOpt = 0,
     force: ForceOpt = False,
@@ -92,7 +97,7 @@ def nsp_adapt(
     from nlptool.core.device import resolve_device
     from nlptool.core.io import check_output_path
     from nlptool.core.models import load_model, load_tokenizer, resolve_model
-    from nlptool.core.nsp import IS_NEXT, NSPScorer, build_nsp_pairs, nsp_model_class, read_corpus, split_documents
+    from nlptool.core.nsp import IS_NEXT, NSPScorer, build_nsp_pairs, nsp_model_class, split_documents
     from nlptool.core.train import TrainConfig
     from nlptool.core.train import train as run_training
 
@@ -102,7 +107,7 @@ def nsp_adapt(
     layers_spec = _parse_layers(train_layers)
     seed_everything(seed)
 
-    docs = read_corpus(corpus, text_field=text_col)
+    docs = _read_corpus_with_progress(corpus, text_col)
     n_sentences = sum(len(d) for d in docs)
     train_docs, eval_docs = split_documents(docs, eval_fraction, seed=seed)
     pairs = build_nsp_pairs(train_docs, seed=seed, max_pairs=max_pairs)
@@ -165,6 +170,7 @@ def nsp_adapt(
         group_by_length=True,
         output_dir=str(out_dir / "training"),
         resume=resume,
+        checkpoint_every=save_every,
         metric="nsp_accuracy" if eval_pairs else None,
         log_every=50,
     )
@@ -179,13 +185,15 @@ def nsp_adapt(
             evaluate=evaluate if eval_pairs else None,
             lengths=[len(e[0]) for e in encoded],
             on_progress=on_progress,
+            extra_state=None if resume else {"before": before},
         )
+    if resume:  # measured by the run that started it, kept with its checkpoints
+        before = dict(result.extra_state.get("before") or {})
     wall = time.perf_counter() - t0
     after = evaluate(nsp_model)
     nsp_model.to("cpu")
     nsp_model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
-    shutil.rmtree(out_dir / "training" / "checkpoint-last", ignore_errors=True)
 
     metrics: dict[str, Any] = {
         "documents": len(docs),
@@ -233,10 +241,21 @@ def nsp_adapt(
         params=params,
     )
     write_metrics(metrics_out, metrics, force=force, seed=seed, inputs=[corpus], model=resolved.name, params=params)
+    shutil.rmtree(out_dir / "training" / "checkpoint-last", ignore_errors=True)  # last: an interrupt can --resume
     info(
         f"nsp-adapt: model saved to {out_dir} ({result.steps} steps in {result.train_seconds:.1f} s, "
         f"{result.examples_per_s:.1f} pairs/s); use it with: nlptool zero-shot INPUT --labels ... --model {out_dir}"
     )
+
+
+def _read_corpus_with_progress(corpus: str, text_field: str) -> list[list[str]]:
+    """Read and sentence-split the corpus with a progress bar on stderr (bytes of the file; shown after 2 s)."""
+    from nlptool.core.nsp import read_corpus
+
+    path = Path(corpus)
+    total = path.stat().st_size if path.is_file() else None
+    with progress("nsp-adapt: reading and splitting the corpus", total=total, unit="bytes") as advance:
+        return read_corpus(corpus, text_field=text_field, on_progress=advance)
 
 
 def _parse_layers(value: str) -> int | None:

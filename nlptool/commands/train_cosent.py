@@ -15,10 +15,12 @@ from nlptool.commands._common import (
     HeaderOpt,
     MetricsOutOpt,
     ModelOpt,
+    SaveEveryOpt,
     SeedOpt,
     TrainingProgress,
     check_out_dir,
     info,
+    interrupt_safe_output,
     print_table,
     seed_everything,
     warn,
@@ -46,6 +48,7 @@ class Precision(str, Enum):
     fp16 = "fp16"
 
 
+@interrupt_safe_output
 def train_cosent(
     train: Annotated[str, typer.Option("--train", help="Training pairs: CSV/TSV/JSONL, two texts and a label.")],
     out: Annotated[str, typer.Option("--out", help="Output folder for the trained model (must be new or empty).")],
@@ -100,6 +103,7 @@ def train_cosent(
     device: DeviceOpt = "auto",
     precision: Annotated[Precision, typer.Option("--precision", help="bf16/fp16 autocast (CUDA).")] = Precision.fp32,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from OUT/training/checkpoint-last.")] = False,
+    save_every: SaveEveryOpt = 0,
     header: HeaderOpt = None,
     metrics_out: MetricsOutOpt = None,
     seed: SeedOpt = 0,
@@ -250,6 +254,7 @@ def train_cosent(
         group_by_length=group_by_length,
         output_dir=str(training_dir),
         resume=resume,
+        checkpoint_every=save_every,
         metric="spearman" if dev_data is not None else None,
         greater_is_better=True,
     )
@@ -279,9 +284,6 @@ def train_cosent(
         best_dir.rmdir()
     else:
         encoder.save(out_dir)
-    final_ckpt = training_dir / "checkpoint-last"
-    if final_ckpt.is_dir():
-        shutil.rmtree(final_ckpt)  # resume state is only needed while a run is unfinished
 
     metrics: dict[str, Any] = {
         "train_pairs": len(data),
@@ -330,4 +332,6 @@ def train_cosent(
         str(out_dir / "metrics.json"), metrics, force=True, seed=seed, inputs=inputs, model=encoder.name, params=params
     )
     write_metrics(metrics_out, metrics, force=force, seed=seed, inputs=inputs, model=encoder.name, params=params)
+    # resume state is only needed while a run is unfinished: removed last, so an interrupt before here can --resume
+    shutil.rmtree(training_dir / "checkpoint-last", ignore_errors=True)
     info(f"train-cosent: model saved to {out_dir} ({result.steps} steps, {result.examples_per_s:.1f} pairs/s)")

@@ -393,15 +393,20 @@ class EfficientGlobalPointer(nn.Module):
         return logits.masked_fill_(~span_mask(attention_mask), MASK_VALUE)  # in place: a fresh tensor
 
 
-def decode_spans(logits: Tensor, threshold: float = 0.0) -> list[list[tuple[int, int, int, float]]]:
+def decode_spans(
+    logits: Tensor, threshold: float = 0.0, max_span_tokens: int | None = None
+) -> list[list[tuple[int, int, int, float]]]:
     r"""Read predicted spans off GlobalPointer logits.
 
     A span :math:`(\alpha, i, j)` is predicted when :math:`s_\alpha(i, j) > \tau` (``threshold``, 0 for a model
-    trained with :func:`global_pointer_loss`).
+    trained with :func:`global_pointer_loss`) and, with a cap :math:`K` (``max_span_tokens``), when it is at most
+    :math:`K` tokens long: :math:`j - i + 1 \le K`. The head scores every span of a window, and on long repetitive
+    text a long span can score above the threshold although no training entity was anywhere near that long.
 
     Args:
         logits: ``(B, H, L, L)`` span scores.
         threshold: decision threshold :math:`\tau`.
+        max_span_tokens: ignore spans longer than this many tokens; ``None`` or 0: no cap.
 
     Returns:
         Per example, a list of ``(type, start, end_inclusive, score)`` sorted by score, highest first.
@@ -414,6 +419,11 @@ def decode_spans(logits: Tensor, threshold: float = 0.0) -> list[list[tuple[int,
     out: list[list[tuple[int, int, int, float]]] = [[] for _ in range(logits.shape[0])]
     scores = logits.detach()
     keep = scores > threshold
+    if max_span_tokens is not None and max_span_tokens < 0:
+        raise GlobalPointerError(f"max_span_tokens must be positive (or None/0 for no cap), got {max_span_tokens}")
+    if max_span_tokens:
+        pos = torch.arange(scores.shape[-1], device=scores.device)
+        keep &= (pos[None, :] - pos[:, None]) < max_span_tokens  # (L, L): end j - start i + 1 <= cap
     idx = keep.nonzero(as_tuple=False).cpu().tolist()  # one pass over the whole batch, row-major
     values = scores[keep].cpu().tolist()  # the same order as nonzero()
     for (b, t, i, j), v in zip(idx, values, strict=True):

@@ -68,6 +68,7 @@ __all__ = [
     "SpanNerModel",
     "CPU_MAX_BATCH_TOKENS",
     "predict_spans",
+    "longest_entity_tokens",
     "resolve_overlaps",
 ]
 
@@ -624,6 +625,7 @@ def predict_spans(
     device: str = "cpu",
     max_length: int | None = None,
     stride: int | None = None,
+    max_span_tokens: int | None = None,
 ) -> tuple[list[list[dict[str, Any]]], AlignmentStats]:
     """Entities in each text: ``{"start", "end", "label", "text", "score"}`` (character offsets, end exclusive).
 
@@ -631,7 +633,8 @@ def predict_spans(
     padded tokens (:func:`length_batches`; ``None`` or 0: no token cap); spans with score ``> threshold`` are kept,
     mapped back to characters and merged across windows (same span and label: the highest score). Nested spans are
     all returned; see :func:`resolve_overlaps` for flat output. Each text's entities are sorted by
-    ``(start, -end, label)``.
+    ``(start, -end, label)``. ``max_span_tokens``: ignore spans longer than this many tokens (``None``/0: no cap;
+    :func:`longest_entity_tokens` of the training windows is the usual cap).
     """
     from nlptool.core.globalpointer import decode_spans
 
@@ -648,7 +651,7 @@ def predict_spans(
                 batch_w = [windows[k] for k in idx]
                 batch = collate_windows(batch_w, model.num_types, pad_id, with_labels=False)
                 logits = model(batch["input_ids"].to(device), batch["attention_mask"].to(device))
-                for win, spans in zip(batch_w, decode_spans(logits.float(), threshold), strict=True):
+                for win, spans in zip(batch_w, decode_spans(logits.float(), threshold, max_span_tokens), strict=True):
                     _collect(win, spans, model.labels, found[win.index])
     finally:
         model.train(was_training)
@@ -661,6 +664,11 @@ def predict_spans(
         items.sort(key=lambda d: (d["start"], -d["end"], d["label"]))
         out.append(items)
     return out, stats
+
+
+def longest_entity_tokens(windows: Sequence[Window]) -> int | None:
+    """The longest gold entity of the windows, in tokens (``j - i + 1``); ``None`` when they hold no entity."""
+    return max((j - i + 1 for w in windows for _, i, j in w.spans), default=None)
 
 
 def _collect(

@@ -492,6 +492,12 @@ _BOUNDARY = re.compile(r"([。！？；…]+|[.!?]+)([”’」』）)\]\"']*)")
 _CJK_CHAR = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
 
 
+_NON_SPACE = re.compile(r"\S")  # re's \s is exactly str.isspace()
+_OPENERS = "\"'“‘([「『"
+_TOKEN_QUOTES = "(\"'“‘"  # stripped from the front of the word before a period
+_LONGEST_ABBREVIATION = max(len(a) for a in _ABBREVIATIONS)
+
+
 def split_sentences(text: str) -> list[str]:
     """Split a paragraph into sentences at English and Chinese sentence punctuation.
 
@@ -499,26 +505,29 @@ def split_sentences(text: str) -> list[str]:
     end a sentence wherever they stand. ASCII ``. ! ?`` end one when followed by white space and then an upper-case
     letter, a digit, an opening quote or bracket, or a CJK character (or directly by a CJK character), unless the
     period closes a known abbreviation (Mr., U.S., Inc., ...) or a single-letter initial (J. Smith).
+
+    Linear in the length of the text: every candidate boundary looks only at the white space after it and at most a
+    few characters before it (no copies of the rest of the line, no search over everything before it), so a
+    one-line document of a megabyte splits in about a second.
     """
     sentences: list[str] = []
     for line in str(text).splitlines():
         start = 0
+        content_end = len(line.rstrip())  # past the last non-space character
         for m in _BOUNDARY.finditer(line):
             end = m.end()
-            rest = line[end:]
-            if not rest.strip():
+            if end >= content_end:  # only white space follows
                 continue
             punct = m.group(1)
             if not any(c in _CJK_END for c in punct):
-                stripped = rest.lstrip()
-                spaced = len(stripped) < len(rest)
-                nxt = stripped[:1]
+                nxt_at = _NON_SPACE.search(line, end).start()  # type: ignore[union-attr]  # exists: end < content_end
+                spaced = nxt_at > end
+                nxt = line[nxt_at]
                 cjk_next = bool(_CJK_CHAR.match(nxt))
-                if not (cjk_next or (spaced and (nxt.isupper() or nxt.isdigit() or nxt in "\"'“‘([「『"))):
+                if not (cjk_next or (spaced and (nxt.isupper() or nxt.isdigit() or nxt in _OPENERS))):
                     continue
                 if punct == ".":
-                    word = re.search(r"(\S+)$", line[: m.start(1)])
-                    token = word.group(1).lower().lstrip("(\"'“‘") if word else ""
+                    token = _word_before(line, m.start(1))
                     if token in _ABBREVIATIONS or (len(token) == 1 and token.isalpha()):
                         continue
             piece = line[start:end].strip()
@@ -531,7 +540,38 @@ def split_sentences(text: str) -> list[str]:
     return sentences
 
 
-def read_corpus(path: str | Path, *, text_field: str = "text", fmt: str | None = None) -> list[list[str]]:
+def _word_before(line: str, stop: int) -> str:
+    """The white-space-delimited word ending at ``line[stop]``, lower-cased, without leading quotes or brackets, when
+    it could be an abbreviation or an initial; ``""`` otherwise (no word, or too long to be one).
+
+    Looks at a bounded number of characters (plus a run of leading quotes) instead of the whole word, so that a long
+    run of text without spaces costs no more than its length over all its boundaries.
+    """
+    window = _LONGEST_ABBREVIATION + 1
+    lo = max(0, stop - window)
+    k = stop
+    while k > lo and not line[k - 1].isspace():
+        k -= 1
+    if k > lo or k == 0 or line[k - 1].isspace():  # the word starts within the window
+        return line[k:stop].lower().lstrip(_TOKEN_QUOTES)
+    # The word is longer than the window: it can only be an abbreviation if everything before its last
+    # ``_LONGEST_ABBREVIATION`` characters is leading quotes/brackets, which lstrip would remove.
+    j = stop - _LONGEST_ABBREVIATION  # the first character that may belong to the abbreviation
+    i = j - 1
+    while i >= 0 and line[i] in _TOKEN_QUOTES:
+        i -= 1
+    if i >= 0 and not line[i].isspace():
+        return ""  # a non-quote character further left: the stripped word is longer than any abbreviation
+    return line[j:stop].lower().lstrip(_TOKEN_QUOTES)
+
+
+def read_corpus(
+    path: str | Path,
+    *,
+    text_field: str = "text",
+    fmt: str | None = None,
+    on_progress: Callable[[int], None] | None = None,
+) -> list[list[str]]:
     """Read unlabelled documents as lists of sentences.
 
     Formats (by ``fmt`` or the extension; ``.jsonl``/``.json``/``.ndjson`` are JSONL, anything else plain text):
@@ -540,7 +580,8 @@ def read_corpus(path: str | Path, *, text_field: str = "text", fmt: str | None =
       (:func:`split_sentences`), so one paragraph or sentence per line works best;
     - JSONL: one document per line in the field ``text_field`` (a string; its line breaks also end sentences).
 
-    Empty documents are skipped. Errors name the file and line.
+    Empty documents are skipped. Errors name the file and line. ``on_progress(n)`` is called as the file is read,
+    with the UTF-8 bytes of each line (plain text) or of each document's text (JSONL), for a progress bar.
     """
     from nlptool.core.io import format_from_path, read_records
 
@@ -571,6 +612,8 @@ def read_corpus(path: str | Path, *, text_field: str = "text", fmt: str | None =
                 sents = split_sentences(value)
                 if sents:
                     docs.append(sents)
+                if on_progress is not None:
+                    on_progress(len(value.encode("utf-8")))
         return docs
     if kind not in ("text", "txt"):
         raise NlptoolError(f"corpus {path}: unsupported format '{kind}'; give plain text or JSONL")
@@ -578,6 +621,8 @@ def read_corpus(path: str | Path, *, text_field: str = "text", fmt: str | None =
         with open(p, encoding="utf-8") as fh:
             current: list[str] = []
             for line in fh:
+                if on_progress is not None:
+                    on_progress(len(line.encode("utf-8")))
                 if not line.strip():
                     if current:
                         docs.append(current)

@@ -81,6 +81,15 @@ so a crash never leaves a half-written checkpoint. ``resume=True`` continues fro
 (``resume="path"`` from that folder) exactly where it stopped: same batches, schedule, RNG streams and history, so
 ``k`` steps, a crash and a resume to ``T`` give the same weights as ``T`` steps straight. ``train_log.jsonl`` gets one
 JSON line per history event; a fresh run starts it anew, a resumed run rewrites it from the checkpoint's history.
+A checkpoint is written at the end of every epoch and, with ``checkpoint_every=N`` (the CLI's ``--save-every``,
+Hugging Face's ``save_steps``), also after every ``N``-th optimizer step, mid-epoch included: the state records the
+position in the epoch's (seeded, hence reproducible) batch plan, so a resume skips exactly the batches already seen.
+The caller may keep its own JSON-serialisable values with the checkpoints (``extra_state``, e.g. a metric measured
+before training); a resumed run returns the checkpoint's in :attr:`TrainResult.extra_state`.
+
+A fresh run (not a resume) that stops before its first checkpoint (an exception, Ctrl-C) leaves nothing behind in
+``output_dir``: it removes the training log and best model it wrote, and ``output_dir`` itself when it created it
+and it is empty, so the same run can simply be started again.
 
 Determinism: :func:`train` seeds ``random``, numpy and torch with ``seed + rank``; evaluation runs on forked RNG
 states, so evaluating (or not) never changes the training trajectory. On CPU a seed gives identical runs.
@@ -177,7 +186,8 @@ class TrainConfig:
         precision: ``fp32``; ``bf16`` (autocast, on CUDA or CPU); ``fp16`` (autocast and a gradient scaler, CUDA only).
         group_by_length: batch examples of similar ``lengths`` together (less padding); needs ``lengths``.
         output_dir: folder for ``checkpoint-last/``, ``best/`` and ``train_log.jsonl``; ``None`` writes nothing.
-        checkpoint_every: write ``checkpoint-last`` every this many steps; 0 = at the end of every epoch.
+        checkpoint_every: also write ``checkpoint-last`` after every this many optimizer steps (mid-epoch included),
+            in addition to the end of every epoch; 0 = at the end of every epoch only.
         resume: ``True`` to continue from ``output_dir/checkpoint-last``, or the path of a checkpoint folder.
         metric: key of ``evaluate``'s result that selects the best model (needed by ``save_best``).
         greater_is_better: whether a larger ``metric`` is better.
@@ -228,6 +238,9 @@ class TrainResult:
         examples_per_s: training examples per second in this call (evaluation and checkpoint time excluded).
         train_seconds: seconds spent in this call's training loop, evaluation and checkpoints excluded.
         total_steps: optimizer steps of the whole run (``epochs * steps_per_epoch``).
+        extra_state: the caller's values kept with the checkpoints (``train(extra_state=...)``); after a resume,
+            those of the checkpoint (updated by the keys passed to this call).
+        checkpoint_step: the step of the last checkpoint written or resumed from, or ``None``.
     """
 
     steps: int
@@ -238,6 +251,8 @@ class TrainResult:
     examples_per_s: float = 0.0
     train_seconds: float = 0.0
     total_steps: int = 0
+    extra_state: dict = field(default_factory=dict)
+    checkpoint_step: int | None = None
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -607,6 +622,8 @@ def _validate(config: TrainConfig, n: int, lengths, evaluate, save_best) -> None
         raise bad(f"scheduler '{config.scheduler}'; choose one of {', '.join(SCHEDULERS)}")
     if config.precision not in PRECISIONS:
         raise bad(f"precision '{config.precision}'; choose one of {', '.join(PRECISIONS)}")
+    if config.checkpoint_every < 0:
+        raise bad(f"checkpoint_every={config.checkpoint_every}; use 0 (end of each epoch only) or more")
     if config.max_grad_norm is not None and not config.max_grad_norm > 0:
         raise bad(f"max_grad_norm={config.max_grad_norm}; use a positive norm, or None to disable clipping")
     if config.group_by_length:
@@ -623,8 +640,13 @@ def _validate(config: TrainConfig, n: int, lengths, evaluate, save_best) -> None
 class _Loop:
     """State of one :func:`train` call (see there)."""
 
-    def __init__(self, model, examples, collate, compute_loss, config: TrainConfig, evaluate, save_best, lengths, cb):
+    def __init__(
+        self, model, examples, collate, compute_loss, config: TrainConfig, evaluate, save_best, lengths, cb, extra
+    ):
         self.config = config
+        self.extra_state: dict = dict(extra or {})
+        self.checkpoint_step: int | None = None  # the last checkpoint written or resumed from
+        self.best_written = False
         self.examples = examples
         self.collate = collate
         self.compute_loss = compute_loss
@@ -684,7 +706,9 @@ class _Loop:
             )
         if rng_states is not None and self.rank < len(rng_states):
             _set_rng_state(rng_states[self.rank])
+        self.created_out = False
         if self.out is not None and self.main:
+            self.created_out = not self.out.exists()
             self.out.mkdir(parents=True, exist_ok=True)
             self._rewrite_log()
 
@@ -715,6 +739,8 @@ class _Loop:
         self.loss_sum = float(state["loss_sum"])
         self.loss_count = int(state["loss_count"])
         self.history = list(state["history"])
+        self.extra_state = {**dict(state.get("extra") or {}), **self.extra_state}
+        self.checkpoint_step = self.step
         return blobs["rng"]
 
     def _save_checkpoint(self) -> None:
@@ -725,6 +751,7 @@ class _Loop:
         else:
             states = [rng]
         if not self.main or self.out is None:
+            self.checkpoint_step = self.step
             return
         final = self.out / CHECKPOINT_DIR
         tmp = self.out / f".{CHECKPOINT_DIR}.tmp-{os.getpid()}"
@@ -752,9 +779,11 @@ class _Loop:
             "loss_count": self.loss_count,
             "history": self.history,
             "config": asdict(self.config),
+            "extra": self.extra_state,
         }
         (tmp / "trainer_state.json").write_text(json.dumps(state, indent=1, default=str), encoding="utf-8")
         _replace_dir(tmp, final)
+        self.checkpoint_step = self.step
 
     def _rewrite_log(self) -> None:
         assert self.out is not None
@@ -763,6 +792,25 @@ class _Loop:
             for event in self.history:
                 fh.write(json.dumps(event, ensure_ascii=False) + "\n")
         os.replace(tmp, self.out / LOG_FILE)
+
+    def discard_partial(self) -> None:
+        """After a fresh run failed before its first checkpoint: remove what it wrote (the log, the best model, the
+        temporary folders, ``output_dir`` itself if this run created it and it is now empty)."""
+        if self.out is None or not self.main or self.config.resume or self.checkpoint_step is not None:
+            return
+        pid = os.getpid()
+        with contextlib.suppress(OSError):
+            (self.out / LOG_FILE).unlink(missing_ok=True)
+            (self.out / f".{LOG_FILE}.tmp-{pid}").unlink(missing_ok=True)
+        for name in (
+            f".{CHECKPOINT_DIR}.tmp-{pid}",
+            f".{BEST_DIR}.tmp-{pid}",
+            *((BEST_DIR,) if self.best_written else ()),
+        ):
+            shutil.rmtree(self.out / name, ignore_errors=True)
+        if self.created_out:
+            with contextlib.suppress(OSError):
+                self.out.rmdir()  # only when empty
 
     def _record(self, event: dict) -> None:
         self.history.append(event)
@@ -811,6 +859,7 @@ class _Loop:
                     tmp.mkdir()
                     self.save_best(self.module, tmp)
                     _replace_dir(tmp, self.out / BEST_DIR)
+                    self.best_written = True
         self._record(event)
         if self.on_progress is not None and self.main:
             self.on_progress(event)
@@ -927,9 +976,7 @@ class _Loop:
                         if due:
                             self._evaluate()
                     if self.out is not None:
-                        due = (cfg.checkpoint_every > 0 and self.step % cfg.checkpoint_every == 0) or (
-                            cfg.checkpoint_every <= 0 and end_of_epoch
-                        )
+                        due = end_of_epoch or (cfg.checkpoint_every > 0 and self.step % cfg.checkpoint_every == 0)
                         if due:
                             self._save_checkpoint()
                     t_start = time.perf_counter()
@@ -948,6 +995,8 @@ class _Loop:
             examples_per_s=examples_done / busy if busy > 0 and examples_done else 0.0,
             train_seconds=busy,
             total_steps=self.total_steps,
+            extra_state=dict(self.extra_state),
+            checkpoint_step=self.checkpoint_step,
         )
 
 
@@ -962,6 +1011,7 @@ def train(
     save_best: Callable[[nn.Module, Path], None] | None = None,
     lengths: Sequence[int] | None = None,
     on_progress: Callable[[dict], None] | None = None,
+    extra_state: Mapping[str, Any] | None = None,
 ) -> TrainResult:
     """Train ``model`` on ``examples`` with AdamW, a warmup schedule, evaluation, checkpoints and (under torchrun)
     DistributedDataParallel; see the module docstring for batching, the schedule and distribution.
@@ -982,6 +1032,9 @@ def train(
             "lr", "grad_norm", "examples_per_s"}`` (``loss``: this step's loss; ``lr``: the lr it used;
             ``grad_norm``: the gradient norm before clipping, ``None`` when clipping is off), and after every
             evaluation with its event ``{"event": "eval", "step", "epoch", "metrics", ["is_best"]}``.
+        extra_state: JSON-serialisable values of the caller saved with every checkpoint (``trainer_state.json``,
+            key ``extra``); on resume the checkpoint's values come back in ``TrainResult.extra_state`` (keys passed
+            here override them).
 
     Returns:
         A :class:`TrainResult`.
@@ -994,8 +1047,14 @@ def train(
     created = _init_distributed(config.device)
     loop: _Loop | None = None
     try:
-        loop = _Loop(model, examples, collate, compute_loss, config, evaluate, save_best, lengths, on_progress)
-        return loop.run()
+        loop = _Loop(
+            model, examples, collate, compute_loss, config, evaluate, save_best, lengths, on_progress, extra_state
+        )
+        try:
+            return loop.run()
+        except BaseException:
+            loop.discard_partial()  # a fresh run stopped before its first checkpoint leaves nothing behind
+            raise
     finally:
         if loop is not None and loop.distributed:
             # Free the DDP wrapper (it sits in reference cycles) now, while all ranks are here: left to a later garbage

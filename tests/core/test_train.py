@@ -470,3 +470,105 @@ def test_torchrun_two_processes_match_one_process(tmp_path):
         assert one["losses"] == pytest.approx(two["losses"], rel=1e-5, abs=1e-6), name
         # the gradient scale (which AdamW's updates would hide) matches too
         assert one["grad_norms"] == pytest.approx(two["grad_norms"], rel=1e-5, abs=1e-6), name
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Periodic checkpoints, interrupts before the first checkpoint, the caller's state
+
+
+class StopAt:
+    """An ``on_progress`` hook that raises KeyboardInterrupt (as Ctrl-C would) at the given step's event."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def __call__(self, event: dict) -> None:
+        if event.get("step") == self.step and "event" not in event:
+            raise KeyboardInterrupt
+
+
+def test_checkpoint_every_adds_to_the_end_of_epoch_checkpoints(tmp_path, monkeypatch):
+    from nlptool.core import train as train_mod
+
+    saved = []
+    original = train_mod._Loop._save_checkpoint
+
+    def spy(self):
+        saved.append(self.step)
+        original(self)
+
+    monkeypatch.setattr(train_mod._Loop, "_save_checkpoint", spy)
+    data = regression_examples(24)  # batch 8 → 3 steps per epoch, 2 epochs
+    train(make_model(), data, collate, mse, cfg(output_dir=str(tmp_path / "a"), checkpoint_every=2))
+    assert saved == [2, 3, 4, 6]
+    saved.clear()
+    train(make_model(), data, collate, mse, cfg(output_dir=str(tmp_path / "b")))
+    assert saved == [3, 6]
+    with pytest.raises(NlptoolError, match="checkpoint_every=-1"):
+        train(make_model(), data, collate, mse, cfg(checkpoint_every=-1))
+
+
+@pytest.mark.parametrize(("save_every", "stop", "saved_at"), [(2, 5, 4), (4, 8, 5), (2, 8, 6)])
+def test_interrupt_and_resume_from_a_periodic_checkpoint_matches_a_straight_run(tmp_path, save_every, stop, saved_at):
+    # 40 examples, batch 8, grad_accum 1 → 5 steps per epoch, 2 epochs. The interrupt comes at a step's progress
+    # event, before that step's checkpoint; the resume continues mid-epoch from the last checkpoint.
+    data = regression_examples(40)
+    kw = {"epochs": 2, "checkpoint_every": save_every, "log_every": 3}
+    straight = make_model(dropout=0.3)
+    ref = train(straight, data, collate, mse, cfg(output_dir=str(tmp_path / "a"), **kw))
+    out = tmp_path / "b"
+    with pytest.raises(KeyboardInterrupt):
+        train(make_model(dropout=0.3), data, collate, mse, cfg(output_dir=str(out), **kw), on_progress=StopAt(stop))
+    state = json.loads((out / "checkpoint-last" / "trainer_state.json").read_text())
+    assert state["step"] == saved_at
+    assert state["batch_in_epoch"] == saved_at % 5
+    resumed = make_model(seed=5, dropout=0.3)
+    res = train(resumed, data, collate, mse, cfg(output_dir=str(out), resume=True, **kw))
+    assert res.steps == ref.steps == 10
+    assert (flat(resumed) - flat(straight)).abs().max() < 1e-6
+    losses = lambda h: [e["loss"] for e in h if e["event"] == "train"]  # noqa: E731
+    assert losses(res.history) == pytest.approx(losses(ref.history), abs=1e-6)
+
+
+def test_an_interrupt_before_the_first_checkpoint_leaves_nothing_behind(tmp_path):
+    data = regression_examples(24)
+    out = tmp_path / "run" / "training"
+    for hook in (StopAt(1), StopAt(2)):
+        with pytest.raises(KeyboardInterrupt):
+            train(make_model(), data, collate, mse, cfg(output_dir=str(out)), on_progress=hook)
+        assert not out.exists()  # created by the run and removed: the same run can simply start again
+    # a folder that was there before keeps the user's files; the run's own log and best model go
+    out.mkdir(parents=True)
+    (out / "notes.txt").write_text("mine")
+    evaluate = lambda m: {"neg_loss": -float(mse(m, collate(data)))}  # noqa: E731
+    with pytest.raises(KeyboardInterrupt):
+        train(
+            make_model(),
+            data,
+            collate,
+            mse,
+            cfg(output_dir=str(out), eval_every=1, metric="neg_loss"),
+            evaluate=evaluate,
+            save_best=lambda m, path: torch.save(m.state_dict(), path / "w.pt"),
+            on_progress=StopAt(2),
+        )
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
+    # after a checkpoint everything stays, for --resume
+    with pytest.raises(KeyboardInterrupt):
+        train(make_model(), data, collate, mse, cfg(output_dir=str(out)), on_progress=StopAt(5))
+    assert (out / "checkpoint-last" / "trainer_state.json").is_file() and (out / "train_log.jsonl").is_file()
+    # an interrupted resume keeps the checkpoint it started from
+    with pytest.raises(KeyboardInterrupt):
+        train(make_model(), data, collate, mse, cfg(output_dir=str(out), resume=True), on_progress=StopAt(5))
+    assert json.loads((out / "checkpoint-last" / "trainer_state.json").read_text())["step"] == 3
+
+
+def test_extra_state_is_kept_with_the_checkpoints(tmp_path):
+    data = regression_examples(24)
+    out = str(tmp_path / "t")
+    with pytest.raises(KeyboardInterrupt):
+        train(make_model(), data, collate, mse, cfg(output_dir=out), on_progress=StopAt(4), extra_state={"x": 0.25})
+    res = train(make_model(), data, collate, mse, cfg(output_dir=out, resume=True))
+    assert res.extra_state == {"x": 0.25} and res.checkpoint_step == 6
+    fresh = train(make_model(), data, collate, mse, cfg(), extra_state={"y": 1})
+    assert fresh.extra_state == {"y": 1} and fresh.checkpoint_step is None
