@@ -272,7 +272,9 @@ def min_norm_simplex(gram: Any) -> np.ndarray:
     m = _check_gram(gram)
     t = m.shape[0]
     if t > MAX_EXACT_TASKS:
-        raise NlptoolError(f"the exact MGDA solver enumerates supports and takes at most {MAX_EXACT_TASKS} tasks, got {t}")
+        raise NlptoolError(
+            f"the exact MGDA solver enumerates supports and takes at most {MAX_EXACT_TASKS} tasks, got {t}"
+        )
     if t == 1:
         return np.ones(1)
     scale = float(np.max(np.diag(m)))
@@ -349,7 +351,9 @@ def nonneg_least_squares_gram(gram: Any, main: int) -> np.ndarray:
     t = m.shape[0]
     main = _check_main(main, t)
     if t > MAX_EXACT_TASKS:
-        raise NlptoolError(f"the exact main-aux solver enumerates supports and takes at most {MAX_EXACT_TASKS} tasks, got {t}")
+        raise NlptoolError(
+            f"the exact main-aux solver enumerates supports and takes at most {MAX_EXACT_TASKS} tasks, got {t}"
+        )
     w = np.zeros(t)
     w[main] = 1.0
     aux = np.array([i for i in range(t) if i != main and m[i, i] > 0], dtype=np.int64)
@@ -405,7 +409,9 @@ def _pcgrad_orders(t: int, seed: int, orders: Sequence[Sequence[int]] | None) ->
     for i, order in enumerate(orders):
         o = [int(j) for j in order]
         if sorted(o) != [j for j in range(t) if j != i]:
-            raise NlptoolError(f"orders[{i}] must be a permutation of the other tasks {[j for j in range(t) if j != i]}, got {o}")
+            raise NlptoolError(
+                f"orders[{i}] must be a permutation of the other tasks {[j for j in range(t) if j != i]}, got {o}"
+            )
         out.append(o)
     return out
 
