@@ -563,7 +563,7 @@ def test_diagnostics():
         (lambda: weights_from_gram(np.array([[1.0, 2.0], [0.0, 1.0]]), "sum"), "not symmetric"),
         (lambda: weights_from_gram(np.ones((2, 3)), "sum"), "square"),
         (lambda: weights_from_gram(-np.eye(2), "sum"), "negative diagonal"),
-        (lambda: min_norm_simplex(np.eye(MAX_EXACT_TASKS + 1)), "at most"),
+        (lambda: nonneg_least_squares_gram(np.eye(MAX_EXACT_TASKS + 1), main=0), "at most"),
         (lambda: nonneg_least_squares_gram(np.eye(3), main=None), "needs main="),
         (lambda: diagnostics(np.eye(2), [1.0]), "weights must hold"),
     ],
@@ -576,3 +576,25 @@ def test_bad_input(call, match):
 def test_loss_weight_kinds_listed():
     assert set(LOSS_WEIGHTS) == {"initial", "prior", "realtime", "mean"}
     assert pcgrad_weights(np.eye(2)).tolist() == [1.0, 1.0]
+
+
+@pytest.mark.parametrize("t, p, seed", RANDOM_SETS)
+def test_mgda_active_set_agrees_with_enumeration(t, p, seed):
+    from nlptool.core.multitask import _min_norm_enumerate, _min_norm_wolfe, _simplex_kkt_ok
+
+    m = gram_matrix(_random_grads(t, p, seed)).numpy()
+    m = m / np.diag(m).max()
+    a_enum = _min_norm_enumerate(m)
+    a_wolfe = _min_norm_wolfe(m)
+    assert a_wolfe is not None
+    assert _simplex_kkt_ok(m, a_enum, 1e-12) and _simplex_kkt_ok(m, a_wolfe, 1e-12)
+    np.testing.assert_allclose(a_wolfe @ m @ a_wolfe, a_enum @ m @ a_enum, rtol=1e-10, atol=1e-15)
+
+
+def test_mgda_many_tasks_through_the_active_set():
+    g = _random_grads(20, 40, 0)
+    u, w = combine(g, "mgda")
+    inner = (g @ u).numpy()
+    usq = float(u @ u)
+    assert np.all(inner >= usq - 1e-9)
+    np.testing.assert_allclose(inner[w.numpy() > 0], usq, atol=1e-9)
