@@ -417,10 +417,14 @@ def _polish_simplex(m: np.ndarray, alpha: np.ndarray) -> np.ndarray:
 def nonneg_least_squares_gram(gram: Any, main: int) -> np.ndarray:
     r"""Exact ``λ* = argmin_{λ ≥ 0} ½‖g_main + Σ_{i ≠ main} λᵢ gᵢ‖²`` from the Gram matrix (Su's part 3).
 
-    The objective is ``½ λᵀ M_AA λ + λᵀ M_A,main + const`` over the auxiliaries A. For every support S ⊆ A the
-    stationary point solves ``M_SS λ_S = −M_S,main`` (pseudo-inverse); non-negative candidates are evaluated exactly
-    and the smallest objective wins (exact for the same reason as :func:`min_norm_simplex`; S = ∅, λ = 0, is always a
-    candidate). One auxiliary gives ``λ = relu(−⟨g₀, g₁⟩) / ‖g₁‖²``; a zero auxiliary gets λ = 0.
+    The objective is ``½ λᵀ M_AA λ + λᵀ M_A,main + const`` over the auxiliaries A (those with a nonzero gradient; a
+    zero auxiliary gets λ = 0). Optimality (KKT): ``⟨gᵢ, u⟩ = (M w)ᵢ ≥ 0`` for every auxiliary, ``= 0`` where
+    ``λᵢ > 0``. Solved on ``M / maxᵢ Mᵢᵢ`` by Lawson and Hanson's active-set NNLS on the normal equations
+    (``M_SS λ_S = −M_S,main`` on the positive set S, grown by the most negative ``⟨gᵢ, u⟩``, cut back at the
+    boundary), accepted if the KKT conditions hold to 1e-12; otherwise every support S ⊆ A is enumerated (each
+    stationary point by pseudo-inverse, non-negative candidates evaluated exactly, the smallest objective kept; exact
+    for the same reason as in :func:`min_norm_simplex`; refused beyond :data:`MAX_EXACT_TASKS` tasks). One
+    auxiliary gives ``λ = relu(−⟨g₀, g₁⟩) / ‖g₁‖²`` (PCGrad's projection of the main gradient).
 
     Args:
         gram: (T, T) Gram matrix.
@@ -429,15 +433,12 @@ def nonneg_least_squares_gram(gram: Any, main: int) -> np.ndarray:
     Returns:
         float64 array (T,): 1 at ``main``, λ* elsewhere (the weights of ``u = g_main + Σ λᵢ gᵢ``).
 
-    Reference: Su Jianlin, 多任务学习漫谈 (三) 分主次之序, https://kexue.fm/archives/8907.
+    Reference: Su Jianlin, 多任务学习漫谈 (三) 分主次之序, https://kexue.fm/archives/8907; C. L. Lawson and
+    R. J. Hanson, *Solving Least Squares Problems* (1974), ch. 23.
     """
     m = _check_gram(gram)
     t = m.shape[0]
     main = _check_main(main, t)
-    if t > MAX_EXACT_TASKS:
-        raise NlptoolError(
-            f"the exact main-aux solver enumerates supports and takes at most {MAX_EXACT_TASKS} tasks, got {t}"
-        )
     w = np.zeros(t)
     w[main] = 1.0
     aux = np.array([i for i in range(t) if i != main and m[i, i] > 0], dtype=np.int64)
@@ -445,8 +446,71 @@ def nonneg_least_squares_gram(gram: Any, main: int) -> np.ndarray:
     if aux.size == 0 or scale == 0.0:
         return w
     ms = m / scale
+    cand = _nnls_active_set(ms, main, aux)
+    if cand is not None and _nnls_kkt_ok(ms, cand, aux, 1e-12):
+        return cand
+    if t > MAX_EXACT_TASKS:
+        raise NlptoolError(
+            f"the exact main-aux solver's fallback enumerates supports and takes at most {MAX_EXACT_TASKS} tasks,"
+            f" got {t} (the active-set solve did not verify)"
+        )
+    return _nnls_enumerate(ms, main, aux)
+
+
+def _nnls_kkt_ok(m: np.ndarray, w: np.ndarray, aux: np.ndarray, tol: float) -> bool:
+    if np.any(w < 0):
+        return False
+    inner = (m @ w)[aux]
+    return bool(np.all(inner >= -tol) and np.all(np.abs(inner[w[aux] > 0]) <= tol))
+
+
+def _nnls_active_set(m: np.ndarray, main: int, aux: np.ndarray, tol: float = 1e-13) -> np.ndarray | None:
+    """Lawson-Hanson NNLS on the Gram matrix (scaled to max diagonal 1); None if it breaks down."""
+    t = m.shape[0]
+    w = np.zeros(t)
+    w[main] = 1.0
+    positive: list[int] = []
+    for _outer in range(3 * aux.size + 3):
+        inner = m @ w
+        free = np.array([i for i in aux if i not in positive], dtype=np.int64)
+        if free.size == 0:
+            return w
+        j = int(free[np.argmin(inner[free])])
+        if inner[j] >= -tol:
+            return w
+        positive.append(j)
+        for _inner in range(aux.size + 1):
+            idx = np.array(positive)
+            k = idx.size
+            try:
+                z = np.linalg.solve(m[np.ix_(idx, idx)], -m[idx, main])
+            except np.linalg.LinAlgError:
+                return None
+            if not np.all(np.isfinite(z)):
+                return None
+            if np.all(z > 0):
+                w[idx] = z
+                break
+            cur = w[idx]
+            ratio = np.full(k, np.inf)
+            neg = z <= 0
+            ratio[neg] = cur[neg] / np.maximum(cur[neg] - z[neg], 1e-300)
+            theta = float(np.min(ratio))
+            new = cur + theta * (z - cur)
+            new[ratio <= theta] = 0.0
+            keep = new > 0
+            w[idx] = np.where(keep, new, 0.0)
+            positive = idx[keep].tolist()
+        else:
+            return None
+    return None
+
+
+def _nnls_enumerate(ms: np.ndarray, main: int, aux: np.ndarray) -> np.ndarray:
+    t = ms.shape[0]
+    best = np.zeros(t)
+    best[main] = 1.0
     best_val = float(ms[main, main])
-    best = w.copy()
     for k in range(1, aux.size + 1):
         sup = aux[_supports(aux.size, k)]
         a = ms[sup[:, :, None], sup[:, None, :]]

@@ -563,7 +563,7 @@ def test_diagnostics():
         (lambda: weights_from_gram(np.array([[1.0, 2.0], [0.0, 1.0]]), "sum"), "not symmetric"),
         (lambda: weights_from_gram(np.ones((2, 3)), "sum"), "square"),
         (lambda: weights_from_gram(-np.eye(2), "sum"), "negative diagonal"),
-        (lambda: nonneg_least_squares_gram(np.eye(MAX_EXACT_TASKS + 1), main=0), "at most"),
+        (lambda: weights_from_gram(np.eye(MAX_EXACT_TASKS + 1), "mgda", normalize="max"), "unknown normalize"),
         (lambda: nonneg_least_squares_gram(np.eye(3), main=None), "needs main="),
         (lambda: diagnostics(np.eye(2), [1.0]), "weights must hold"),
     ],
@@ -588,7 +588,7 @@ def test_mgda_active_set_agrees_with_enumeration(t, p, seed):
     a_wolfe = _min_norm_wolfe(m)
     assert a_wolfe is not None
     assert _simplex_kkt_ok(m, a_enum, 1e-12) and _simplex_kkt_ok(m, a_wolfe, 1e-12)
-    np.testing.assert_allclose(a_wolfe @ m @ a_wolfe, a_enum @ m @ a_enum, rtol=1e-10, atol=1e-15)
+    np.testing.assert_allclose(a_wolfe @ m @ a_wolfe, a_enum @ m @ a_enum, rtol=1e-10, atol=1e-12)
 
 
 def test_mgda_many_tasks_through_the_active_set():
@@ -598,3 +598,33 @@ def test_mgda_many_tasks_through_the_active_set():
     usq = float(u @ u)
     assert np.all(inner >= usq - 1e-9)
     np.testing.assert_allclose(inner[w.numpy() > 0], usq, atol=1e-9)
+
+
+@pytest.mark.parametrize("t, p, seed", RANDOM_SETS)
+def test_main_aux_active_set_agrees_with_enumeration(t, p, seed):
+    from nlptool.core.multitask import _nnls_active_set, _nnls_enumerate, _nnls_kkt_ok
+
+    m = gram_matrix(_random_grads(t, p, seed)).numpy()
+    m = m / np.diag(m).max()
+    main = seed % t
+    aux = np.array([i for i in range(t) if i != main])
+    w_enum = _nnls_enumerate(m, main, aux)
+    w_as = _nnls_active_set(m, main, aux)
+    assert w_as is not None
+    assert _nnls_kkt_ok(m, w_enum, aux, 1e-12) and _nnls_kkt_ok(m, w_as, aux, 1e-12)
+    np.testing.assert_allclose(w_as @ m @ w_as, w_enum @ m @ w_enum, rtol=1e-10, atol=1e-12)
+
+
+def test_main_aux_many_tasks_and_degenerate():
+    g = _random_grads(20, 40, 1)
+    u, w = combine(g, "main-aux", main=3)
+    inner = (g @ u).numpy()
+    aux = [i for i in range(20) if i != 3]
+    assert np.all(inner[aux] >= -1e-9)
+    lam, _ = nnls(g[aux].numpy().T, -g[3].numpy())
+    np.testing.assert_allclose(u.numpy(), g[3].numpy() + lam @ g[aux].numpy(), atol=1e-7)
+    # duplicated auxiliaries and P < T: the direction is unique, lambda is not
+    g = _t((1, 0), (-1, 1), (-1, 1), (-1, -1))
+    u, w = combine(g, "main-aux", main=0)
+    assert np.all((g @ u).numpy()[1:] >= -1e-12)
+    np.testing.assert_allclose(u.numpy(), (0, 0), atol=1e-12)
