@@ -30,7 +30,8 @@ Methods (``method=``):
     ``α* = argmin_{α ∈ simplex} ½‖Σ αᵢ gᵢ‖² = ½ αᵀMα``, ``u = Σ α*ᵢ gᵢ``. It is the dual of
     ``max_u minᵢ ⟨gᵢ, u⟩ − ½‖u‖²``; at the optimum ``⟨gᵢ, u⟩ ≥ ‖u‖²`` for every i, with equality where ``α*ᵢ > 0``
     (KKT), so a small step ``−ηu`` lowers every loss unless ``u = 0`` (Pareto-stationary). Solved *exactly* in
-    float64 (:func:`min_norm_simplex`: every support, one small linear KKT system each; no Frank-Wolfe, no clamping of
+    float64 (:func:`min_norm_simplex`: Wolfe's active-set min-norm-point algorithm, accepted only when the KKT
+    conditions hold to 1e-12, else every support enumerated; no Frank-Wolfe, no clamping of
     α to [0.001, 0.999] as LibMTL's two-task solver does). ``normalize=`` rescales the gradients first, as Sener &
     Koltun's ``gradient_normalizers``: ``none``; ``l2`` ``ĝᵢ = gᵢ / ‖gᵢ‖``; ``loss`` ``ĝᵢ = gᵢ / Lᵢ``. The returned
     direction is the min-norm point of the *rescaled* hull, ``u = Σ α*ᵢ ĝᵢ``, so ``w = α* / scale`` and the KKT
