@@ -683,7 +683,9 @@ class Seq2SeqBackbone:
         if num_beams > 1:
             scores = out.sequences_scores.tolist()
         else:  # greedy: the sum of the chosen tokens' (processed) log-probabilities
-            steps = torch.stack([torch.log_softmax(s.float(), -1) for s in out.scores], 1)  # (n, T, V)
+            steps = torch.stack([s.float() for s in out.scores], 1)  # (n, T, V): the processed step scores
+            if processor is None:  # raw logits; the trie processor already returns (masked) log-probabilities,
+                steps = torch.log_softmax(steps, -1)  # and a second log-softmax would renormalise them
             chosen = out.sequences[:, 1 : 1 + steps.shape[1]]
             lp = steps.gather(2, chosen.unsqueeze(-1)).squeeze(-1)
             lp = torch.where(chosen == self.codec.pad_id, torch.zeros_like(lp), lp)
