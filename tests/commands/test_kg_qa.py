@@ -72,14 +72,18 @@ def test_predict_eval_and_ask(invoke, model_dir, tmp_path):
     preds.write_text(res.stdout, encoding="utf-8")
     scored = invoke("kg-qa", "eval", "--predictions", preds, TRAIN)
     assert scored.exit_code == 0, scored.stderr
-    assert json.loads(scored.stdout)["Score"] == 100.0 and json.loads(scored.stdout)["EM_All"] == 100.0
-    assert "Score = 0.5·EM_O + 0.5·F1_O" in scored.stderr
+    assert scored.stdout == ""  # nothing on stdout by default: the table is on stderr
+    assert "Score = 0.5·EM_O + 0.5·F1_O = 1.0000" in scored.stderr
+    scored = invoke("kg-qa", "eval", "--predictions", preds, TRAIN, "--metrics-out", "-")
+    metrics = json.loads(scored.stdout)["metrics"]  # fractions (0–1), like eval-sts and ner eval
+    assert metrics["Score"] == 1.0 and metrics["EM_All"] == 1.0 and metrics["questions"] == len(gold)
 
     metrics_file = tmp_path / "m.json"
     direct = invoke("kg-qa", "eval", model_dir, TRAIN, "--num-beams", "3", "--metrics-out", metrics_file)
     assert direct.exit_code == 0, direct.stderr
-    assert json.loads(direct.stdout)["Score"] == 100.0
+    assert direct.stdout == ""
     saved = json.loads(metrics_file.read_text(encoding="utf-8"))
+    assert saved["metrics"]["Score"] == 1.0
     assert saved["metrics"]["not_in_kb"] == 0 and saved["params"]["trie"] is True
 
     ask = invoke("kg-qa", "ask", model_dir, "陆远舟是做什么的？", "--top-k", "2")
@@ -147,8 +151,8 @@ def test_bad_input(invoke, model_dir, tmp_path):
         ),
         encoding="utf-8",
     )
-    res = invoke("kg-qa", "eval", "--predictions", answers_only, TRAIN)
-    assert res.exit_code == 0 and json.loads(res.stdout)["Score"] == 100.0
+    res = invoke("kg-qa", "eval", "--predictions", answers_only, TRAIN, "--metrics-out", "-")
+    assert res.exit_code == 0 and json.loads(res.stdout)["metrics"]["Score"] == 1.0
 
     short = tmp_path / "short.jsonl"
     short.write_text('{"question": "q", "answer": "a ||| b ||| c"}\n', encoding="utf-8")
@@ -195,7 +199,7 @@ def test_kb_link_checks_the_hash(invoke, tmp_path):
     assert res.exit_code == 0, res.stderr
     assert not (out / "kb.tsv").exists()
     metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))["metrics"]
-    assert metrics["dev_questions"] == 5 and 0 <= metrics["dev_Score"] <= 100
+    assert metrics["dev_questions"] == 5 and 0 <= metrics["dev_Score"] <= 1
     assert "dev Score" in res.stderr
     assert invoke("kg-qa", "ask", out, "陆远舟是做什么的？").exit_code == 0
     with open(kb, "a", encoding="utf-8") as fh:

@@ -85,22 +85,22 @@ def test_lcs_against_recursive_oracle():
 def test_kgclue_scores_hand_computed():
     preds = ["Ab  C ||| 出品 ||| 韩玉玲原创音乐", "x ||| 作者 ||| 张三", "y ||| p ||| "]
     golds = ["ab c ||| 出品公司 ||| 韩玉玲原创音乐", "x ||| 作者 ||| 张四", "z ||| p ||| "]
-    s = kgqa.kgclue_scores(preds, golds)
+    s = kgqa.kgclue_scores(preds, golds)  # fractions, not percentages
     # row 1: S equal after lower-casing and whitespace collapsing; P "出品" vs "出品公司": F1 = 2·2/6; O equal
     # row 2: S, P equal; O "张三" vs "张四": LCS 1 → F1 = 2·1/4 = 0.5
     # row 3: S differs (F1 0); P equal; O both empty → EM 1 but F1 0 (the script's rule for two empty strings)
-    assert s["EM_S"] == pytest.approx(100 * 2 / 3)
-    assert s["EM_P"] == pytest.approx(100 * 2 / 3)
-    assert s["EM_O"] == pytest.approx(100 * 2 / 3)
+    assert s["EM_S"] == pytest.approx(2 / 3)
+    assert s["EM_P"] == pytest.approx(2 / 3)
+    assert s["EM_O"] == pytest.approx(2 / 3)
     assert s["EM_All"] == pytest.approx(0.0)
-    assert s["F1_S"] == pytest.approx(100 * (1 + 1 + 0) / 3)
-    assert s["F1_P"] == pytest.approx(100 * (4 / 6 + 1 + 1) / 3)
-    assert s["F1_O"] == pytest.approx(100 * (1 + 0.5 + 0) / 3)
+    assert s["F1_S"] == pytest.approx((1 + 1 + 0) / 3)
+    assert s["F1_P"] == pytest.approx((4 / 6 + 1 + 1) / 3)
+    assert s["F1_O"] == pytest.approx((1 + 0.5 + 0) / 3)
     # All: concatenations "ab c出品韩玉玲原创音乐" (13 chars) vs "ab c出品公司韩玉玲原创音乐" (15), LCS 13 → 26/28
     f1_all_1 = 26 / 28
     f1_all_2 = 2 * 4 / 10  # "x作者张三" vs "x作者张四": LCS 4
     f1_all_3 = 2 * 1 / 4  # "yp" vs "zp"
-    assert s["F1_All"] == pytest.approx(100 * (f1_all_1 + f1_all_2 + f1_all_3) / 3)
+    assert s["F1_All"] == pytest.approx((f1_all_1 + f1_all_2 + f1_all_3) / 3)
     assert s["Score"] == pytest.approx(0.5 * s["EM_O"] + 0.5 * s["F1_O"])
     with pytest.raises(NlptoolError, match="pair by position"):
         kgqa.kgclue_scores(preds[:2], golds)
@@ -257,7 +257,7 @@ def test_tiny_model_learns_the_sample_kb(tmp_path):
     kgqa.fit(model, rows, config)
     cands = model.answer([r.question for r in rows], kgqa.DecodeOptions(num_beams=3, subject_in_question=True))
     scores = kgqa.kgclue_scores(kgqa.predictions_of(cands), [kgqa.format_answer(*r.answer) for r in rows])
-    assert scores["EM_All"] == 100.0
+    assert scores["EM_All"] == 1.0
     # saved and loaded, it answers the same; the KB travels with the folder
     model.save(tmp_path / "m", kb_path=str(KB_FILE))
     again = kgqa.KgqaModel.load(tmp_path / "m")
