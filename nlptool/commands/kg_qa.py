@@ -702,9 +702,9 @@ def ask(
 
 def _stdin_lines() -> Any:
     """The non-blank lines of stdin, stripped, as they arrive."""
-    import click
+    import sys
 
-    for line in click.get_text_stream("stdin"):
+    for line in sys.stdin:
         if line.strip():
             yield line.strip()
 
