@@ -678,7 +678,10 @@ def ask(
     if not question.strip():
         raise NlptoolError("the question is empty")
     check_output_path(output, force)
-    opts = _options(num_beams, top_k, no_trie, renormalize, lookahead, subject_in_question, 32)
+    import sys
+
+    interactive = question == "-" and sys.stdin.isatty()  # typed questions are answered one by one
+    opts = _options(num_beams, top_k, no_trie, renormalize, lookahead, subject_in_question, 1 if interactive else 32)
     kg = KgqaModel.load(model_dir, kb_path=kb, device=_device(device))
     questions = _stdin_lines() if question == "-" else iter([question])
     n = 0

@@ -273,6 +273,29 @@ def test_build_trie_stdin_and_stdout(invoke, model_dir, tmp_path, monkeypatch):
     assert both.exit_code == 1 and "both write to stdout" in both.stderr
 
 
+def test_build_trie_refuses_to_write_binary_to_a_terminal(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[2]
+    primary, replica = os.openpty()
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "nlptool", "kg-qa", "build-trie", "--kb", str(KB), "--tokenizer", "char", "-o", "-"],
+            stdout=replica,
+            stderr=subprocess.PIPE,
+            cwd=tmp_path,
+            env={**os.environ, "PYTHONPATH": str(repo)},
+            timeout=120,
+        )
+    finally:
+        os.close(primary)
+        os.close(replica)
+    assert proc.returncode == 1 and b"refusing to write the binary trie" in proc.stderr
+    assert list(tmp_path.iterdir()) == []  # and no file named '-'
+
+
 def test_build_trie_header_empty_kb_and_collisions(invoke, tiny_bert_dir, tmp_path):
     from nlptool.core.trie import TokenTrie
 
