@@ -481,7 +481,7 @@ def predict(
     subject_in_question: SubjectInQuestionOpt = False,
     text_col: Annotated[
         str, typer.Option("--text-col", help="The field of each input row that holds the question.")
-    ] = ("question"),
+    ] = "question",
     batch_size: BatchOpt = 32,
     device: DeviceOpt = "auto",
     force: ForceOpt = False,
