@@ -83,7 +83,8 @@ def _score(model: KgqaModel, rows, opts: DecodeOptions) -> tuple[dict, float, in
     cands = model.answer([r.question for r in rows], opts)
     seconds = time.perf_counter() - start
     not_in_kb = sum(1 for c in cands if c and not c[0].in_kb)
-    scores = kgclue_scores(predictions_of(cands), [format_answer(*r.answer) for r in rows])
+    fractions = kgclue_scores(predictions_of(cands), [format_answer(*r.answer) for r in rows])
+    scores = {k: 100.0 * v for k, v in fractions.items()}  # percentages, as KgCLUE and BENCHMARKS.md report them
     return scores, seconds, not_in_kb
 
 

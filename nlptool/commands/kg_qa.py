@@ -7,6 +7,7 @@ Subcommands: ``build-trie``, ``train``, ``predict``, ``eval``, ``ask``. The tech
 
 from __future__ import annotations
 
+import math
 import shutil
 import time
 from enum import Enum
@@ -40,6 +41,9 @@ app = typer.Typer(
     no_args_is_help=True,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
+
+
+MIN_STEPS = 200  # kg-qa train warns below this many optimiser steps
 
 
 class Backbone(str, Enum):
@@ -145,7 +149,12 @@ def _report_missing(kb: Any, examples: list, path: str) -> int:
 # -- build-trie -------------------------------------------------------------------------------------------------------
 @app.command("build-trie")
 def build_trie(
-    kb: Annotated[str, typer.Option("--kb", help="KB file: TSV subject<TAB>predicate<TAB>object.", show_default=False)],
+    kb: Annotated[
+        str,
+        typer.Option(
+            "--kb", help="KB file: TSV subject<TAB>predicate<TAB>object, or '-' for stdin.", show_default=False
+        ),
+    ],
     tokenizer: Annotated[
         str,
         typer.Option(
@@ -155,7 +164,12 @@ def build_trie(
             show_default=False,
         ),
     ],
-    output: Annotated[str, typer.Option("--output", "-o", help="The trie file (.npz).", show_default=False)],
+    output: Annotated[
+        str,
+        typer.Option(
+            "--output", "-o", help="The trie file (.npz), or '-' for stdout (not a terminal).", show_default=False
+        ),
+    ],
     chunk_size: Annotated[
         int, typer.Option("--chunk-size", help="Keys sorted per in-memory chunk before merging.", min=1)
     ] = 1_000_000,
@@ -165,46 +179,80 @@ def build_trie(
     """Build the prefix tree of every KB key (subject [SEP] predicate [SEP] meaning <end>), streaming the KB.
 
     The trie stores the keys as sorted token sequences in flat arrays (not nested dicts); each key's value is the
-    line number of its first triple in the KB. Size and speed go to stderr.
+    line number of its first triple in the KB. A first line of column names (subject<TAB>predicate<TAB>object) is
+    skipped. Size and speed go to stderr.
 
     Example: nlptool kg-qa build-trie --kb Knowledge.txt --tokenizer my-kgqa-model -o kb_trie.npz
     """
-    from nlptool.core.io import check_output_path
-    from nlptool.core.kgqa import CharCodec, build_trie_from_file, file_sha256, iter_kb_file
+    import os
+    import sys
+    import tempfile
 
+    from nlptool.core.errors import NlptoolError
+    from nlptool.core.io import check_output_path, spool_stdin
+    from nlptool.core.kgqa import build_trie_from_file, file_sha256
+
+    if output == "-":
+        if sys.stdout.isatty():
+            raise NlptoolError(
+                "refusing to write the binary trie (.npz) to a terminal; redirect stdout (> trie.npz) or give -o FILE"
+            )
+        if metrics_out == "-":
+            raise NlptoolError("-o - and --metrics-out - both write to stdout; send one of them to a file")
     check_output_path(output, force)
     check_output_path(metrics_out, force)
-    codec = _codec_for(tokenizer, kb, iter_kb_file, CharCodec)
-    start = time.perf_counter()
-    trie, duplicates, triples = build_trie_from_file(kb, codec, chunk_size=chunk_size)
-    seconds = time.perf_counter() - start
-    trie.save(output, meta={"kb_sha256": file_sha256(kb), "codec": codec.kind, "values": "kb_line"})
+    kb_name = "<stdin>" if kb == "-" else kb
+    kb_path = spool_stdin() if kb == "-" else kb
+    try:
+        codec = _codec_for(tokenizer, kb_path, kb_name)
+        stats: dict[str, int] = {}
+        start = time.perf_counter()
+        trie, duplicates, triples = build_trie_from_file(
+            kb_path, codec, chunk_size=chunk_size, name=kb_name, stats=stats
+        )
+        seconds = time.perf_counter() - start
+        meta = {"kb_sha256": file_sha256(kb_path), "codec": codec.kind, "values": "kb_line"}
+    finally:
+        if kb == "-":
+            os.unlink(kb_path)
+    if stats["collisions"]:
+        warn(f"{stats['collisions']} KB keys tokenise identically to another key; the first one is kept in the trie")
+    if output == "-":
+        with tempfile.TemporaryFile() as tmp:  # np.savez seeks; stdout may be a pipe
+            trie.write(tmp, meta)
+            tmp.seek(0)
+            shutil.copyfileobj(tmp, sys.stdout.buffer)
+        sys.stdout.buffer.flush()
+    else:
+        trie.save(output, meta=meta)
     metrics = {
         "triples": triples,
         "keys": len(trie),
         "duplicate_keys": duplicates,
+        "collisions": stats["collisions"],
         "bytes": trie.nbytes,
         "bytes_per_key": trie.nbytes / max(len(trie), 1),
         "build_seconds": seconds,
     }
     print_table("kg-qa build-trie", ["", "value"], [[k, v] for k, v in metrics.items()])
     write_metrics(metrics_out, metrics, force=force, inputs=[kb], model=tokenizer)
-    info(f"kg-qa build-trie: {len(trie)} keys written to {output}")
+    info(f"kg-qa build-trie: {len(trie)} keys written to {'stdout' if output == '-' else output}")
 
 
-def _codec_for(tokenizer: str, kb: str, iter_kb_file: Any, char_codec: Any) -> Any:
+def _codec_for(tokenizer: str, kb: str, kb_name: str) -> Any:
     from nlptool.core.errors import NlptoolError
-    from nlptool.core.kgqa import CONFIG_FILE, KgqaModel
+    from nlptool.core.kgqa import CONFIG_FILE, CharCodec, KgqaModel, iter_kb_file
 
     if tokenizer == "char":
-        return char_codec.from_texts(t for _, s, p, o in iter_kb_file(kb) for t in (s, p, o))
+        triples = iter_kb_file(kb, name=kb_name, report_header=False)
+        return CharCodec.from_texts(t for _, s, p, o in triples for t in (s, p, o))
     folder = Path(tokenizer)
     if (folder / CONFIG_FILE).is_file():
         import json
 
         cfg = json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))
         if cfg.get("backbone") == "bart-char":
-            return char_codec.load(folder)
+            return CharCodec.load(folder)
         return KgqaModel.load(folder).codec
     from transformers import AutoTokenizer
 
@@ -269,10 +317,23 @@ def train(
     eval_limit: Annotated[
         int, typer.Option("--eval-limit", help="Dev questions scored at each evaluation (0 = all).", min=0)
     ] = 500,
-    eval_beams: Annotated[int, typer.Option("--eval-beams", help="Beam width for the dev evaluations.", min=1)] = 1,
+    eval_beams: Annotated[
+        int,
+        typer.Option(
+            "--eval-beams",
+            help="Beam width of the dev evaluations that choose the best checkpoint (default: predict's beam width).",
+            min=1,
+        ),
+    ] = 5,
     kb_link: Annotated[
         bool,
         typer.Option("--kb-link", help="Record the KB's path and SHA-256 in the model folder instead of a copy."),
+    ] = False,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            "--resume", help="Continue an interrupted run from OUT/training/checkpoint-last (same options and data)."
+        ),
     ] = False,
     device: DeviceOpt = "auto",
     save_every: SaveEveryOpt = 0,
@@ -290,18 +351,13 @@ def train(
     Reference: Su Jianlin, https://kexue.fm/archives/8802 (KgCLUE); De Cao et al., "Autoregressive Entity
     Retrieval", ICLR 2021.
     """
-    from nlptool.core.errors import NlptoolError
+    from nlptool.commands._common import check_out_dir, logger
     from nlptool.core.io import check_output_path
     from nlptool.core.kgqa import DecodeOptions, KgqaModel, fit, format_answer, kgclue_scores, read_kb, read_qa
-    from nlptool.core.train import TrainConfig
+    from nlptool.core.train import TrainConfig, steps_per_epoch
 
     out_dir = Path(out)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise NlptoolError(f"--out {out_dir} is a file; give a folder")
-    if out_dir.is_dir() and any(out_dir.iterdir()) and not force:
-        raise NlptoolError(f"output folder {out_dir} is not empty; pass --force to overwrite it or pick a new one")
-    if not out_dir.parent.exists():
-        raise NlptoolError(f"the parent folder of --out {out_dir} does not exist; create it first")
+    check_out_dir(out_dir, force=force, resume=resume)
     check_output_path(metrics_out, force)
     seed_everything(seed)
     dev_name = _device(device)
@@ -331,6 +387,18 @@ def train(
     n_params = sum(p.numel() for p in kg.backbone.model.parameters())
     info(f"kg-qa train: {kg.config['backbone']} model, {n_params:,} parameters; KB {len(knowledge):,} keys")
     dev_eval = dev_examples[:eval_limit] if dev_examples and eval_limit else dev_examples
+    per_epoch = steps_per_epoch(len(examples), batch_size)
+    if per_epoch * epochs < MIN_STEPS:
+        logger.warning(
+            "kg-qa train will make only %d optimiser steps (%d epochs × %d batches of --batch-size %d); a model "
+            "needs a few hundred to fit its KB: raise --epochs (to %d for %d steps) or lower --batch-size",
+            per_epoch * epochs,
+            epochs,
+            per_epoch,
+            batch_size,
+            math.ceil(MIN_STEPS / per_epoch),
+            MIN_STEPS,
+        )
     training_dir = out_dir / "training"
     config = TrainConfig(
         epochs=epochs,
@@ -343,6 +411,7 @@ def train(
         output_dir=str(training_dir),
         log_every=50,
         checkpoint_every=save_every,
+        resume=resume,
     )
 
     started = time.perf_counter()
@@ -358,7 +427,7 @@ def train(
     seconds = time.perf_counter() - started
     for event in result.history:
         if event.get("event") == "eval":
-            info(f"step {event['step']}: dev Score {event['metrics'].get('Score', float('nan')):.2f}")
+            info(f"step {event['step']}: dev Score {event['metrics'].get('Score', float('nan')):.4f}")
     kg.config["training"] = {"epochs": epochs, "steps": result.steps, "seconds": seconds, "parameters": n_params}
     kg.save(out_dir, kb_path=kb, copy_kb=not kb_link)
     for sub in ("checkpoint-last", "best"):  # resume state and the best-weights copy; train_log.jsonl stays
@@ -420,31 +489,49 @@ def predict(
     renormalize: RenormOpt = False,
     lookahead: LookaheadOpt = False,
     subject_in_question: SubjectInQuestionOpt = False,
+    text_col: Annotated[
+        str, typer.Option("--text-col", help="The field of each input row that holds the question.")
+    ] = "question",
     batch_size: BatchOpt = 32,
     device: DeviceOpt = "auto",
     force: ForceOpt = False,
 ) -> None:
     """Answer every question: the input rows with 'answer' set to 'S ||| P ||| O' (KgCLUE's submission format) and
-    'candidates' (the top-k triples with scores, the sum of the key's log-probabilities).
+    'candidates' (the top-k triples with scores, the sum of the key's log-probabilities). The input is streamed:
+    each batch of --batch-size questions is written (and flushed) as soon as it is decoded.
 
     Example: nlptool kg-qa predict test.jsonl --model kgqa-model -o predictions.jsonl
     """
-    from nlptool.core.io import check_output_path, open_writer
-    from nlptool.core.kgqa import KgqaModel, read_qa
+    from nlptool.core.errors import NlptoolError
+    from nlptool.core.io import check_output_path, chunked, open_writer
+    from nlptool.core.kgqa import KgqaModel
 
     model_dir, input = model_and_input(model, input, legacy_input, command="kg-qa predict", required=True)
     check_output_path(output, force)
     opts = _options(num_beams, top_k, no_trie, renormalize, lookahead, subject_in_question, batch_size)
-    rows = read_qa(input, require_answer=False)
     kg = KgqaModel.load(model_dir, kb_path=kb, device=_device(device))
-    cands = _answer_all(kg, [r.question for r in rows], opts)
-    with open_writer(output, "jsonl", force=force) as writer:
-        for row, cs in zip(rows, cands, strict=True):
-            rec = dict(row.record)
-            rec["answer"] = cs[0].answer if cs else " |||  ||| "
-            rec["candidates"] = [c.as_dict() for c in cs]
-            writer.write(rec)
-    info(f"kg-qa predict: {len(rows)} questions answered")
+    n = 0
+    with open_writer(output, "jsonl", force=force) as writer, progress("decoding", unit="questions") as advance:
+        for block in chunked(_questions(input, text_col), batch_size):
+            cands = kg.answer([r.question for r in block], opts)
+            for row, cs in zip(block, cands, strict=True):
+                rec = dict(row.record)
+                rec["answer"] = cs[0].answer if cs else " |||  ||| "
+                rec["candidates"] = [c.as_dict() for c in cs]
+                writer.write(rec)
+            writer.fh.flush()
+            advance(len(block))
+            n += len(block)
+        if not n:
+            raise NlptoolError(f"QA file {input} has no rows")
+    info(f"kg-qa predict: {n} questions answered")
+
+
+def _questions(path: str, field: str) -> Any:
+    """The questions of a JSONL file (or '-'), streamed: QAExample rows (.question, .record) in input order."""
+    from nlptool.core.kgqa import iter_qa
+
+    return iter_qa(path, require_answer=False, question_field=field)
 
 
 # -- eval -------------------------------------------------------------------------------------------------------------
@@ -478,11 +565,13 @@ def evaluate(
     force: ForceOpt = False,
 ) -> None:
     """Score answers with KgCLUE's metric: EM and character-LCS F1 of subject, predicate, object and the whole
-    triple, and Score = 0.5·EM_O + 0.5·F1_O (percentages). The metrics go to stdout as one JSON line.
+    triple, and Score = 0.5·EM_O + 0.5·F1_O, as fractions (0–1). A table goes to stderr; --metrics-out FILE (or '-'
+    for stdout) writes them as JSON. Nothing goes to stdout otherwise.
 
-    Example: nlptool kg-qa eval dev.jsonl -m kgqa-model   |   nlptool kg-qa eval dev.jsonl --predictions preds.jsonl
+    Example: nlptool kg-qa eval dev.jsonl -m kgqa-model --metrics-out -
+
+    Example: nlptool kg-qa eval dev.jsonl --predictions preds.jsonl --metrics-out metrics.json
     """
-    import json
 
     from nlptool.core.errors import InputError, NlptoolError
     from nlptool.core.io import check_output_path, open_writer
@@ -495,6 +584,8 @@ def evaluate(
     if predictions is None and len(paths) != 2:
         raise typer.BadParameter("give a model folder (--model DIR) or --predictions FILE", param_hint="--model")
     qa_path = paths[-1]
+    if metrics_out == "-" and predictions_out == "-":
+        raise NlptoolError("--metrics-out - and -o - both write to stdout; send one of them to a file")
     check_output_path(metrics_out, force)
     check_output_path(predictions_out, force)
     gold = read_qa(qa_path)
@@ -547,12 +638,11 @@ def evaluate(
     scores = kgclue_scores(answers, refs)
     metrics = {**scores, **extra, "questions": len(gold)}
     print_table(
-        "kg-qa eval (KgCLUE metric, %)",
+        "kg-qa eval (KgCLUE metric)",
         ["", "EM", "F1"],
         [[f, scores[f"EM_{f}"], scores[f"F1_{f}"]] for f in ("S", "P", "O", "All")],
     )
-    info(f"Score = 0.5·EM_O + 0.5·F1_O = {scores['Score']:.3f}")
-    typer.echo(json.dumps(metrics, sort_keys=True))
+    info(f"Score = 0.5·EM_O + 0.5·F1_O = {scores['Score']:.4f}")
     inputs = [qa_path, *([predictions] if predictions else [])]
     write_metrics(metrics_out, metrics, force=force, inputs=inputs, model=model_name, params=params)
 
@@ -561,7 +651,11 @@ def evaluate(
 @app.command("ask")
 def ask(
     model_dir: ModelDirArg,
-    question: Annotated[str, typer.Argument(help="The question.", show_default=False)],
+    question: Annotated[
+        str,
+        typer.Argument(help="The question, or '-' to read questions from stdin (one per line).", show_default=False),
+    ],
+    output: OutputOpt = "-",
     kb: KbOverrideOpt = None,
     top_k: TopKOpt = 3,
     num_beams: NumBeamsOpt = 5,
@@ -569,39 +663,93 @@ def ask(
     renormalize: RenormOpt = False,
     lookahead: LookaheadOpt = False,
     subject_in_question: SubjectInQuestionOpt = False,
+    min_score: Annotated[
+        float | None,
+        typer.Option(
+            "--min-score",
+            help="Drop candidates scoring below this (a sum of log-probabilities, <= 0); when none is left the "
+            "question gets one 'no answer' line (null subject/predicate/object, the best score).",
+        ),
+    ] = None,
     device: DeviceOpt = "auto",
+    force: ForceOpt = False,
 ) -> None:
-    """Answer one question from the shell: the top-k triples with scores, as JSONL on stdout (a table on stderr).
+    """Answer questions from the shell: per question its top-k triples with scores as JSONL lines {"question",
+    "rank", "subject", "predicate", "object", "score", "in_kb", "objects"} (and a table on stderr for one question).
+
+    The score is the key's log-probability under the decoding mode (0 = certain; see the README for the scale).
 
     Example: nlptool kg-qa ask kgqa-model "守望星光是哪家公司出品的？"
-    """
-    import json
 
+    Example: cat questions.txt | nlptool kg-qa ask kgqa-model - --min-score -5 > answers.jsonl
+    """
     from nlptool.core.errors import NlptoolError
+    from nlptool.core.io import check_output_path, chunked, open_writer
     from nlptool.core.kgqa import KgqaModel
 
     if not question.strip():
         raise NlptoolError("the question is empty")
-    opts = _options(num_beams, top_k, no_trie, renormalize, lookahead, subject_in_question, 1)
+    check_output_path(output, force)
+    import sys
+
+    interactive = question == "-" and sys.stdin.isatty()  # typed questions are answered one by one
+    opts = _options(num_beams, top_k, no_trie, renormalize, lookahead, subject_in_question, 1 if interactive else 32)
     kg = KgqaModel.load(model_dir, kb_path=kb, device=_device(device))
-    cands = kg.answer([question], opts)[0]
-    for rank, c in enumerate(cands, 1):
-        typer.echo(
-            json.dumps(
-                {
-                    "rank": rank,
-                    "subject": c.subject,
-                    "predicate": c.predicate,
-                    "object": c.object,
-                    "score": c.score,
-                    "in_kb": c.in_kb,
-                    "objects": c.objects,
-                },
-                ensure_ascii=False,
-            )
-        )
-    print_table(
-        "kg-qa ask",
-        ["rank", "subject", "predicate", "object", "score"],
-        [[i, c.subject, c.predicate, c.object, c.score] for i, c in enumerate(cands, 1)],
-    )
+    questions = _stdin_lines() if question == "-" else iter([question])
+    n = 0
+    with open_writer(output, "jsonl", force=force) as writer:
+        for block in chunked(questions, opts.batch_size):
+            for q, cands in zip(block, kg.answer(block, opts), strict=True):
+                records = _ask_records(q, cands, min_score)
+                for rec in records:
+                    writer.write(rec)
+                if question != "-":
+                    print_table(
+                        "kg-qa ask",
+                        ["rank", "subject", "predicate", "object", "score"],
+                        [[r["rank"], r["subject"], r["predicate"], r["object"], r["score"]] for r in records],
+                    )
+            writer.fh.flush()
+            n += len(block)
+        if not n:
+            raise NlptoolError("no questions on stdin (one question per line)")
+
+
+def _stdin_lines() -> Any:
+    """The non-blank lines of stdin, stripped, as they arrive."""
+    import sys
+
+    for line in sys.stdin:
+        if line.strip():
+            yield line.strip()
+
+
+def _ask_records(question: str, cands: list, min_score: float | None) -> list[dict]:
+    kept = [c for c in cands if min_score is None or c.score >= min_score]
+    if not kept:  # no answer: the best score tells how far below --min-score it was
+        best = max((c.score for c in cands), default=None)
+        return [
+            {
+                "question": question,
+                "rank": 1,
+                "subject": None,
+                "predicate": None,
+                "object": None,
+                "score": best,
+                "in_kb": None,
+                "objects": [],
+            }
+        ]
+    return [
+        {
+            "question": question,
+            "rank": rank,
+            "subject": c.subject,
+            "predicate": c.predicate,
+            "object": c.object,
+            "score": c.score,
+            "in_kb": c.in_kb,
+            "objects": c.objects,
+        }
+        for rank, c in enumerate(kept, 1)
+    ]

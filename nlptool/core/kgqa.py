@@ -28,8 +28,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import os
+from array import array
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -135,8 +137,9 @@ def f1_sim(a: str, b: str) -> float:
 def kgclue_scores(predictions: Sequence[str], references: Sequence[str]) -> dict[str, float]:
     """KgCLUE's ``evaluate_f1_em.py`` on answers ``'S ||| P ||| O'`` paired by position.
 
-    Returns percentages (×100, unrounded): ``EM_S/P/O/All``, ``F1_S/P/O/All`` (``All``: F1 of the concatenation
-    ``S+P+O``; EM of the whole triple) and ``Score = 0.5·EM_O + 0.5·F1_O`` (the script's ``EMF1``).
+    Returns fractions (0–1, unrounded; the script prints them ×100): ``EM_S/P/O/All``, ``F1_S/P/O/All``
+    (``All``: F1 of the concatenation ``S+P+O``; EM of the whole triple) and ``Score = 0.5·EM_O + 0.5·F1_O``
+    (the script's ``EMF1``).
     """
     if len(predictions) != len(references):
         raise NlptoolError(f"{len(predictions)} predictions for {len(references)} references; they pair by position")
@@ -155,7 +158,7 @@ def kgclue_scores(predictions: Sequence[str], references: Sequence[str]) -> dict
         totals["F1_P"] += f1_sim(pp, rp)
         totals["F1_O"] += f1_sim(po, ro)
         totals["F1_All"] += f1_sim(ps + pp + po, rs + rp + ro)
-    out = {k: 100.0 * v / len(references) for k, v in totals.items()}
+    out = {k: v / len(references) for k, v in totals.items()}
     out["Score"] = 0.5 * out["EM_O"] + 0.5 * out["F1_O"]
     return out
 
@@ -204,15 +207,36 @@ class KnowledgeBase:
             yield from self.objects[i]
 
 
-def iter_kb_file(path: str | os.PathLike) -> Iterator[tuple[int, str, str, str]]:
+# Column names that make the first line of a KB file a header (all three fields must be one of these, any case).
+KB_HEADER_NAMES = frozenset(
+    {
+        "subject", "predicate", "object", "s", "p", "o", "head", "relation", "tail", "h", "r", "t", "entity",
+        "attribute", "property", "value", "sub", "pred", "obj", "subj", "rel", "实体", "主体", "主语", "属性",
+        "关系", "谓语", "值", "属性值", "客体", "宾语", "头实体", "尾实体",
+    }
+)  # fmt: skip
+
+
+def is_kb_header(fields: Sequence[str]) -> bool:
+    """Whether three TSV fields are column names (``subject  predicate  object`` and the like), not a triple."""
+    return len(fields) == 3 and all(f.strip().lower() in KB_HEADER_NAMES for f in fields)
+
+
+def iter_kb_file(
+    path: str | os.PathLike, *, name: str | None = None, report_header: bool = True
+) -> Iterator[tuple[int, str, str, str]]:
     """Stream ``(line, subject, predicate, object)`` from a TSV knowledge base (KgCLUE's Knowledge.txt format).
 
     Blank lines are skipped; a line without exactly three tab-separated fields, or with an empty subject or
-    predicate, is an :class:`InputError` naming file and line.
+    predicate, is an :class:`InputError` naming file and line. A first line of column names
+    (:func:`is_kb_header`, e.g. ``subject<TAB>predicate<TAB>object``) is skipped, with a log message unless
+    ``report_header=False``. ``name`` is the file's name in messages (e.g. ``<stdin>`` for a spooled copy of stdin).
     """
     p = Path(path)
+    shown = name or str(path)
     if not p.is_file():
-        raise NlptoolError(f"knowledge base {path} does not exist or is not a file; check --kb")
+        raise NlptoolError(f"knowledge base {shown} does not exist or is not a file; check --kb")
+    first = True
     with open(p, encoding="utf-8", newline="") as fh:
         try:
             for n, raw in enumerate(fh, start=1):
@@ -222,22 +246,31 @@ def iter_kb_file(path: str | os.PathLike) -> Iterator[tuple[int, str, str, str]]
                 if not line.strip():
                     continue
                 parts = line.split("\t")
+                if first:
+                    first = False
+                    if is_kb_header(parts):
+                        if report_header:
+                            logging.getLogger("nlptool").warning(
+                                "%s:%d: skipped the header line '%s' (column names, not a triple)",
+                                shown,
+                                n,
+                                " ".join(parts),
+                            )
+                        continue
                 if len(parts) != 3:
                     raise InputError(
                         f"expected 3 tab-separated fields (subject, predicate, object), found {len(parts)}",
-                        path=str(path),
+                        path=shown,
                         line=n,
                     )
                 s, pr, o = parts
                 if not s.strip():
-                    raise InputError("empty subject", path=str(path), line=n, field="subject")
+                    raise InputError("empty subject", path=shown, line=n, field="subject")
                 if not pr.strip():
-                    raise InputError("empty predicate", path=str(path), line=n, field="predicate")
+                    raise InputError("empty predicate", path=shown, line=n, field="predicate")
                 yield n, s, pr, o
         except UnicodeDecodeError as exc:
-            raise InputError(
-                f"not valid UTF-8 text ({exc.reason}); convert the file to UTF-8", path=str(path)
-            ) from None
+            raise InputError(f"not valid UTF-8 text ({exc.reason}); convert the file to UTF-8", path=shown) from None
 
 
 def read_kb(path: str | os.PathLike) -> KnowledgeBase:
@@ -275,9 +308,20 @@ def read_qa(
 
     ``require_question=False`` (a predictions file) allows rows without a question.
     """
+    out = list(
+        iter_qa(path, require_answer=require_answer, question_field=question_field, require_question=require_question)
+    )
+    if not out:
+        raise NlptoolError(f"QA file {path} has no rows")
+    return out
+
+
+def iter_qa(
+    path: str, *, require_answer: bool = True, question_field: str = "question", require_question: bool = True
+) -> Iterator[QAExample]:
+    """Stream the rows of a KgCLUE-style JSONL file (see :func:`read_qa`), one :class:`QAExample` at a time."""
     from nlptool.core.io import read_records
 
-    out = []
     with read_records(path, "jsonl") as reader:
         for rec in reader:
             q = rec.data.get(question_field)
@@ -293,10 +337,7 @@ def read_qa(
                         "missing (needed for training and evaluation)", path=path, line=rec.line, field="answer"
                     )
                 triple = parse_answer(ans, path=path, line=rec.line)
-            out.append(QAExample(rec.line, q, triple, rec.data))
-    if not out:
-        raise NlptoolError(f"QA file {path} has no rows")
-    return out
+            yield QAExample(rec.line, q, triple, rec.data)
 
 
 def answers_not_in_kb(kb: KnowledgeBase, examples: Sequence[QAExample]) -> list[QAExample]:
@@ -435,21 +476,34 @@ def build_trie(kb: KnowledgeBase, codec: Any) -> tuple[TokenTrie, int]:
     )
 
 
-def build_trie_from_file(path: str, codec: Any, chunk_size: int = 1_000_000) -> tuple[TokenTrie, int, int]:
+def build_trie_from_file(
+    path: str, codec: Any, chunk_size: int = 1_000_000, *, name: str | None = None, stats: dict | None = None
+) -> tuple[TokenTrie, int, int]:
     """Stream a KB file into a trie without holding the KB: values are the line numbers of each key's first triple.
 
-    Returns the trie, the number of keys dropped as duplicates (same subject and predicate on several lines) and the
-    number of triples read.
+    Returns the trie, the number of keys dropped as duplicates (same subject and predicate on several lines, or
+    different ones that the codec tokenises identically) and the number of triples read. ``stats``, when given, gets
+    ``collisions``: the distinct (subject, predicate) pairs lost because their key tokenises like another one's
+    (a WordPiece tokenizer lower-cases and drops characters), counted from 64-bit hashes (8 bytes per triple).
+    A KB without triples is an error.
     """
     count = 0
+    hashes = array("q")
 
     def items() -> Iterator[tuple[list[int], int]]:
         nonlocal count
-        for line, s, p, _ in iter_kb_file(path):
+        for line, s, p, _ in iter_kb_file(path, name=name):
             count += 1
+            hashes.append(hash((s, p)))
             yield key_ids(codec, s, p), line
 
     trie, dup = TokenTrie.build(items(), root=codec.start_id, end=codec.end_id, chunk_size=chunk_size)
+    if not count:
+        raise NlptoolError(
+            f"knowledge base {name or path} has no triples; give TSV lines subject<TAB>predicate<TAB>object"
+        )
+    if stats is not None:
+        stats["collisions"] = len(np.unique(np.frombuffer(hashes, dtype=np.int64))) - len(trie)
     return trie, dup, count
 
 
@@ -683,7 +737,9 @@ class Seq2SeqBackbone:
         if num_beams > 1:
             scores = out.sequences_scores.tolist()
         else:  # greedy: the sum of the chosen tokens' (processed) log-probabilities
-            steps = torch.stack([torch.log_softmax(s.float(), -1) for s in out.scores], 1)  # (n, T, V)
+            steps = torch.stack([s.float() for s in out.scores], 1)  # (n, T, V): the processed step scores
+            if processor is None:  # raw logits; the trie processor already returns (masked) log-probabilities,
+                steps = torch.log_softmax(steps, -1)  # and a second log-softmax would renormalise them
             chosen = out.sequences[:, 1 : 1 + steps.shape[1]]
             lp = steps.gather(2, chosen.unsqueeze(-1)).squeeze(-1)
             lp = torch.where(chosen == self.codec.pad_id, torch.zeros_like(lp), lp)
@@ -1278,8 +1334,10 @@ def fit(
 ) -> Any:
     """Train ``model`` on ``examples`` with the shared loop (:func:`nlptool.core.train.train`, a ``TrainConfig``).
 
-    With ``dev``, KgCLUE's Score on ``dev`` (decoded with ``eval_options``) is computed every evaluation and the best
-    weights are restored at the end. Returns the loop's ``TrainResult``.
+    With ``dev``, KgCLUE's Score on ``dev`` (decoded with ``eval_options``, by default :class:`DecodeOptions`'
+    defaults: the beam width and mode that prediction uses) is computed every evaluation and the best weights are
+    restored at the end. Choose the decoding you will predict with: an undertrained model's flat probabilities can
+    score well greedily yet make mask-only beam search prefer short wrong keys. Returns the loop's ``TrainResult``.
     """
     import torch
 
@@ -1289,7 +1347,7 @@ def fit(
     bb = model.backbone
     evaluate = save_best = None
     if dev:
-        opts = eval_options or DecodeOptions(num_beams=1)
+        opts = eval_options or DecodeOptions()
         questions = [e.question for e in dev]
         refs = [format_answer(*e.answer) for e in dev]  # type: ignore[misc]
 

@@ -30,6 +30,7 @@ import os
 from array import array
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -256,21 +257,30 @@ class TokenTrie:
 
     # -- files --------------------------------------------------------------------------------------------------------
     def save(self, path: str | os.PathLike, meta: dict | None = None) -> None:
-        """Write an ``.npz`` (uncompressed) with the arrays, root/end and a JSON ``meta`` dict."""
-        import json
-
+        """Write an ``.npz`` (uncompressed) with the arrays, root/end and a JSON ``meta`` dict (atomically)."""
         target = Path(path)
         tmp = target.with_name(f".{target.name}.tmp")
-        with open(tmp, "wb") as fh:
-            np.savez(
-                fh,
-                tokens=self.tokens,
-                offsets=self.offsets,
-                values=self.values,
-                header=np.array([_FORMAT, self.root, self.end], dtype=np.int64),
-                meta=np.frombuffer(json.dumps(meta or {}, ensure_ascii=False).encode("utf-8"), dtype=np.uint8),
-            )
-        os.replace(tmp, target)
+        try:
+            with open(tmp, "wb") as fh:
+                self.write(fh, meta)
+            os.replace(tmp, target)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+
+    def write(self, fh: BinaryIO, meta: dict | None = None) -> None:
+        """Write the ``.npz`` of :meth:`save` to a binary stream (e.g. ``sys.stdout.buffer``); :meth:`load` reads it
+        back from a file or a seekable stream."""
+        import json
+
+        np.savez(
+            fh,
+            tokens=self.tokens,
+            offsets=self.offsets,
+            values=self.values,
+            header=np.array([_FORMAT, self.root, self.end], dtype=np.int64),
+            meta=np.frombuffer(json.dumps(meta or {}, ensure_ascii=False).encode("utf-8"), dtype=np.uint8),
+        )
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> tuple[TokenTrie, dict]:

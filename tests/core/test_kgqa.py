@@ -85,22 +85,22 @@ def test_lcs_against_recursive_oracle():
 def test_kgclue_scores_hand_computed():
     preds = ["Ab  C ||| 出品 ||| 韩玉玲原创音乐", "x ||| 作者 ||| 张三", "y ||| p ||| "]
     golds = ["ab c ||| 出品公司 ||| 韩玉玲原创音乐", "x ||| 作者 ||| 张四", "z ||| p ||| "]
-    s = kgqa.kgclue_scores(preds, golds)
+    s = kgqa.kgclue_scores(preds, golds)  # fractions, not percentages
     # row 1: S equal after lower-casing and whitespace collapsing; P "出品" vs "出品公司": F1 = 2·2/6; O equal
     # row 2: S, P equal; O "张三" vs "张四": LCS 1 → F1 = 2·1/4 = 0.5
     # row 3: S differs (F1 0); P equal; O both empty → EM 1 but F1 0 (the script's rule for two empty strings)
-    assert s["EM_S"] == pytest.approx(100 * 2 / 3)
-    assert s["EM_P"] == pytest.approx(100 * 2 / 3)
-    assert s["EM_O"] == pytest.approx(100 * 2 / 3)
+    assert s["EM_S"] == pytest.approx(2 / 3)
+    assert s["EM_P"] == pytest.approx(2 / 3)
+    assert s["EM_O"] == pytest.approx(2 / 3)
     assert s["EM_All"] == pytest.approx(0.0)
-    assert s["F1_S"] == pytest.approx(100 * (1 + 1 + 0) / 3)
-    assert s["F1_P"] == pytest.approx(100 * (4 / 6 + 1 + 1) / 3)
-    assert s["F1_O"] == pytest.approx(100 * (1 + 0.5 + 0) / 3)
+    assert s["F1_S"] == pytest.approx((1 + 1 + 0) / 3)
+    assert s["F1_P"] == pytest.approx((4 / 6 + 1 + 1) / 3)
+    assert s["F1_O"] == pytest.approx((1 + 0.5 + 0) / 3)
     # All: concatenations "ab c出品韩玉玲原创音乐" (13 chars) vs "ab c出品公司韩玉玲原创音乐" (15), LCS 13 → 26/28
     f1_all_1 = 26 / 28
     f1_all_2 = 2 * 4 / 10  # "x作者张三" vs "x作者张四": LCS 4
     f1_all_3 = 2 * 1 / 4  # "yp" vs "zp"
-    assert s["F1_All"] == pytest.approx(100 * (f1_all_1 + f1_all_2 + f1_all_3) / 3)
+    assert s["F1_All"] == pytest.approx((f1_all_1 + f1_all_2 + f1_all_3) / 3)
     assert s["Score"] == pytest.approx(0.5 * s["EM_O"] + 0.5 * s["F1_O"])
     with pytest.raises(NlptoolError, match="pair by position"):
         kgqa.kgclue_scores(preds[:2], golds)
@@ -257,7 +257,7 @@ def test_tiny_model_learns_the_sample_kb(tmp_path):
     kgqa.fit(model, rows, config)
     cands = model.answer([r.question for r in rows], kgqa.DecodeOptions(num_beams=3, subject_in_question=True))
     scores = kgqa.kgclue_scores(kgqa.predictions_of(cands), [kgqa.format_answer(*r.answer) for r in rows])
-    assert scores["EM_All"] == 100.0
+    assert scores["EM_All"] == 1.0
     # saved and loaded, it answers the same; the KB travels with the folder
     model.save(tmp_path / "m", kb_path=str(KB_FILE))
     again = kgqa.KgqaModel.load(tmp_path / "m")
@@ -398,3 +398,98 @@ def test_unilm_learns_a_tiny_kb(tiny_bert_dir, tmp_path):
     assert kgqa.predictions_of(again.answer([r.question for r in rows], kgqa.DecodeOptions(num_beams=2))) == [
         kgqa.format_answer(*r.answer) for r in rows
     ]
+
+
+# -- reported scores equal teacher-forced log-probabilities -----------------------------------------------------------
+def _teacher_forced_score(model, question: str, cand, opts) -> float:
+    """The key's score recomputed by teacher forcing: one forward pass over the whole key, then per step the model's
+    log-probability of the key's token among the trie's allowed tokens (mask-only), divided by Su's look-ahead weight
+    (``lookahead``) and renormalised over the allowed tokens (``renormalize``)."""
+    bb = model.backbone
+    key = kgqa.key_ids(model.codec, cand.subject, cand.predicate)
+    q = model.encode_questions([question])[0]
+    with torch.no_grad():
+        batch = bb.collate([(q, key)])
+        if isinstance(bb, kgqa.UniLMBackbone):
+            start = len(q) - 1  # the position of the root ([SEP] ending the question) predicts the first key token
+            logits = bb._logits(bb.model, batch)[0, start : start + len(key)]
+        else:
+            out = bb.model(**batch)  # labels → decoder inputs [root, key[:-1]]
+            logits = out.logits[0, : len(key)]
+    lp = torch.log_softmax(logits.double(), -1)
+    trie = model.trie
+    path = [trie.root, *key]
+    sep = model.codec.sep_id
+    total = 0.0
+    for i, tok in enumerate(key):
+        prefix = path[: i + 1]
+        allowed = trie.allowed(trie.walk(prefix)).tolist()
+        values = {t: lp[i, t].item() for t in allowed}
+        if opts.lookahead and sep in prefix[1:] and len(allowed) > 1:
+            done = kgqa.token_lcs(prefix[1:], q)
+            for t in allowed:
+                gains = [kgqa.token_lcs(k[1:], q) - done for k, _ in trie.complete([*prefix, t])]
+                values[t] /= max(1, 1 + max(gains))
+        if opts.renormalize:
+            norm = torch.logsumexp(torch.tensor(list(values.values()), dtype=torch.float64), 0).item()
+            values = {t: v - norm for t, v in values.items()}
+        total += values[tok]
+    return total
+
+
+@pytest.fixture(scope="module")
+def score_models(tmp_path_factory, tiny_bert_dir):
+    from transformers import BartConfig, BartForConditionalGeneration, BertTokenizerFast
+
+    tmp = tmp_path_factory.mktemp("score-models")
+    kb_file = tmp / "kb.tsv"
+    kb_file.write_text(W_KB + "w9 w10\ta\tw11\nw9 w10（w12）\tc\tw13\n", encoding="utf-8")
+    kb = kgqa.read_kb(kb_file)
+    tok = BertTokenizerFast.from_pretrained(tiny_bert_dir)
+    cfg = BartConfig(
+        vocab_size=len(tok),
+        d_model=32,
+        encoder_layers=1,
+        decoder_layers=1,
+        encoder_attention_heads=2,
+        decoder_attention_heads=2,
+        encoder_ffn_dim=64,
+        decoder_ffn_dim=64,
+        max_position_embeddings=64,
+        pad_token_id=tok.pad_token_id,
+        bos_token_id=tok.cls_token_id,
+        eos_token_id=tok.sep_token_id,
+        decoder_start_token_id=tok.cls_token_id,
+        forced_bos_token_id=None,
+        forced_eos_token_id=None,
+    )
+    torch.manual_seed(0)
+    BartForConditionalGeneration(cfg).save_pretrained(tmp / "bart")
+    tok.save_pretrained(tmp / "bart")
+    torch.manual_seed(0)
+    models = {
+        "bart-char": _tiny_bart(kb, ["w1 w2 a", "w9 w10 c"], seed=5),
+        "seq2seq": kgqa.KgqaModel.create(kb, [], model=str(tmp / "bart")),
+        "unilm": kgqa.KgqaModel.create(kb, [], model=str(tiny_bert_dir), backbone="unilm"),
+    }
+    for m in models.values():
+        m.backbone.model.eval()
+    return models
+
+
+@pytest.mark.parametrize("backbone", ["bart-char", "seq2seq", "unilm"])
+@pytest.mark.parametrize("num_beams", [1, 2, 5])
+@pytest.mark.parametrize(
+    "mode", [{}, {"renormalize": True}, {"lookahead": True}, {"renormalize": True, "lookahead": True}]
+)
+def test_reported_score_is_the_teacher_forced_log_probability(score_models, backbone, num_beams, mode):
+    """Greedy search used to apply log-softmax a second time to the trie processor's masked log-probabilities, so with
+    --num-beams 1 it reported renormalised scores even without --renormalize."""
+    model = score_models[backbone]
+    opts = kgqa.DecodeOptions(num_beams=num_beams, top_k=num_beams, **mode)
+    questions = ["w1 w2 a", "w9 w10 w12 c", "w4 a b"]
+    for question, cands in zip(questions, model.answer(questions, opts), strict=True):
+        assert cands
+        for c in cands:
+            expected = _teacher_forced_score(model, question, c, opts)
+            assert c.score == pytest.approx(expected, abs=1e-3), (question, c.answer)
