@@ -325,6 +325,17 @@ def train(
             min=1,
         ),
     ] = 5,
+    eval_renormalize: Annotated[
+        bool,
+        typer.Option(
+            "--eval-renormalize",
+            help="Dev evaluations decode with --renormalize (choose the checkpoint for the decoding you will run).",
+        ),
+    ] = False,
+    eval_lookahead: Annotated[
+        bool,
+        typer.Option("--eval-lookahead", help="Dev evaluations decode with --lookahead (as --eval-renormalize)."),
+    ] = False,
     kb_link: Annotated[
         bool,
         typer.Option("--kb-link", help="Record the KB's path and SHA-256 in the model folder instead of a copy."),
@@ -414,6 +425,7 @@ def train(
         resume=resume,
     )
 
+    eval_options = DecodeOptions(num_beams=eval_beams, renormalize=eval_renormalize, lookahead=eval_lookahead)
     started = time.perf_counter()
     with TrainingProgress("questions") as on_progress:
         result = fit(
@@ -421,7 +433,7 @@ def train(
             examples,
             config,
             dev=dev_eval,
-            eval_options=DecodeOptions(num_beams=eval_beams),
+            eval_options=eval_options,
             on_progress=on_progress,
         )
     seconds = time.perf_counter() - started
@@ -446,7 +458,7 @@ def train(
         scores = kgclue_scores(
             [
                 c[0].answer if c else " |||  ||| "
-                for c in kg.answer([e.question for e in dev_eval], DecodeOptions(num_beams=eval_beams))
+                for c in kg.answer([e.question for e in dev_eval], eval_options)
             ],
             [format_answer(*e.answer) for e in dev_eval],  # type: ignore[misc]
         )
@@ -466,6 +478,9 @@ def train(
         "dropout": dropout,
         "copy": copy,
         "max_question_tokens": max_question_tokens,
+        "eval_beams": eval_beams,
+        "eval_renormalize": eval_renormalize,
+        "eval_lookahead": eval_lookahead,
     }
     inputs = [kb, train_file, *([dev] if dev else [])]
     write_metrics(

@@ -417,3 +417,19 @@ def test_demo_model_answers_its_training_questions_at_the_default_beam_width(inv
     scored = invoke("kg-qa", "eval", out, TRAIN, "--metrics-out", "-", "--device", "cpu")
     assert scored.exit_code == 0, scored.stderr
     assert json.loads(scored.stdout)["metrics"]["Score"] >= 0.9
+
+
+def test_train_chooses_the_checkpoint_with_the_decoding_given(invoke, tmp_path):
+    """--eval-renormalize/--eval-lookahead: the dev Score kg-qa train reports for the saved model is the one that
+    `kg-qa eval` gives with --renormalize --lookahead (and not the mask-only one)."""
+    out, metrics = tmp_path / "m", tmp_path / "train.json"
+    args = ["--kb", KB, "--train", TRAIN, "--dev", DEV, "--out", out, "--epochs", "8", *TINY]
+    r = invoke("kg-qa", "train", *args, "--eval-renormalize", "--eval-lookahead", "--metrics-out", metrics)
+    assert r.exit_code == 0, r.stderr
+    saved = json.loads(metrics.read_text(encoding="utf-8"))
+    assert saved["params"]["eval_renormalize"] is True and saved["params"]["eval_lookahead"] is True
+    same = invoke("kg-qa", "eval", DEV, "-m", out, "--renormalize", "--lookahead", "--metrics-out", "-")
+    plain = invoke("kg-qa", "eval", DEV, "-m", out, "--metrics-out", "-")
+    assert same.exit_code == 0 and plain.exit_code == 0, same.stderr + plain.stderr
+    assert saved["metrics"]["dev_Score"] == json.loads(same.stdout)["metrics"]["Score"]
+    assert json.loads(plain.stdout)["metrics"]["Score"] != json.loads(same.stdout)["metrics"]["Score"]
