@@ -71,14 +71,13 @@ TOKENIZER_FILES = (
     "source.spm",
     "bpe.codes",
 )
-# JSON files that transformers reads from a model folder (each must be a JSON object when present).
+# Small JSON files that transformers reads from a model folder (each must be a JSON object when present); the large
+# tokenizer.json and vocab.json are left to the tokenizer, whose failure names them (see load_tokenizer).
 _JSON_FILES = (
     "config.json",
-    "tokenizer.json",
     "tokenizer_config.json",
     "special_tokens_map.json",
     "added_tokens.json",
-    "vocab.json",
     "generation_config.json",
     "model.safetensors.index.json",
     "pytorch_model.bin.index.json",

@@ -337,6 +337,7 @@ class NSPScorer:
 
         resolved = resolve_model(spec, role="a next-sentence-prediction model")
         model_class = nsp_model_class(resolved)
+        tokenizer = load_tokenizer(resolved)  # first: a broken folder fails before its weights load
         model = load_model(
             resolved,
             model_class,
@@ -345,7 +346,7 @@ class NSPScorer:
             fix_hint="train one on unlabelled text with `nlptool nsp-adapt --corpus TEXT --model "
             f"{spec or 'default'} --out DIR` and pass --model DIR, or use --method embedding",
         )
-        scorer = cls(model, load_tokenizer(resolved), max_length=max_length)
+        scorer = cls(model, tokenizer, max_length=max_length)
         scorer.name = resolved.name
         return scorer
 
