@@ -136,7 +136,8 @@ def check_model_folder(
     folder = Path(os.path.expanduser(str(path)))
     tail = f"; {hint}" if hint else ""
     if not folder.exists():
-        raise ModelNotFoundError(f"model folder {path} does not exist; check the path{tail}")
+        alternative = f" (or {hint})" if hint else ""
+        raise ModelNotFoundError(f"model folder {path} does not exist; check the path{alternative}")
     if not folder.is_dir():
         raise ModelNotFoundError(f"{path} is a file, not a model folder; give the folder that holds {role}{tail}")
     kind = folder_kind(folder)

@@ -194,6 +194,8 @@ def check_one_line_error(result, names: list[str], work: Path) -> None:
 
 @pytest.mark.parametrize("loader", sorted(LOADERS))
 def test_damaged_folder_files_give_one_line_errors(loader, folders):
+    from nlptool.cli import app
+
     kind, argv, files, required = LOADERS[loader]
 
     @FUZZ
@@ -205,7 +207,7 @@ def test_damaged_folder_files_give_one_line_errors(loader, folders):
             folder = work / "model"
             shutil.copytree(folders[kind], folder)
             _apply(folder / name, how, arg)
-            result = CliRunner().invoke(__import__("nlptool.cli", fromlist=["app"]).app, argv(folder, work))
+            result = CliRunner().invoke(app, argv(folder, work))
             check_one_line_error(result, [name, Path(name).name, str(folder)], work)
 
     run()
