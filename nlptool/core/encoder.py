@@ -537,7 +537,7 @@ def _check_st_files(folder: Path) -> None:
         if not isinstance(sub, str):
             raise damaged(folder / "modules.json", f"module {m.get('name')!r} has no 'path' string")
         kind = m["type"].rsplit(".", 1)[-1]
-        if kind in ("Pooling", "Dense", "WeightedLayerPooling") and sub.strip("/"):
+        if kind == "Pooling" and sub.strip("/"):  # the one module whose settings nlptool reads
             config = folder / sub.strip("/") / "config.json"
             if not config.is_file():
                 raise NlptoolError(
