@@ -1244,7 +1244,12 @@ class KgqaModel:
         if kind == "bart-char":
             from transformers import BartForConditionalGeneration
 
-            vocab = read_json_file(folder / VOCAB_FILE) if (folder / VOCAB_FILE).is_file() else None
+            if not (folder / VOCAB_FILE).is_file():
+                raise NlptoolError(
+                    f"{folder / VOCAB_FILE} is missing, so the kg-qa model folder is incomplete; retrain it with "
+                    "'nlptool kg-qa train'"
+                )
+            vocab = read_json_file(folder / VOCAB_FILE)
             chars = vocab.get("chars") if isinstance(vocab, dict) else None
             if not isinstance(chars, list) or not all(isinstance(c, str) for c in chars):
                 raise damaged(folder / VOCAB_FILE, "no 'chars' list of strings")

@@ -208,3 +208,17 @@ def test_gradcheck_layers_must_agree_with_the_checkpoint(invoke, mlp_file):
     message = re.sub(r"[│╭╮╰╯─\s]+", " ", bad.stderr)  # Typer draws usage errors in a box
     assert bad.exit_code == 2 and "disagrees with the layer sizes of --checkpoint" in message
     assert "'3,5,1'" in message and not bad.stdout
+
+
+def test_kgqa_unilm_folder_is_refused_though_its_tokenizer_works(invoke, tiny_bert_dir, texts, tmp_path):
+    """A kg-qa folder on a BERT backbone has a real tokenizer and BERT weights; its marker still says what it is."""
+    from nlptool.core.kgqa import KgqaModel, read_kb, read_qa
+
+    kb = SAMPLE_DATA / "kgqa_kb.tsv"
+    questions = [e.question for e in read_qa(str(SAMPLE_DATA / "kgqa_train.jsonl"))]
+    folder = tmp_path / "kgqa-unilm"
+    KgqaModel.create(read_kb(kb), questions, model=str(tiny_bert_dir), backbone="unilm").save(folder, kb_path=str(kb))
+    one_line_error(invoke("encode", folder, texts), f"{folder} {KGQA_USE}, not a sentence encoder")
+    dev = SAMPLE_DATA / "kgqa_dev.jsonl"
+    res = invoke("kg-qa", "predict", folder, dev, "--device", "cpu", "--num-beams", "2", "--top-k", "1")
+    assert res.exit_code == 0, res.stderr
