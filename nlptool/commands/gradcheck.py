@@ -51,10 +51,19 @@ class DType(str, Enum):
     float32 = "float32"
 
 
+_DEFAULT_LAYERS = "4,16,16,1"
+
+
 def gradcheck(
     layers: Annotated[
-        str, typer.Option("--layers", help="MLP sizes, input first: '4,16,16,1' (also the shapes for --checkpoint).")
-    ] = "4,16,16,1",
+        str | None,
+        typer.Option(
+            "--layers",
+            help="MLP sizes, input first. With --checkpoint the saved shapes are used; a --layers that disagrees "
+            "with them is an error.",
+            show_default=_DEFAULT_LAYERS,
+        ),
+    ] = None,
     activation: Annotated[
         Activation, typer.Option("--activation", help="Hidden-layer activation g.")
     ] = Activation.tanh,
@@ -129,13 +138,20 @@ def gradcheck(
     check_output_path(metrics_out, force)
     seed_everything(seed)
     torch_dtype = torch.float64 if dtype == DType.float64 else torch.float32
-    sizes = _parse_layers(layers)
+    sizes = _parse_layers(layers or _DEFAULT_LAYERS)
 
     if checkpoint is not None:
         model = _load_checkpoint(checkpoint, activation.value, unsafe_load).to(torch_dtype)
         pairs = mlp_layers(model)
         d_in = pairs[0][0].in_features
         d_out = pairs[-1][0].out_features
+        saved = [d_in] + [lin.out_features for lin, _ in pairs]
+        if layers is not None and sizes != saved:
+            raise typer.BadParameter(
+                f"'{layers}' disagrees with the layer sizes of --checkpoint {checkpoint}, "
+                f"'{','.join(map(str, saved))}'; leave --layers out (the checkpoint gives the shapes) or match them",
+                param_hint="--layers",
+            )
         models = [model]
     else:
         d_in, d_out = sizes[0], sizes[-1]
@@ -246,24 +262,55 @@ def _load_checkpoint(path: str, activation: str, unsafe: bool) -> Any:
 
     from nlptool.core.gradients import ACTIVATIONS
 
-    if not Path(path).is_file():
-        raise NlptoolError(f"checkpoint {path} does not exist; check the path")
+    expected = (
+        "a file saved with torch.save(model.state_dict(), PATH) from an nn.Sequential of Linear layers "
+        "(or, with --unsafe-load, torch.save(model, PATH))"
+    )
+    p = Path(path)
+    if p.is_dir():
+        raise NlptoolError(f"checkpoint {path} is a folder; --checkpoint expects {expected}")
+    if not p.is_file():
+        raise NlptoolError(f"checkpoint {path} does not exist; check the path (--checkpoint expects {expected})")
+
+    def damaged(exc: BaseException) -> NlptoolError:
+        first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else ""
+        return NlptoolError(
+            f"checkpoint {path} is not a PyTorch file that torch.load can read ({type(exc).__name__}: {first}); "
+            f"it is damaged or of another format: re-save it as {expected}"
+        )
+
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, AttributeError) as exc:
+    except pickle.UnpicklingError as exc:
+        # weights_only refuses a pickle of arbitrary objects (a whole module) with its own message; anything else
+        # (garbage, a truncated file) is a damaged file that --unsafe-load would not help
+        if "unsupported global" not in str(exc).lower():
+            raise damaged(exc) from None
         if not unsafe:
             raise NlptoolError(
                 f"checkpoint {path} is not a plain state_dict ({str(exc).splitlines()[0][:120]}); "
                 "a pickled module runs code when loaded: pass --unsafe-load if you trust the file, "
                 "or save model.state_dict() instead"
             ) from None
-        obj = torch.load(path, map_location="cpu", weights_only=False)
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=False)
+        except Exception as exc2:  # noqa: BLE001 - unpickling fails in arbitrary ways
+            raise damaged(exc2) from None
+    except Exception as exc:  # noqa: BLE001 - truncated zip, bad magic number, EOF ...
+        raise damaged(exc) from None
     if isinstance(obj, nn.Module):
         if not isinstance(obj, nn.Sequential):
             raise NlptoolError(f"checkpoint {path} holds a {type(obj).__name__}; gradcheck needs an nn.Sequential")
         return obj.eval()
-    if not isinstance(obj, dict) or not obj:
-        raise NlptoolError(f"checkpoint {path} holds neither an nn.Sequential nor a state_dict")
+    if (
+        not isinstance(obj, dict)
+        or not obj
+        or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items())
+    ):
+        raise NlptoolError(
+            f"checkpoint {path} holds neither an nn.Sequential nor a state_dict (names to tensors); "
+            f"--checkpoint expects {expected}"
+        )
     linear_ids = sorted({int(k.split(".")[0]) for k in obj if k.split(".")[0].isdigit() and k.endswith(".weight")})
     if not linear_ids or len(linear_ids) * 2 < sum(1 for k in obj if k.endswith((".weight", ".bias"))) - len(
         linear_ids
@@ -272,11 +319,25 @@ def _load_checkpoint(path: str, activation: str, unsafe: bool) -> Any:
             f"state_dict in {path} does not look like a Sequential of Linear layers (keys like '0.weight', '0.bias')"
         )
     modules: list[nn.Module] = []
+    prev_out: int | None = None
     for n, idx in enumerate(linear_ids):
         w = obj[f"{idx}.weight"]
-        if w.ndim != 2:
-            raise NlptoolError(f"state_dict in {path}: '{idx}.weight' has shape {tuple(w.shape)}, not a Linear weight")
+        if w.ndim != 2 or not w.is_floating_point():
+            raise NlptoolError(
+                f"state_dict in {path}: '{idx}.weight' is a {w.dtype} tensor of shape {tuple(w.shape)}, not a "
+                "Linear weight"
+            )
         b = obj.get(f"{idx}.bias")
+        if b is not None and tuple(b.shape) != (w.shape[0],):
+            raise NlptoolError(
+                f"state_dict in {path}: '{idx}.bias' has shape {tuple(b.shape)}, but '{idx}.weight' has "
+                f"{w.shape[0]} outputs"
+            )
+        if prev_out is not None and prev_out != w.shape[1]:
+            raise NlptoolError(
+                f"state_dict in {path}: '{idx}.weight' takes {w.shape[1]} inputs, but the layer before gives {prev_out}"
+            )
+        prev_out = int(w.shape[0])
         lin = nn.Linear(w.shape[1], w.shape[0], bias=b is not None, dtype=w.dtype)
         with torch.no_grad():
             lin.weight.copy_(w)

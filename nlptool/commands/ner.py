@@ -304,7 +304,7 @@ def train(
     if dev_data is not None:
         assert dev is not None
         _check_labels(dev_data, labels, dev, "the training data")
-    resolved = resolve_model(model_spec(model))
+    resolved = resolve_model(model_spec(model), role="a base encoder for 'ner train'")
     tokenizer = load_tokenizer(resolved)
     encoder = load_model(resolved, AutoModel)
     dev_name = resolve_device(device)

@@ -113,10 +113,10 @@ def nsp_adapt(
     pairs = build_nsp_pairs(train_docs, seed=seed, max_pairs=max_pairs)
     eval_pairs = build_nsp_pairs(eval_docs, seed=seed + 1) if eval_docs else []
 
-    resolved = resolve_model(model_spec(model))
+    resolved = resolve_model(model_spec(model), role="a BERT-family model for 'nsp-adapt'")
     model_class = nsp_model_class(resolved)
-    nsp_model = load_model(resolved, model_class)
     tokenizer = load_tokenizer(resolved)
+    nsp_model = load_model(resolved, model_class)
     trainable = _freeze(nsp_model, layers_spec)
     dev_name = resolve_device(device)
     nsp_model.to(dev_name)

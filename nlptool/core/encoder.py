@@ -57,7 +57,15 @@ from torch import Tensor
 
 from nlptool.core.batching import length_batches
 from nlptool.core.errors import ModelNotFoundError, NlptoolError, RowError
-from nlptool.core.models import ResolvedModel, hub_offline, load_model, load_tokenizer, resolve_model
+from nlptool.core.models import (
+    ResolvedModel,
+    damaged,
+    hub_offline,
+    load_model,
+    load_tokenizer,
+    read_json_file,
+    resolve_model,
+)
 
 POOLING_MODES = ("cls", "mean", "first-last-avg", "pooler")
 
@@ -160,9 +168,11 @@ class SentenceEncoder(torch.nn.Module):
             NlptoolError: unknown pooling, ``pooler`` on a checkpoint without pooler weights, a folder whose
                 sentence-transformers pipeline nlptool cannot reproduce, a missing model (ModelNotFoundError).
         """
-        resolved = resolve_model(None if spec is None else str(spec))
+        resolved = resolve_model(None if spec is None else str(spec), role="a sentence encoder")
         if pooling is not None:
             _check_pooling(pooling, "the pooling argument")
+        if resolved.source != "hub":
+            _check_st_files(Path(resolved.location))
         saved_pooling, saved_length = _saved_settings(resolved, need_pooling=pooling is None)
         chosen = pooling or saved_pooling or "mean"
         tokenizer = load_tokenizer(resolved)
@@ -507,6 +517,34 @@ def _read_json(resolved: ResolvedModel, name: str) -> Any | None:
         raise NlptoolError(
             f"{path} is not valid JSON ({exc}); fix or delete the file, or pass the pooling explicitly"
         ) from None
+
+
+def _check_st_files(folder: Path) -> None:
+    """Refuse a damaged settings file of a local sentence-encoder folder (nlptool's own, sentence-transformers'),
+    even one that this load would not read (e.g. ``1_Pooling`` when ``nlptool_encoder.json`` gives the pooling)."""
+    for name in (NLPTOOL_CONFIG, "sentence_bert_config.json"):
+        if (folder / name).is_file():
+            read_json_file(folder / name)
+    if not (folder / "modules.json").is_file():
+        return
+    modules = read_json_file(folder / "modules.json", expect=list)
+    if not modules or not all(isinstance(m, dict) and isinstance(m.get("type"), str) for m in modules):
+        raise damaged(folder / "modules.json", "not a list of sentence-transformers modules with a 'type'")
+    if not any(m["type"].rsplit(".", 1)[-1] == "Transformer" for m in modules):
+        raise damaged(folder / "modules.json", "no Transformer module")
+    for m in modules:
+        sub = m.get("path")
+        if not isinstance(sub, str):
+            raise damaged(folder / "modules.json", f"module {m.get('name')!r} has no 'path' string")
+        kind = m["type"].rsplit(".", 1)[-1]
+        if kind == "Pooling" and sub.strip("/"):  # the one module whose settings nlptool reads
+            config = folder / sub.strip("/") / "config.json"
+            if not config.is_file():
+                raise NlptoolError(
+                    f"{config} is missing, so the {kind} module that modules.json lists cannot be read; re-save the "
+                    "model, or pass the pooling explicitly"
+                )
+            read_json_file(config)
 
 
 def _saved_settings(resolved: ResolvedModel, *, need_pooling: bool) -> tuple[str | None, int | None]:

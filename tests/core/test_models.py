@@ -1,3 +1,5 @@
+import re
+
 import pytest
 
 from nlptool.core.errors import ModelNotFoundError, NlptoolError
@@ -12,7 +14,7 @@ def test_local_folder(tiny_bert_dir):
 
 
 def test_folder_without_config(tmp_path):
-    with pytest.raises(ModelNotFoundError, match="no config.json"):
+    with pytest.raises(ModelNotFoundError, match="is not a model folder \\(no config.json"):
         resolve_model(str(tmp_path))
 
 
@@ -67,3 +69,56 @@ def test_head_check_refuses_random_nsp_head(tiny_bert_dir, tiny_bert_no_heads_di
             head_name="NSP head",
             fix_hint="train one with nlptool nsp-adapt",
         )
+
+
+# -- folder kinds and damaged files (the checks every loader shares) -------------------------------------------------
+
+
+def test_folder_kind_reads_the_markers_nlptool_writes(tmp_path, tiny_bert_dir, tiny_bert_no_heads_dir):
+    from nlptool.core.models import folder_kind
+
+    assert folder_kind(tiny_bert_dir) == "nsp"  # BertForPreTraining: an NSP head
+    assert folder_kind(tiny_bert_no_heads_dir) == "transformers"
+    assert folder_kind(tmp_path) is None
+    markers = {"kgqa.json": "kg-qa", "ner_config.json": "ner", "nlptool_encoder.json": "sentence-encoder",
+               "modules.json": "sentence-encoder"}  # fmt: skip
+    for marker, kind in markers.items():
+        folder = tmp_path / marker
+        folder.mkdir()
+        (folder / "config.json").write_text('{"model_type": "bert"}', encoding="utf-8")
+        (folder / marker).write_text("{}", encoding="utf-8")
+        assert folder_kind(folder) == kind
+
+
+def test_resolve_model_refuses_another_kind(tmp_path):
+    folder = tmp_path / "kg"
+    folder.mkdir()
+    (folder / "kgqa.json").write_text("{}", encoding="utf-8")
+    expected = "kg is a kg-qa model folder (use it with 'nlptool kg-qa predict|eval|ask'), not a sentence encoder"
+    with pytest.raises(NlptoolError, match=re.escape(expected)):
+        resolve_model(str(folder), role="a sentence encoder")
+
+
+def test_damaged_files_are_named(tmp_path):
+    import torch
+    from safetensors.torch import save_file
+
+    from nlptool.core.models import check_safetensors, load_safetensors, read_json_file
+
+    path = tmp_path / "config.json"
+    for text, problem in [("{", "invalid JSON"), ("[]", "a JSON object expected, found list")]:
+        path.write_text(text, encoding="utf-8")
+        with pytest.raises(NlptoolError, match=f"config.json is damaged \\({problem}"):
+            read_json_file(path)
+    path.write_bytes(b"\xff\xfe")
+    with pytest.raises(NlptoolError, match="config.json is damaged \\(not UTF-8"):
+        read_json_file(path)
+    weights = tmp_path / "w.safetensors"
+    save_file({"a": torch.ones(4, 4)}, str(weights))
+    check_safetensors(weights)
+    assert load_safetensors(weights)["a"].shape == (4, 4)
+    weights.write_bytes(weights.read_bytes()[:-3])
+    with pytest.raises(NlptoolError, match="w.safetensors is damaged .*incomplete metadata"):
+        load_safetensors(weights)
+    with pytest.raises(NlptoolError, match="gone.safetensors is missing"):
+        load_safetensors(tmp_path / "gone.safetensors")

@@ -282,10 +282,12 @@ def test_model_save_load_roundtrip(tmp_path, tiny_bert_no_heads_dir, head):
 
 
 def test_model_load_errors(tmp_path):
-    with pytest.raises(NlptoolError, match="not an nlptool NER model"):
+    with pytest.raises(NlptoolError, match="is not a model folder .* so it is not an NER model folder"):
         SpanNerModel.load(tmp_path)
+    with pytest.raises(NlptoolError, match="does not exist"):
+        SpanNerModel.load(tmp_path / "gone")
     (tmp_path / "ner_config.json").write_text("{bad", encoding="utf-8")
-    with pytest.raises(NlptoolError, match="invalid JSON"):
+    with pytest.raises(NlptoolError, match=r"ner_config.json is damaged \(invalid JSON"):
         SpanNerModel.load(tmp_path)
 
 
