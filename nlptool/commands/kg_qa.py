@@ -456,10 +456,7 @@ def train(
     }
     if dev_eval:
         scores = kgclue_scores(
-            [
-                c[0].answer if c else " |||  ||| "
-                for c in kg.answer([e.question for e in dev_eval], eval_options)
-            ],
+            [c[0].answer if c else " |||  ||| " for c in kg.answer([e.question for e in dev_eval], eval_options)],
             [format_answer(*e.answer) for e in dev_eval],  # type: ignore[misc]
         )
         metrics.update({f"dev_{k}": v for k, v in scores.items()}, dev_questions=len(dev_eval))

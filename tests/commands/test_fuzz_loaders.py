@@ -93,15 +93,15 @@ def _texts(work: Path) -> Path:
 
 
 def _encode(folder: Path, work: Path) -> list[str]:
-    return ["encode", str(folder), str(_texts(work)), "-o", str(work / "out.npy")]
+    return ["encode", str(_texts(work)), "-m", str(folder), "-o", str(work / "out.npy")]
 
 
 def _ner(folder: Path, work: Path) -> list[str]:
-    return ["ner", "predict", str(folder), str(_texts(work)), "-o", str(work / "out.jsonl")]
+    return ["ner", "predict", str(_texts(work)), "-m", str(folder), "-o", str(work / "out.jsonl")]
 
 
 def _kgqa(folder: Path, work: Path) -> list[str]:
-    return ["kg-qa", "predict", str(folder), str(SAMPLE_DATA / "kgqa_dev.jsonl"), "-o", str(work / "out.jsonl"),
+    return ["kg-qa", "predict", str(SAMPLE_DATA / "kgqa_dev.jsonl"), "-m", str(folder), "-o", str(work / "out.jsonl"),
             "--device", "cpu"]  # fmt: skip
 
 

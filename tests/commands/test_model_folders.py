@@ -75,8 +75,8 @@ def test_kgqa_folder_is_refused_by_every_encoder_loader(invoke, kinds, texts, tm
     out = tmp_path / "out"
     out.mkdir()
     cases = [
-        (("encode", kg, texts, "-o", out / "e.npy"), "not a sentence encoder"),
-        (("eval-sts", kg, pairs, "-o", out / "p.jsonl"), "not a sentence encoder"),
+        (("encode", texts, "-m", kg, "-o", out / "e.npy"), "not a sentence encoder"),
+        (("eval-sts", pairs, "-m", kg, "-o", out / "p.jsonl"), "not a sentence encoder"),
         (("zero-shot", texts, "--labels", "w3,w4", "--method", "embedding", "--model", kg, "-o", out / "z.jsonl"),
          "not a sentence encoder"),
         (("train-cosent", "--model", kg, "--train", SAMPLE_DATA / "stsb_train_sample.csv", "--out", out / "cosent"),
@@ -94,7 +94,7 @@ def test_kgqa_folder_is_refused_by_every_encoder_loader(invoke, kinds, texts, tm
 
 
 def test_ner_folder_is_no_sentence_encoder(invoke, kinds, texts):
-    one_line_error(invoke("encode", kinds["ner"], texts), f"{kinds['ner']} {NER_USE}, not a sentence encoder")
+    one_line_error(invoke("encode", texts, "-m", kinds["ner"]), f"{kinds['ner']} {NER_USE}, not a sentence encoder")
 
 
 def test_folder_without_tokenizer_files_is_refused(invoke, kinds, texts, tmp_path):
@@ -103,7 +103,7 @@ def test_folder_without_tokenizer_files_is_refused(invoke, kinds, texts, tmp_pat
     bare.mkdir()
     for name in ("config.json", "model.safetensors"):
         shutil.copy(kinds["kgqa"] / name, bare / name)
-    one_line_error(invoke("encode", bare, texts), f"model folder {bare} has no tokenizer files")
+    one_line_error(invoke("encode", texts, "-m", bare), f"model folder {bare} has no tokenizer files")
 
 
 def test_tokenizer_of_special_tokens_only_is_refused(invoke, tiny_bert_no_heads_dir, texts, tmp_path):
@@ -116,7 +116,7 @@ def test_tokenizer_of_special_tokens_only_is_refused(invoke, tiny_bert_no_heads_
         (folder / name).unlink(missing_ok=True)
     (folder / "vocab.txt").write_text("\n".join(TINY_VOCAB[:5]) + "\n", encoding="utf-8")
     BertTokenizerFast.from_pretrained(folder).save_pretrained(folder)
-    one_line_error(invoke("encode", folder, texts), "turns the text", "into special tokens only")
+    one_line_error(invoke("encode", texts, "-m", folder), "turns the text", "into special tokens only")
 
 
 # -- NER and kg-qa loaders name what they were given -----------------------------------------------------------------
@@ -128,24 +128,26 @@ def test_tokenizer_of_special_tokens_only_is_refused(invoke, tiny_bert_no_heads_
 def test_ner_loader_names_the_kind(invoke, kinds, texts, kind, expected):
     for sub in ("predict", "eval"):
         data = texts if sub == "predict" else SAMPLE_DATA / "ner_dev.jsonl"
-        one_line_error(invoke("ner", sub, kinds[kind], data), f"{kinds[kind]} {expected}, not an NER model folder")
+        one_line_error(
+            invoke("ner", sub, data, "-m", kinds[kind]), f"{kinds[kind]} {expected}, not an NER model folder"
+        )
 
 
 @pytest.mark.parametrize(
     ("kind", "expected"), [("encoder", ENCODER_USE), ("ner", NER_USE), ("nsp", NSP_USE)], ids=["enc", "ner", "nsp"]
 )
 def test_kgqa_loader_names_the_kind(invoke, kinds, kind, expected):
-    res = invoke("kg-qa", "predict", kinds[kind], SAMPLE_DATA / "kgqa_dev.jsonl", "--device", "cpu")
+    res = invoke("kg-qa", "predict", SAMPLE_DATA / "kgqa_dev.jsonl", "-m", kinds[kind], "--device", "cpu")
     one_line_error(res, f"{kinds[kind]} {expected}, not a kg-qa model folder")
 
 
 def test_missing_model_folder_does_not_exist(invoke, texts, tmp_path):
     gone = tmp_path / "gone"
-    one_line_error(invoke("ner", "predict", gone, texts), f"model folder {gone} does not exist")
+    one_line_error(invoke("ner", "predict", texts, "-m", gone), f"model folder {gone} does not exist")
     one_line_error(invoke("kg-qa", "ask", gone, "q?", "--device", "cpu"), f"model folder {gone} does not exist")
     empty = tmp_path / "empty"
     empty.mkdir()
-    one_line_error(invoke("ner", "predict", empty, texts), f"{empty} is not a model folder")
+    one_line_error(invoke("ner", "predict", texts, "-m", empty), f"{empty} is not a model folder")
 
 
 # -- damaged folders name the file -----------------------------------------------------------------------------------
@@ -155,24 +157,26 @@ def test_garbage_ner_head_and_truncated_weights(invoke, kinds, texts, tmp_path):
     ner = tmp_path / "ner"
     shutil.copytree(kinds["ner"], ner)
     (ner / "ner_head.safetensors").write_bytes(b"not a safetensors file at all")
-    one_line_error(invoke("ner", "predict", ner, texts), f"{ner / 'ner_head.safetensors'} is damaged", "retrain")
+    one_line_error(invoke("ner", "predict", texts, "-m", ner), f"{ner / 'ner_head.safetensors'} is damaged", "retrain")
 
     enc = tmp_path / "enc"
     shutil.copytree(kinds["encoder"], enc)
     weights = enc / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:-100])
-    one_line_error(invoke("encode", enc, texts), f"{weights} is damaged", "retrain")
+    one_line_error(invoke("encode", texts, "-m", enc), f"{weights} is damaged", "retrain")
     weights.unlink()
-    one_line_error(invoke("encode", enc, texts), f"model folder {enc} has no weights file")
+    one_line_error(invoke("encode", texts, "-m", enc), f"model folder {enc} has no weights file")
 
 
 def test_invalid_config_json(invoke, kinds, texts, tmp_path):
     ner = tmp_path / "ner"
     shutil.copytree(kinds["ner"], ner)
     (ner / "config.json").write_text('{"model_type": "bert", ', encoding="utf-8")
-    one_line_error(invoke("ner", "predict", ner, texts), f"{ner / 'config.json'} is damaged (invalid JSON")
+    one_line_error(invoke("ner", "predict", texts, "-m", ner), f"{ner / 'config.json'} is damaged (invalid JSON")
     (ner / "config.json").write_text("[1, 2]", encoding="utf-8")
-    one_line_error(invoke("ner", "predict", ner, texts), f"{ner / 'config.json'} is damaged (a JSON object expected")
+    one_line_error(
+        invoke("ner", "predict", texts, "-m", ner), f"{ner / 'config.json'} is damaged (a JSON object expected"
+    )
 
 
 # -- gradcheck --checkpoint ------------------------------------------------------------------------------------------
@@ -218,7 +222,7 @@ def test_kgqa_unilm_folder_is_refused_though_its_tokenizer_works(invoke, tiny_be
     questions = [e.question for e in read_qa(str(SAMPLE_DATA / "kgqa_train.jsonl"))]
     folder = tmp_path / "kgqa-unilm"
     KgqaModel.create(read_kb(kb), questions, model=str(tiny_bert_dir), backbone="unilm").save(folder, kb_path=str(kb))
-    one_line_error(invoke("encode", folder, texts), f"{folder} {KGQA_USE}, not a sentence encoder")
+    one_line_error(invoke("encode", texts, "-m", folder), f"{folder} {KGQA_USE}, not a sentence encoder")
     dev = SAMPLE_DATA / "kgqa_dev.jsonl"
-    res = invoke("kg-qa", "predict", folder, dev, "--device", "cpu", "--num-beams", "2", "--top-k", "1")
+    res = invoke("kg-qa", "predict", dev, "-m", folder, "--device", "cpu", "--num-beams", "2", "--top-k", "1")
     assert res.exit_code == 0, res.stderr
