@@ -22,10 +22,12 @@ from nlptool.commands._common import (
     TrainingProgress,
     check_out_dir,
     info,
+    no_rows_error,
     print_table,
     progress,
     seed_everything,
     warn,
+    warn_empty,
     write_metrics,
 )
 from nlptool.commands.encode import Device, DeviceOpt, model_spec, resolve_device
@@ -263,11 +265,12 @@ def train(
 
     data = read_ner_jsonl(train_file)
     if not data:
-        from nlptool.core.errors import NlptoolError
-
-        raise NlptoolError(f"training file {train_file} has no texts")
+        raise no_rows_error(train_file, "texts", "give training texts (nlptool ner convert writes them)")
     labels = label_set(data)
     dev_data = read_ner_jsonl(dev) if dev else None
+    if dev_data is not None and not dev_data:
+        assert dev is not None
+        raise no_rows_error(dev, "texts", "give dev texts or leave out --dev")
     if dev_data is not None:
         assert dev is not None
         _check_labels(dev_data, labels, dev, "the training data")
@@ -425,11 +428,16 @@ def predict(
     input: Annotated[
         str,
         typer.Argument(
-            help="Texts: JSONL with a 'text' field (other fields are kept), a .txt file (one text per line), or '-'.",
+            help="Texts: a .txt file (one text per line), CSV/TSV/JSONL with a 'text' column (or --text-col; other "
+            "fields are kept), or '-' (JSONL if line 1 starts with '{', else lines; a table with --text-col).",
             show_default=False,
         ),
     ],
     output: OutputOpt = "-",
+    text_col: Annotated[
+        str | None,
+        typer.Option("--text-col", help="Column/field with the text (default: text, sentence, else the first)."),
+    ] = None,
     flat: FlatOpt = False,
     threshold: ThresholdOpt = 0.0,
     batch_size: BatchOpt = 64,
@@ -451,8 +459,8 @@ def predict(
 
     Reference: Su Jianlin, https://kexue.fm/archives/8373
     """
-    from nlptool.core.io import check_output_path, chunked, open_writer
-    from nlptool.core.ner import AlignmentStats, iter_texts, predict_spans, resolve_overlaps
+    from nlptool.core.io import check_output_path, chunked, open_writer, read_texts
+    from nlptool.core.ner import AlignmentStats, predict_spans, resolve_overlaps
 
     check_output_path(output, force)
     net, tokenizer, cfg = _load(model_dir)
@@ -461,9 +469,13 @@ def predict(
     total = AlignmentStats()
     n_ent = 0
     cap = batch_tokens(max_batch_tokens, dev_name)
-    with open_writer(output, "jsonl", force=force) as writer, progress("ner predict", unit="texts") as advance:
-        for block in chunked(iter_texts(input), chunk):
-            texts = [rec["text"] for _, rec in block]
+    with (
+        read_texts(input, text_col=text_col, keep_blank=True) as reader,
+        open_writer(output, "jsonl", force=force) as writer,
+        progress("ner predict", unit="texts") as advance,
+    ):
+        for block in chunked(reader, chunk):
+            texts = [rec.text for rec in block]
             preds, stats = predict_spans(
                 net,
                 tokenizer,
@@ -475,18 +487,20 @@ def predict(
                 stride=stride,
             )
             _merge_stats(total, stats)
-            for (_, rec), ents in zip(block, preds, strict=True):
+            for rec, ents in zip(block, preds, strict=True):
                 if flat:
                     ents = resolve_overlaps(ents)
                 n_ent += len(ents)
                 writer.write(
                     {
-                        "text": rec["text"],
+                        "text": rec.text,
                         "entities": ents,
-                        **{k: v for k, v in rec.items() if k not in ("text", "entities")},
+                        **{k: v for k, v in rec.data.items() if k not in ("text", "entities")},
                     }
                 )
             advance(len(block))
+    if total.texts == 0:
+        warn_empty(input)
     report_alignment(total, f"input {input}")
     info(f"ner predict: {total.texts} texts, {n_ent} entities ({', '.join(cfg['labels'])})")
 
@@ -540,6 +554,8 @@ def eval_(
     check_output_path(predictions_out, force)
     check_output_path(metrics_out, force)
     data = read_ner_jsonl(gold)
+    if not data:
+        raise no_rows_error(gold, "texts", "give gold texts with entities (nlptool ner convert writes them)")
     net, tokenizer, cfg = _load(model_dir)
     _check_labels(data, cfg["labels"], gold, f"the model {model_dir}")
     dev_name = resolve_device(device)
@@ -628,5 +644,7 @@ def convert(
     with open_writer(output, "jsonl", force=force) as writer:
         for rec in records:
             writer.write(rec)
+    if stats.texts == 0:
+        warn_empty(input)
     per = ", ".join(f"{k} {v}" for k, v in sorted(stats.labels.items()))
     info(f"ner convert: {stats.texts} texts, {stats.entities} entities ({per or 'none'}) from {input}")

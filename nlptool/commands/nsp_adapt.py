@@ -17,6 +17,7 @@ from nlptool.commands._common import (
     TrainingProgress,
     check_out_dir,
     info,
+    no_rows_error,
     print_table,
     seed_everything,
     write_metrics,
@@ -31,7 +32,7 @@ def nsp_adapt(
         typer.Option(
             "--corpus",
             help="Unlabelled documents: plain text with blank lines between documents, or JSONL with one document "
-            "per line (--text-field).",
+            "per line (--text-field); '-' for stdin.",
         ),
     ],
     out: Annotated[str, typer.Option("--out", help="Output model folder (must be new or empty, or --force).")],
@@ -100,6 +101,8 @@ def nsp_adapt(
     seed_everything(seed)
 
     docs = read_corpus(corpus, text_field=text_field)
+    if not docs:
+        raise no_rows_error(corpus, "documents", "give a corpus with text")
     n_sentences = sum(len(d) for d in docs)
     train_docs, eval_docs = split_documents(docs, eval_fraction, seed=seed)
     pairs = build_nsp_pairs(train_docs, seed=seed, max_pairs=max_pairs)

@@ -540,23 +540,36 @@ def read_corpus(path: str | Path, *, text_field: str = "text", fmt: str | None =
       (:func:`split_sentences`), so one paragraph or sentence per line works best;
     - JSONL: one document per line in the field ``text_field`` (a string; its line breaks also end sentences).
 
-    Empty documents are skipped. Errors name the file and line.
+    ``-`` reads stdin (JSONL when its line 1 starts with ``{``). Empty documents are skipped. Errors name the file
+    (``<stdin>``) and line; text must be UTF-8.
     """
-    from nlptool.core.io import format_from_path, read_records
+    from nlptool.core.io import replayable
 
-    p = Path(path)
-    if not p.is_file():
+    name = str(path)
+    if name != "-" and not Path(name).is_file():
         raise NlptoolError(f"corpus file {path} does not exist; check the path")
-    kind = fmt or format_from_path(str(p)) or "text"
+    with replayable(name) as source:
+        return _read_corpus(source, name, text_field, fmt)
+
+
+def _read_corpus(source: str, name: str, text_field: str, fmt: str | None) -> list[list[str]]:
+    from nlptool.core.io import format_from_path, open_lines, read_records
+
+    kind = fmt or format_from_path(name)
+    if kind is None and name == "-":  # stdin: JSONL when line 1 starts with '{'
+        with open_lines(source, name=name) as lines:
+            first = next(iter(lines), "")
+        kind = "jsonl" if first.lstrip().startswith("{") else "text"
+    kind = kind or "text"
     docs: list[list[str]] = []
     if kind == "jsonl":
-        with read_records(p, "jsonl") as reader:
+        with read_records(source, "jsonl", name=name) as reader:
             for rec in reader:
                 if text_field not in rec.data:
                     present = ", ".join(list(rec.data)[:8]) or "none"
                     raise InputError(
                         f"missing (fields present: {present}); choose the field with --text-field",
-                        path=str(path),
+                        path=name,
                         line=rec.line,
                         field=text_field,
                     )
@@ -564,7 +577,7 @@ def read_corpus(path: str | Path, *, text_field: str = "text", fmt: str | None =
                 if not isinstance(value, str):
                     raise InputError(
                         f"expected a string, found {type(value).__name__}",
-                        path=str(path),
+                        path=name,
                         line=rec.line,
                         field=text_field,
                     )
@@ -573,21 +586,18 @@ def read_corpus(path: str | Path, *, text_field: str = "text", fmt: str | None =
                     docs.append(sents)
         return docs
     if kind not in ("text", "txt"):
-        raise NlptoolError(f"corpus {path}: unsupported format '{kind}'; give plain text or JSONL")
-    try:
-        with open(p, encoding="utf-8") as fh:
-            current: list[str] = []
-            for line in fh:
-                if not line.strip():
-                    if current:
-                        docs.append(current)
-                        current = []
-                    continue
-                current += split_sentences(line)
-            if current:
-                docs.append(current)
-    except UnicodeDecodeError as exc:
-        raise NlptoolError(f"corpus {path} is not valid UTF-8 ({exc.reason}); convert it to UTF-8") from None
+        raise NlptoolError(f"corpus {name}: unsupported format '{kind}'; give plain text or JSONL")
+    with open_lines(source, name=name) as lines:
+        current: list[str] = []
+        for line in lines:
+            if not line.strip():
+                if current:
+                    docs.append(current)
+                    current = []
+                continue
+            current += split_sentences(line)
+        if current:
+            docs.append(current)
     return docs
 
 
