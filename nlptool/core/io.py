@@ -268,11 +268,15 @@ class TableReader:
 
     # -- plumbing ---------------------------------------------------------------------------------------------------
     def _peek_first_line(self) -> str | None:
-        try:
-            first = next(self._lines)
-        except StopIteration:
-            return None
-        self._lines = itertools.chain([first], self._lines)
+        """The first non-blank line (for sniffing), put back with the blank lines before it."""
+        seen: list[str] = []
+        first = None
+        for line in self._lines:
+            seen.append(line)
+            if line.strip():
+                first = line
+                break
+        self._lines = itertools.chain(seen, self._lines)
         return first
 
     def _init_csv(self, header: bool | None, names: Sequence[str] | None) -> None:
@@ -390,8 +394,9 @@ class TextReader:
             other extensions) sniffed from line 1: ``{`` → JSONL; otherwise a CSV/TSV table (a tab → TSV) when
             ``text_col`` is given or ``table=True``, else plain text.
         header: CSV/TSV header (see :class:`TableReader`).
-        keep_blank: plain text: yield blank lines as empty texts (output rows stay aligned with input lines)
-            instead of skipping them.
+        keep_blank: plain text: yield blank lines before the last text as empty texts (output rows stay aligned
+            with input lines) instead of skipping them; trailing blank lines are always dropped, so an input of
+            blank lines only has no texts.
         table: sniff a table rather than plain text for stdin/unknown extensions (commands with label columns).
         default_cols: the column names tried when ``text_col`` is not given.
 
@@ -468,10 +473,15 @@ class TextReader:
         return self._iter_table(self._table)
 
     def _iter_lines(self, lines: TextLines) -> Iterator[TextRecord]:
+        blanks: list[TextRecord] = []  # kept blank lines wait for a text after them: trailing ones are dropped
         for line in lines:
             text = line.rstrip("\r\n")
-            if not text.strip() and not self.keep_blank:
+            if not text.strip():
+                if self.keep_blank:
+                    blanks.append(TextRecord(lines.line_no, text, {"text": text}))
                 continue
+            yield from blanks
+            blanks.clear()
             yield TextRecord(lines.line_no, text, {"text": text})
 
     def _iter_table(self, reader: TableReader) -> Iterator[TextRecord]:
