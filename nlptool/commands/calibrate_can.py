@@ -132,7 +132,7 @@ def calibrate_can(
                     advance(1)
             fieldnames = reader.fieldnames
         if width is None:
-            warn_empty(input, "rows")
+            warn_empty(input)
             with open_writer(output, fmt_value(output_format), force=force, fieldnames=fieldnames):
                 pass
             write_metrics(metrics_out, {"rows": 0}, force=force, inputs=[input])

@@ -121,6 +121,6 @@ def entropy_normalize(
                 total += len(chunk)
                 advance(len(chunk))
     if total == 0:
-        warn_empty(input, "rows")
+        warn_empty(input)
     if output != "-":
         info(f"entropy-normalize: {total} rows written to {output}")

@@ -265,12 +265,12 @@ def train(
 
     data = read_ner_jsonl(train_file)
     if not data:
-        raise no_rows_error(train_file, "texts", "give training texts (nlptool ner convert writes them)")
+        raise no_rows_error(train_file, "give training texts (nlptool ner convert writes them)")
     labels = label_set(data)
     dev_data = read_ner_jsonl(dev) if dev else None
     if dev_data is not None and not dev_data:
         assert dev is not None
-        raise no_rows_error(dev, "texts", "give dev texts or leave out --dev")
+        raise no_rows_error(dev, "give dev texts or leave out --dev")
     if dev_data is not None:
         assert dev is not None
         _check_labels(dev_data, labels, dev, "the training data")
@@ -555,7 +555,7 @@ def eval_(
     check_output_path(metrics_out, force)
     data = read_ner_jsonl(gold)
     if not data:
-        raise no_rows_error(gold, "texts", "give gold texts with entities (nlptool ner convert writes them)")
+        raise no_rows_error(gold, "give gold texts with entities (nlptool ner convert writes them)")
     net, tokenizer, cfg = _load(model_dir)
     _check_labels(data, cfg["labels"], gold, f"the model {model_dir}")
     dev_name = resolve_device(device)

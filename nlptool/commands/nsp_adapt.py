@@ -102,7 +102,7 @@ def nsp_adapt(
 
     docs = read_corpus(corpus, text_field=text_field)
     if not docs:
-        raise no_rows_error(corpus, "documents", "give a corpus with text")
+        raise no_rows_error(corpus, "give a corpus with text")
     n_sentences = sum(len(d) for d in docs)
     train_docs, eval_docs = split_documents(docs, eval_fraction, seed=seed)
     pairs = build_nsp_pairs(train_docs, seed=seed, max_pairs=max_pairs)

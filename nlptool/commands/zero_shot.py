@@ -184,7 +184,7 @@ def zero_shot(
         fieldnames = reader.fieldnames
         col = reader.text_col or "text"
     if not rows:
-        warn_empty(input, "rows")
+        warn_empty(input)
         with open_writer(output, fmt_value(output_format), force=force, fieldnames=fieldnames):
             pass
         write_metrics(metrics_out, {"rows": 0, "labels": label_names}, force=force, inputs=[input])
