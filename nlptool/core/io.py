@@ -373,7 +373,7 @@ TEXT_COLUMNS = ("text", "sentence", "sentence1", "content", "description", "0")
 TEXT_FORMATS = ("text", *FORMATS)
 
 
-@dataclass
+@dataclass(slots=True)
 class TextRecord:
     """One text to process: the 1-based line it ends on, the text, and the whole row (``{"text": ...}`` for .txt)."""
 
@@ -391,8 +391,8 @@ class TextReader:
         path: a file or ``-`` for stdin.
         text_col: the column/field holding the text; default the first of ``default_cols`` present, else the first.
         fmt: ``text``, ``jsonl``, ``csv``, ``tsv``; ``None``/``auto``: by extension (``.txt``: text), else (stdin,
-            other extensions) sniffed from line 1: ``{`` → JSONL; otherwise a CSV/TSV table (a tab → TSV) when
-            ``text_col`` is given or ``table=True``, else plain text.
+            other extensions) sniffed from the first non-blank line: ``{`` → JSONL; otherwise a CSV/TSV table (a
+            tab → TSV) when ``text_col`` is given or ``table=True``, else plain text.
         header: CSV/TSV header (see :class:`TableReader`).
         keep_blank: plain text: yield blank lines before the last text as empty texts (output rows stay aligned
             with input lines) instead of skipping them; trailing blank lines are always dropped, so an input of
@@ -432,8 +432,14 @@ class TextReader:
         if kind is None and str(path) != "-":
             kind = format_from_path(path) or ("text" if Path(str(path)).suffix.lower() == ".txt" else None)
         source = TextLines(path, stdin=stdin, name=self.path)
-        if kind is None:  # sniff line 1
-            first = next(iter(source), None)
+        if kind is None:  # sniff the first non-blank line
+            seen: list[str] = []
+            first = None
+            for line in source:
+                seen.append(line)
+                if line.strip():
+                    first = line
+                    break
             if first is None:
                 kind = "text"
             elif first.lstrip().startswith("{"):
@@ -442,8 +448,7 @@ class TextReader:
                 kind = "tsv" if "\t" in first else "csv"
             else:
                 kind = "text"
-            if first is not None:
-                source._it = itertools.chain([first], source._it)
+            source._it = itertools.chain(seen, source._it)
         self.fmt = kind
         if kind == "text":
             self._lines = source
@@ -472,17 +477,34 @@ class TextReader:
         assert self._table is not None
         return self._iter_table(self._table)
 
+    def texts(self) -> Iterator[tuple[int, str]]:
+        """``(line, text)`` only (no row dicts: the fast path for plain text)."""
+        if self._lines is None:
+            for rec in self:
+                yield rec.line, rec.text
+            return
+        if self.keep_blank:
+            for rec in self._iter_lines(self._lines):
+                yield rec.line, rec.text
+            return
+        for n, line in enumerate(self._lines, start=1):
+            text = line.rstrip("\r\n")
+            if text and not text.isspace():
+                yield n, text
+
     def _iter_lines(self, lines: TextLines) -> Iterator[TextRecord]:
         blanks: list[TextRecord] = []  # kept blank lines wait for a text after them: trailing ones are dropped
-        for line in lines:
+        keep_blank = self.keep_blank
+        for n, line in enumerate(lines, start=1):  # TextLines yields every physical line
             text = line.rstrip("\r\n")
-            if not text.strip():
-                if self.keep_blank:
-                    blanks.append(TextRecord(lines.line_no, text, {"text": text}))
+            if text.isspace() or not text:
+                if keep_blank:
+                    blanks.append(TextRecord(n, text, {"text": text}))
                 continue
-            yield from blanks
-            blanks.clear()
-            yield TextRecord(lines.line_no, text, {"text": text})
+            if blanks:
+                yield from blanks
+                blanks.clear()
+            yield TextRecord(n, text, {"text": text})
 
     def _iter_table(self, reader: TableReader) -> Iterator[TextRecord]:
         for record in reader:
@@ -535,8 +557,7 @@ def iter_texts(
     iteration ends.
     """
     with TextReader(path, text_col=text_col, fmt=fmt, **kwargs) as reader:
-        for rec in reader:
-            yield rec.line, rec.text
+        yield from reader.texts()
 
 
 def chunked(iterable: Iterable[Any], size: int) -> Iterator[list[Any]]:
