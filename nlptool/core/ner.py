@@ -46,7 +46,7 @@ from typing import Any
 
 import torch
 
-from nlptool.core.batching import length_batches
+from nlptool.core.batching import length_batches, pad_ids
 from nlptool.core.errors import InputError, NlptoolError
 
 __all__ = [
@@ -425,13 +425,8 @@ def _align(ex: NerExample, wins: list[Window], label2id: dict[str, int], stats: 
 
 def collate_windows(windows: Sequence[Window], num_types: int, pad_id: int, *, with_labels: bool = True) -> dict:
     """Pad a batch of windows; with labels, build this batch's dense ``(B, H, L, L)`` 0/1 gold tensor."""
-    length = max(len(w) for w in windows)
-    b = len(windows)
-    ids = torch.full((b, length), pad_id, dtype=torch.long)
-    mask = torch.zeros((b, length), dtype=torch.long)
-    for k, w in enumerate(windows):
-        ids[k, : len(w)] = torch.tensor(w.input_ids, dtype=torch.long)
-        mask[k, : len(w)] = 1
+    ids, mask = pad_ids([w.input_ids for w in windows], pad_id)
+    b, length = ids.shape
     batch = {"input_ids": ids, "attention_mask": mask}
     if with_labels:
         labels = torch.zeros((b, num_types, length, length), dtype=torch.uint8)

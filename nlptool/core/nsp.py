@@ -42,6 +42,7 @@ from typing import Any
 
 import numpy as np
 
+from nlptool.core.batching import pad_ids
 from nlptool.core.errors import InputError, NlptoolError
 
 IS_NEXT = 0  # index of "B follows A" among BERT's two NSP logits (labels=0 in BertForNextSentencePrediction)
@@ -414,15 +415,8 @@ class NSPScorer:
             with torch.inference_mode():
                 for start in range(0, n, batch_size):
                     idx = order[start : start + batch_size]
-                    width = int(lengths[idx[0]])
-                    ids = torch.full((len(idx), width), pad_id, dtype=torch.long)
-                    types = torch.zeros((len(idx), width), dtype=torch.long)
-                    mask = torch.zeros((len(idx), width), dtype=torch.long)
-                    for row, i in enumerate(idx):
-                        k = len(encoded[i][0])
-                        ids[row, :k] = torch.tensor(encoded[i][0])
-                        types[row, :k] = torch.tensor(encoded[i][1])
-                        mask[row, :k] = 1
+                    ids, mask = pad_ids([encoded[i][0] for i in idx], pad_id)
+                    types = pad_ids([encoded[i][1] for i in idx], 0)[0]
                     logits = self.model(
                         input_ids=ids.to(device), token_type_ids=types.to(device), attention_mask=mask.to(device)
                     ).logits
