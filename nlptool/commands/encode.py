@@ -85,7 +85,8 @@ def encode(
         TextFormat,
         typer.Option(
             "--format",
-            help="Input format; auto: by extension (.txt: lines), stdin: JSONL if it starts with '{', else lines.",
+            help="Input format; auto: by extension (.txt: lines), else sniffed: JSONL if it starts with '{', a CSV/TSV "
+            "table with --text-col, else lines.",
         ),
     ] = TextFormat.auto,
     normalize: Annotated[
