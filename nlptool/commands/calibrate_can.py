@@ -301,10 +301,9 @@ def _read_counts_file(path: str, names: list[str] | None, width: int) -> list[fl
     per line (in class order)."""
     import yaml
 
-    from nlptool.core.io import open_lines
+    from nlptool.core.io import read_text
 
-    with open_lines(path) as lines:
-        text = "".join(lines)
+    text = read_text(path)
     if path.endswith((".json", ".yaml", ".yml")):
         try:
             doc = yaml.safe_load(text)

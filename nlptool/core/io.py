@@ -193,6 +193,13 @@ def open_lines(path: str | os.PathLike, *, stdin: IO[Any] | None = None, name: s
     return TextLines(path, stdin=stdin, name=name)
 
 
+def read_text(path: str | os.PathLike, *, stdin: IO[Any] | None = None) -> str:
+    """The whole text of a small file (a config, a prior, a labels file) through :class:`TextLines`: strict UTF-8
+    with the line of a bad byte in the error, BOM dropped."""
+    with TextLines(path, stdin=stdin) as lines:
+        return "".join(lines)
+
+
 @contextlib.contextmanager
 def replayable(path: str | os.PathLike, *, stdin: IO[Any] | None = None) -> Iterator[str]:
     """A path that can be read more than once: ``path`` itself, or for ``-`` a temporary copy of stdin.
@@ -781,6 +788,7 @@ __all__ = [
     "get_field",
     "iter_texts",
     "open_lines",
+    "read_text",
     "read_texts",
     "replayable",
     "json_safe",

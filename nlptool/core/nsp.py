@@ -160,16 +160,17 @@ def read_labels_file(path: str | Path, template: str | None = None) -> tuple[lis
     p = Path(path)
     if not p.is_file():
         raise NlptoolError(f"labels file {path} does not exist; check the path")
+    from nlptool.core.io import read_text
+
+    text = read_text(p)
     try:
-        doc = yaml.safe_load(p.read_text(encoding="utf-8"))
+        doc = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f":{mark.line + 1}" if mark is not None else ""
         raise NlptoolError(
             f"{path}{where}: invalid YAML/JSON ({getattr(exc, 'problem', exc)}); fix the syntax"
         ) from None
-    except UnicodeDecodeError:
-        raise NlptoolError(f"labels file {path} is not UTF-8 text") from None
     file_template = None
     if isinstance(doc, dict) and "labels" in doc and set(doc) <= {"labels", "template"}:
         file_template = doc.get("template")

@@ -263,3 +263,24 @@ def test_nsp_adapt_reads_the_corpus_from_stdin(invoke, tiny_bert_dir, tmp_path):
                "--eval-fraction", "0.25", input=docs)  # fmt: skip
     assert r.exit_code == 0, r.stderr
     assert json.loads((out2 / "metrics.json").read_text())["metrics"]["sentences"] == 24
+
+
+def test_side_files_not_utf8(invoke, tiny_bert_dir, tmp_path):
+    """Config, prior and labels files are decoded by the same reader: one line naming the file and line."""
+    bad = tmp_path / "bad.yaml"
+    bad.write_bytes(b"trials: 1\nlayers: 2,3,1 # caf\xe9\n")
+    r = invoke("--config", bad, "gradcheck")
+    assert r.exit_code == 1 and r.stderr.strip().startswith(f"Error: {bad}:2: not valid UTF-8"), r.stderr
+    preds = tmp_path / "p.jsonl"
+    preds.write_text('{"probs": [0.5, 0.5]}\n', encoding="utf-8")
+    prior = tmp_path / "prior.csv"
+    prior.write_bytes(b"label,count\n0,3\n1\xe9,4\n")
+    r = invoke("calibrate-can", preds, "--prior", prior)
+    assert r.exit_code == 1 and r.stderr.strip() == (
+        f"Error: {prior}:3: not valid UTF-8 text (byte 0xe9 at byte offset 17); convert it to UTF-8 "
+        "(e.g. iconv -f latin1 -t utf-8)"
+    ), r.stderr
+    labels = tmp_path / "labels.yaml"
+    labels.write_bytes(b"- a\n- b\xe9\n")
+    r = invoke("zero-shot", preds, "--labels-file", labels, "--model", tiny_bert_dir)
+    assert r.exit_code == 1 and r.stderr.strip().startswith(f"Error: {labels}:2: not valid UTF-8"), r.stderr
