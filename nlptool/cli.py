@@ -206,11 +206,13 @@ def _load_config(path: str, ctx: Any) -> dict[str, Any]:
     """
     import yaml
 
+    from nlptool.core.io import read_text
+
     p = Path(path)
     if not p.is_file():
         raise NlptoolError(f"config file {path} does not exist; check the path")
     try:
-        doc = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+        doc = yaml.safe_load(read_text(p)) or {}
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f":{mark.line + 1}" if mark is not None else ""

@@ -197,6 +197,22 @@ def warn(message: str) -> None:
         print(f"Warning: {message}", file=sys.stderr)
 
 
+def warn_empty(path: str) -> None:
+    """The empty-input rule of the commands that transform rows (encode, ner predict/convert, zero-shot,
+    calibrate-can, entropy-normalize): an input with no rows gives an empty output, exit 0, and this warning."""
+    name = "<stdin>" if path == "-" else path
+    warn(f"no rows in {name}; the output is empty")
+
+
+def no_rows_error(path: str, fix: str = "give a file with at least one row") -> Exception:
+    """The empty-input rule of the commands that evaluate or train (eval-sts, ner eval/train, train-cosent,
+    nsp-adapt): an input with no rows is an error (exit 1) naming the file."""
+    from nlptool.core.errors import NlptoolError
+
+    name = "<stdin>" if path == "-" else path
+    return NlptoolError(f"no rows in {name}; {fix}")
+
+
 @contextlib.contextmanager
 def progress(description: str, total: float | None = None, unit: str = "rows") -> Iterator[Callable[[float], None]]:
     """A rich progress bar on stderr for long work; yields ``advance(n)``.

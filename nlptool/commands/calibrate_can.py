@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import math
-import os
 from typing import Annotated, Any
 
 import typer
@@ -24,6 +22,7 @@ from nlptool.commands._common import (
     print_table,
     progress,
     warn,
+    warn_empty,
     write_metrics,
 )
 from nlptool.core.errors import InputError, NlptoolError
@@ -101,7 +100,7 @@ def calibrate_can(
     from nlptool.commands._distributions import choose_layout, cli_hint, read_row, write_row
     from nlptool.core.can import calibrate
     from nlptool.core.errors import RowError
-    from nlptool.core.io import check_output_path, open_writer, read_records, spool_stdin
+    from nlptool.core.io import check_output_path, open_writer, read_records, replayable
     from nlptool.core.metrics import accuracy
 
     if prior is not None and prior_from is not None:
@@ -110,15 +109,14 @@ def calibrate_can(
     check_output_path(metrics_out, force)
     class_names = parse_csv_list(labels)
 
-    spooled = spool_stdin() if input == "-" else None
-    source = spooled or input
-    try:
+    # Two passes over the input: stdin is copied to a temporary file that core.io always removes.
+    with replayable(input) as source:
         # Pass 1: only the numbers (and gold labels), not the records: CAN needs every row before adjusting any.
         chunks: list[Any] = []
         lines: list[int] = []
         gold_raw: list[str] = []
         width = None
-        with read_records(source, fmt_value(format), header=header) as reader:
+        with read_records(source, fmt_value(format), header=header, name=input) as reader:
             layout = choose_layout(reader.fieldnames, field, columns, path=input)
             if class_names is None and layout.columns is not None:
                 class_names = list(layout.columns)
@@ -141,7 +139,11 @@ def calibrate_can(
                     advance(1)
             fieldnames = reader.fieldnames
         if width is None:
-            raise NlptoolError(f"input {input} has no rows; nothing to calibrate")
+            warn_empty(input)
+            with open_writer(output, fmt_value(output_format), force=force, fieldnames=fieldnames):
+                pass
+            write_metrics(metrics_out, {"rows": 0}, force=force, inputs=[input])
+            return
         probs = np.asarray(chunks, dtype=np.float64)
         del chunks
         if class_names is not None and len(class_names) != width:
@@ -174,7 +176,7 @@ def calibrate_can(
             extra = [] if layout.columns is not None or field in fieldnames else [field]
             out_fields = [*fieldnames, *extra, "pred", "adjusted", "uncertainty"]
         with (
-            read_records(source, fmt_value(format), header=header) as reader,
+            read_records(source, fmt_value(format), header=header, name=input) as reader,
             open_writer(output, fmt_value(output_format), force=force, fieldnames=out_fields) as writer,
         ):
             for i, record in enumerate(reader):
@@ -183,10 +185,6 @@ def calibrate_can(
                 row["adjusted"] = bool(mask[i])
                 row["uncertainty"] = float(uncertainty[i])
                 writer.write(row)
-    finally:
-        if spooled:
-            with contextlib.suppress(OSError):
-                os.unlink(spooled)
 
     n = len(probs)
     n_unc = int(mask.sum())

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import contextlib
-import itertools
 import os
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
@@ -21,6 +20,7 @@ from nlptool.commands._common import (
     info,
     model_and_input,
     progress,
+    warn_empty,
 )
 from nlptool.core.device import Device, resolve_device  # noqa: F401 - Device: re-exported for old imports
 
@@ -71,7 +71,8 @@ def encode(
         TextFormat,
         typer.Option(
             "--format",
-            help="Input format; auto: by extension (.txt: lines), stdin: JSONL if it starts with '{', else lines.",
+            help="Input format; auto: by extension (.txt: lines), else sniffed: JSONL if it starts with '{', a CSV/TSV "
+            "table with --text-col, else lines.",
         ),
     ] = TextFormat.auto,
     normalize: Annotated[
@@ -105,7 +106,7 @@ def encode(
     import numpy as np
 
     from nlptool.core.encoder import SentenceEncoder
-    from nlptool.core.io import atomic_output, check_output_path, chunked
+    from nlptool.core.io import atomic_output, check_output_path, chunked, iter_texts
 
     model, input = model_and_input(model, input, legacy_input, command="encode")
     check_output_path(output, force)
@@ -114,7 +115,7 @@ def encode(
     dev = resolve_device(device)
     if normalize is None:
         normalize = encoder.normalizes
-    texts = iter_texts(input, input_format.value, text_col, header)
+    texts = iter_texts(input, text_col, input_format.value, header=header)
 
     total = 0
     with progress("encode", unit="texts") as advance:
@@ -160,6 +161,8 @@ def encode(
                         writer.fh.write(f'{{"line": {line}, "embedding": [{", ".join(map(str, vec))}]}}\n')
                     writer.fh.flush()
                     total += len(chunk)
+    if total == 0:
+        warn_empty(input)
     if output != "-":
         info(f"encode: {total} texts × {encoder.dim} dims from {encoder.name} written to {output}")
 
@@ -169,63 +172,3 @@ def _spool_path(output: str) -> tuple[int, str]:
 
     target = Path(output)
     return tempfile.mkstemp(prefix=f".{target.name}.", suffix=".f32", dir=target.parent)
-
-
-def iter_texts(path: str, fmt: str, text_col: str | None, header: bool | None) -> Any:
-    """Yield (line, text) from a text file (one per line) or a CSV/TSV/JSONL table."""
-    from nlptool.core.errors import InputError, NlptoolError
-    from nlptool.core.io import format_from_path, read_records
-
-    kind = fmt
-    if kind == "auto":
-        kind = format_from_path(path) or "text"
-        if path == "-":
-            kind = "stdin-auto"
-    if kind in ("text", "stdin-auto"):
-        import sys
-
-        if path == "-":
-            stream = sys.stdin
-        else:
-            if not Path(path).is_file():
-                raise NlptoolError(f"input file {path} does not exist; check the path")
-            stream = open(path, encoding="utf-8")  # noqa: SIM115 - closed below
-        try:
-            for number, line in enumerate(stream, start=1):
-                if kind == "stdin-auto" and number == 1 and line.lstrip().startswith("{"):
-                    yield from _table_texts(
-                        read_records("-", "jsonl", stdin=itertools.chain([line], stream)), text_col, path
-                    )
-                    return
-                text = line.rstrip("\r\n")
-                if not text.strip():
-                    continue  # blank lines separate nothing here; they are not texts
-                yield number, text
-        except UnicodeDecodeError as exc:
-            raise InputError(f"not valid UTF-8 text ({exc.reason})", path=path) from None
-        finally:
-            if stream is not sys.stdin:
-                stream.close()
-        return
-    yield from _table_texts(read_records(path, kind, header=header), text_col, path)
-
-
-def _table_texts(reader: Any, text_col: str | None, path: str) -> Any:
-    from nlptool.core.errors import InputError
-
-    with reader:
-        col = text_col
-        for record in reader:
-            if col is None:
-                keys = list(record.data)
-                col = next(
-                    (k for k in ("text", "sentence", "sentence1", "0") if k in record.data), keys[0] if keys else None
-                )
-            value = record.data.get(col) if col is not None else None
-            if value is None:
-                raise InputError(
-                    "missing text (choose the column with --text-col)", path=path, line=record.line, field=col
-                )
-            if not isinstance(value, str):
-                raise InputError(f"expected text, found {type(value).__name__}", path=path, line=record.line, field=col)
-            yield record.line, value

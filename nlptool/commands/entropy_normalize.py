@@ -18,6 +18,7 @@ from nlptool.commands._common import (
     fmt_value,
     info,
     progress,
+    warn_empty,
 )
 
 
@@ -119,5 +120,7 @@ def entropy_normalize(
                 writer.fh.flush()
                 total += len(chunk)
                 advance(len(chunk))
+    if total == 0:
+        warn_empty(input)
     if output != "-":
         info(f"entropy-normalize: {total} rows written to {output}")

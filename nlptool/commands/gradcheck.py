@@ -384,5 +384,5 @@ def _read_inputs(path: str, field: str, columns: str | None, fmt: str | None, he
             vectors.append(vec)
             lines.append(record.line)
     if not vectors:
-        raise NlptoolError(f"--input {path} has no rows")
+        raise NlptoolError(f"no rows in {'<stdin>' if path == '-' else path}; give --input at least one input vector")
     return torch.tensor(vectors, dtype=torch.float64), lines

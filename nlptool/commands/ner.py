@@ -28,10 +28,12 @@ from nlptool.commands._common import (
     info,
     interrupt_safe_output,
     model_and_input,
+    no_rows_error,
     print_table,
     progress,
     seed_everything,
     warn,
+    warn_empty,
     write_metrics,
 )
 from nlptool.commands.encode import model_spec
@@ -296,11 +298,12 @@ def train(
 
     data = read_ner_jsonl(train_file)
     if not data:
-        from nlptool.core.errors import NlptoolError
-
-        raise NlptoolError(f"training file {train_file} has no texts")
+        raise no_rows_error(train_file, "give training texts (nlptool ner convert writes them)")
     labels = label_set(data)
     dev_data = read_ner_jsonl(dev) if dev else None
+    if dev_data is not None and not dev_data:
+        assert dev is not None
+        raise no_rows_error(dev, "give dev texts or leave out --dev")
     if dev_data is not None:
         assert dev is not None
         _check_labels(dev_data, labels, dev, "the training data")
@@ -460,13 +463,18 @@ def predict(
     input: Annotated[
         str,
         typer.Argument(
-            help="Texts: JSONL with a 'text' field (other fields are kept), a .txt file (one text per line), or '-'.",
+            help="Texts: a .txt file (one text per line), CSV/TSV/JSONL with a 'text' column (or --text-col; other "
+            "fields are kept), or '-' (JSONL if line 1 starts with '{', else lines; a table with --text-col).",
             show_default=False,
         ),
     ],
     legacy_input: LegacyPositionalArg = None,
     model: ModelDirOpt = None,
     output: OutputOpt = "-",
+    text_col: Annotated[
+        str | None,
+        typer.Option("--text-col", help="Column/field with the text (default: text, sentence, else the first)."),
+    ] = None,
     flat: FlatOpt = False,
     threshold: ThresholdOpt = 0.0,
     batch_size: BatchOpt = 64,
@@ -489,8 +497,8 @@ def predict(
 
     Reference: Su Jianlin, https://kexue.fm/archives/8373
     """
-    from nlptool.core.io import check_output_path, chunked, open_writer
-    from nlptool.core.ner import AlignmentStats, iter_texts, predict_spans, resolve_overlaps
+    from nlptool.core.io import check_output_path, chunked, open_writer, read_texts
+    from nlptool.core.ner import AlignmentStats, predict_spans, resolve_overlaps
 
     model_dir, input = model_and_input(model, input, legacy_input, command="ner predict", required=True)
     check_output_path(output, force)
@@ -501,9 +509,13 @@ def predict(
     n_ent = 0
     cap = batch_tokens(max_batch_tokens, dev_name)
     span_limit = span_cap(max_span_tokens, cfg)
-    with open_writer(output, "jsonl", force=force) as writer, progress("ner predict", unit="texts") as advance:
-        for block in chunked(iter_texts(input), chunk):
-            texts = [rec["text"] for _, rec in block]
+    with (
+        read_texts(input, text_col=text_col, keep_blank=True) as reader,
+        open_writer(output, "jsonl", force=force) as writer,
+        progress("ner predict", unit="texts") as advance,
+    ):
+        for block in chunked(reader, chunk):
+            texts = [rec.text for rec in block]
             preds, stats = predict_spans(
                 net,
                 tokenizer,
@@ -516,18 +528,20 @@ def predict(
                 max_span_tokens=span_limit,
             )
             _merge_stats(total, stats)
-            for (_, rec), ents in zip(block, preds, strict=True):
+            for rec, ents in zip(block, preds, strict=True):
                 if flat:
                     ents = resolve_overlaps(ents)
                 n_ent += len(ents)
                 writer.write(
                     {
-                        "text": rec["text"],
+                        "text": rec.text,
                         "entities": ents,
-                        **{k: v for k, v in rec.items() if k not in ("text", "entities")},
+                        **{k: v for k, v in rec.data.items() if k not in ("text", "entities")},
                     }
                 )
             advance(len(block))
+    if total.texts == 0:
+        warn_empty(input)
     report_alignment(total, f"input {input}")
     info(f"ner predict: {total.texts} texts, {n_ent} entities ({', '.join(cfg['labels'])})")
 
@@ -591,6 +605,8 @@ def eval_(
     check_output_path(output, force)
     check_output_path(metrics_out, force)
     data = read_ner_jsonl(gold)
+    if not data:
+        raise no_rows_error(gold, "give gold texts with entities (nlptool ner convert writes them)")
     net, tokenizer, cfg = _load(model_dir)
     _check_labels(data, cfg["labels"], gold, f"the model {model_dir}")
     dev_name = resolve_device(device)
@@ -681,5 +697,7 @@ def convert(
     with open_writer(output, "jsonl", force=force) as writer:
         for rec in records:
             writer.write(rec)
+    if stats.texts == 0:
+        warn_empty(input)
     per = ", ".join(f"{k} {v}" for k, v in sorted(stats.labels.items()))
     info(f"ner convert: {stats.texts} texts, {stats.entities} entities ({per or 'none'}) from {input}")

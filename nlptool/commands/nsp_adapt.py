@@ -21,6 +21,7 @@ from nlptool.commands._common import (
     hidden_alias,
     info,
     interrupt_safe_output,
+    no_rows_error,
     print_table,
     progress,
     seed_everything,
@@ -36,7 +37,7 @@ def nsp_adapt(
         typer.Option(
             "--corpus",
             help="Unlabelled documents: plain text with blank lines between documents, or JSONL with one document "
-            "per line (--text-col).",
+            "per line (--text-col); '-' for stdin.",
         ),
     ],
     out: Annotated[str, typer.Option("--out", help="Output model folder (must be new or empty, or --force).")],
@@ -108,6 +109,8 @@ def nsp_adapt(
     seed_everything(seed)
 
     docs = _read_corpus_with_progress(corpus, text_col)
+    if not docs:
+        raise no_rows_error(corpus, "give a corpus with text")
     n_sentences = sum(len(d) for d in docs)
     train_docs, eval_docs = split_documents(docs, eval_fraction, seed=seed)
     pairs = build_nsp_pairs(train_docs, seed=seed, max_pairs=max_pairs)

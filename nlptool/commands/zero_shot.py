@@ -24,11 +24,12 @@ from nlptool.commands._common import (
     parse_csv_list,
     print_table,
     progress,
+    warn_empty,
     write_metrics,
 )
-from nlptool.core.errors import InputError, NlptoolError
+from nlptool.core.errors import InputError
 
-TEXT_COLUMNS = ("text", "sentence", "content", "description")
+TEXT_COLUMNS = ("text", "sentence", "content", "description")  # then the first column
 
 
 class Method(str, Enum):
@@ -154,7 +155,7 @@ def zero_shot(
 
     from nlptool.commands.encode import model_spec
     from nlptool.core.device import resolve_device
-    from nlptool.core.io import check_output_path, open_writer, read_records, spool_stdin
+    from nlptool.core.io import check_output_path, open_writer, read_texts
     from nlptool.core.metrics import accuracy, confusion_matrix, macro_f1
     from nlptool.core.nsp import DEFAULT_TEMPLATE, make_prompts, read_labels_file, samples_contrast
 
@@ -176,20 +177,19 @@ def zero_shot(
         used_template = template if template is not None else DEFAULT_TEMPLATE
     label_names = [p.label for p in prompts]
 
-    # -- read the rows
-    spooled = spool_stdin() if input == "-" else None
-    try:
-        with read_records(spooled or input, fmt_value(format), header=header) as reader:
-            rows = list(reader)
-            fieldnames = reader.fieldnames
-    finally:
-        if spooled:
-            import os
-
-            os.unlink(spooled)
+    # -- read the rows (all: every text is scored against every prompt)
+    with read_texts(
+        input, text_col=text_col, fmt=fmt_value(format), header=header, table=True, default_cols=TEXT_COLUMNS
+    ) as reader:
+        rows = list(reader)
+        fieldnames = reader.fieldnames
+        col = reader.text_col or "text"
     if not rows:
-        raise NlptoolError(f"input {input} has no rows; nothing to classify")
-    col = _pick_text_col(text_col, fieldnames, rows[0].data, input)
+        warn_empty(input)
+        with open_writer(output, fmt_value(output_format), force=force, fieldnames=fieldnames):
+            pass
+        write_metrics(metrics_out, {"rows": 0, "labels": label_names}, force=force, inputs=[input])
+        return
     texts = [_text(r, col, input) for r in rows]
     texts2 = [_text(r, text2_col, input) for r in rows] if text2_col else None
     gold = None
@@ -346,22 +346,6 @@ def _content_free_texts(tokenizer: Any) -> list[str]:
             text = text.replace("{mask}", mask)
         texts.append(text)
     return texts
-
-
-def _pick_text_col(requested: str | None, fieldnames: list[str] | None, first: dict, path: str) -> str:
-    names = list(fieldnames) if fieldnames is not None else list(first)
-    if requested is not None:
-        if requested not in names:
-            raise InputError(
-                f"no column '{requested}' (columns: {', '.join(names)}); choose it with --text-col", path=path, line=1
-            )
-        return requested
-    for candidate in TEXT_COLUMNS:
-        if candidate in names:
-            return candidate
-    if not names:
-        raise InputError("the first row has no fields", path=path, line=1)
-    return names[0]
 
 
 def _text(record: Any, col: str, path: str) -> str:

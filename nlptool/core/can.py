@@ -587,11 +587,11 @@ def parse_prior(spec: str, names: list[str] | None, n_classes: int) -> np.ndarra
 
 
 def _read_counts_file(path: str, names: list[str] | None, n_classes: int) -> list[float]:
-    from pathlib import Path
-
     import yaml
 
-    text = Path(path).read_text(encoding="utf-8")
+    from nlptool.core.io import read_text
+
+    text = read_text(path)
     if path.endswith((".json", ".yaml", ".yml")):
         try:
             doc = yaml.safe_load(text)

@@ -12,16 +12,25 @@ means TSV, anything else CSV.
 CSV/TSV headers: with ``header=None`` (auto) the first row is a header unless one of its fields parses as a number
 (the STS-B and SentEval files have no header and end in a numeric score). Headerless columns are named ``"0"``,
 ``"1"``, ... in order.
+
+Decoding is one path for every command (:class:`TextLines`): bytes are read (stdin too, through ``sys.stdin.buffer``)
+and decoded as strict UTF-8 line by line, so a bad byte is an :class:`InputError` naming the file (or ``<stdin>``)
+and the line it is on, never a traceback nor a silent U+FFFD; a UTF-8 byte-order mark is dropped and CRLF endings
+work. Texts to embed, tag or classify are read with :class:`TextReader` / :func:`iter_texts` (a ``.txt`` file, one
+text per line, or a column of a CSV/TSV/JSONL table); commands that read their input twice use
+:func:`replayable` (stdin copied to a temporary file that is always removed).
 """
 
 from __future__ import annotations
 
 import contextlib
 import csv
+import io
 import itertools
 import json
 import math
 import os
+import shutil
 import sys
 import tempfile
 from collections.abc import Iterable, Iterator, Sequence
@@ -83,6 +92,141 @@ def _is_number(value: str) -> bool:
     return True
 
 
+BOM = b"\xef\xbb\xbf"
+
+
+class TextLines:
+    """The lines of a file or stdin, decoded as strict UTF-8, line endings kept; iterate once.
+
+    Args:
+        path: a file path or ``-`` for stdin.
+        stdin: the stream to read for ``-`` (default ``sys.stdin``): its binary ``buffer`` is read when it has one; a
+            binary stream is read as is; a text stream without a buffer (``io.StringIO``) is taken as decoded.
+        name: the name errors give (default: the path, ``<stdin>`` for ``-``); for a spooled copy of stdin.
+
+    A UTF-8 byte-order mark at the start is dropped. A byte sequence that is not UTF-8 raises :class:`InputError`
+    with the file, the line it is on (counted from the byte offset) and the byte offset. ``line_no`` is the number
+    of the last line returned.
+    """
+
+    def __init__(self, path: str | os.PathLike, *, stdin: IO[Any] | None = None, name: str | None = None):
+        self.path = str(path)
+        self.name = name if name is not None else self.path
+        self.line_no = 0
+        self._text: IO[str] | None = None
+        self._bin: IO[bytes] | None = None
+        self._owns = False
+        if self.path == "-":
+            stream: Any = stdin if stdin is not None else sys.stdin
+            if isinstance(stream, (io.RawIOBase, io.BufferedIOBase)):
+                self._bin = stream
+            elif getattr(stream, "buffer", None) is not None:
+                self._bin = stream.buffer
+            else:
+                self._text = stream
+        else:
+            p = Path(self.path)
+            if not p.exists():
+                raise NlptoolError(f"input file {self.path} does not exist; check the path")
+            if p.is_dir():
+                raise NlptoolError(f"input {self.path} is a folder, not a file; give a file")
+            try:
+                self._bin = open(p, "rb")  # noqa: SIM115 - closed by close()
+            except OSError as exc:
+                raise NlptoolError(
+                    f"cannot read input file {self.path} ({exc.strerror}); check its permissions"
+                ) from None
+            self._owns = True
+        self._it = self._lines()
+
+    def _lines(self) -> Iterator[str]:
+        if self._text is not None:
+            try:
+                for n, line in enumerate(self._text, start=1):
+                    self.line_no = n
+                    yield line.lstrip("\ufeff") if n == 1 else line
+            except UnicodeDecodeError as exc:
+                raise InputError(
+                    f"not valid UTF-8 text ({exc.reason}); convert it to UTF-8 (e.g. iconv -f latin1 -t utf-8)",
+                    path=self.name,
+                    line=self.line_no + 1,
+                ) from None
+            return
+        assert self._bin is not None
+        offset = 0
+        for n, raw in enumerate(self._bin, start=1):
+            if n == 1 and raw.startswith(BOM):
+                raw = raw[len(BOM) :]
+                offset = len(BOM)
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise InputError(
+                    f"not valid UTF-8 text (byte 0x{raw[exc.start]:02x} at byte offset {offset + exc.start}); "
+                    "convert it to UTF-8 (e.g. iconv -f latin1 -t utf-8)",
+                    path=self.name,
+                    line=n,
+                ) from None
+            offset += len(raw)
+            self.line_no = n
+            yield line
+
+    def __iter__(self) -> Iterator[str]:
+        return self._it
+
+    def __next__(self) -> str:
+        return next(self._it)
+
+    def close(self) -> None:
+        if self._owns and self._bin is not None:
+            self._bin.close()
+
+    def __enter__(self) -> TextLines:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def open_lines(path: str | os.PathLike, *, stdin: IO[Any] | None = None, name: str | None = None) -> TextLines:
+    """Open ``path`` (``-``: stdin) for strict UTF-8 line reading; see :class:`TextLines`."""
+    return TextLines(path, stdin=stdin, name=name)
+
+
+def read_text(path: str | os.PathLike, *, stdin: IO[Any] | None = None) -> str:
+    """The whole text of a small file (a config, a prior, a labels file) through :class:`TextLines`: strict UTF-8
+    with the line of a bad byte in the error, BOM dropped."""
+    with TextLines(path, stdin=stdin) as lines:
+        return "".join(lines)
+
+
+@contextlib.contextmanager
+def replayable(path: str | os.PathLike, *, stdin: IO[Any] | None = None) -> Iterator[str]:
+    """A path that can be read more than once: ``path`` itself, or for ``-`` a temporary copy of stdin.
+
+    The copy holds the raw bytes (decoding, and its errors, happen when it is read: pass ``name="-"`` to the reader
+    so that messages say ``<stdin>``) and is removed when the block ends, on errors and interrupts too.
+    """
+    if str(path) != "-":
+        yield str(path)
+        return
+    stream: Any = stdin if stdin is not None else sys.stdin
+    fd, tmp = tempfile.mkstemp(prefix="nlptool-stdin-", suffix=".spool")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            if isinstance(stream, (io.RawIOBase, io.BufferedIOBase)):
+                shutil.copyfileobj(stream, fh, 1 << 20)
+            elif getattr(stream, "buffer", None) is not None:
+                shutil.copyfileobj(stream.buffer, fh, 1 << 20)
+            else:
+                while block := stream.read(1 << 20):
+                    fh.write(block.encode("utf-8", "surrogateescape"))
+        yield tmp
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+
+
 @dataclass
 class Record:
     """One input row: its fields and the 1-based physical line it ends on."""
@@ -99,6 +243,8 @@ class TableReader:
         fmt: ``jsonl``, ``csv``, ``tsv`` or ``None``/``"auto"`` (extension, else sniffed).
         header: CSV/TSV only: ``True``, ``False`` or ``None`` for auto-detection (see the module docstring).
         names: CSV/TSV only: column names to use instead of the header / positional names.
+        stdin: the stream for ``-`` (see :class:`TextLines`).
+        name: the name errors give instead of ``path`` (``-`` for a spooled copy of stdin).
 
     Use as a context manager (it closes the file) and iterate it for :class:`Record` objects. ``fieldnames`` is
     known after construction for CSV/TSV (``None`` for JSONL).
@@ -111,48 +257,33 @@ class TableReader:
         *,
         header: bool | None = None,
         names: Sequence[str] | None = None,
-        stdin: IO[str] | None = None,
+        stdin: IO[Any] | None = None,
+        name: str | None = None,
+        _source: TextLines | None = None,
     ):
-        self.path = str(path)
+        self._source = _source if _source is not None else TextLines(path, stdin=stdin, name=name)
+        self.path = self._source.name  # what errors name (a spooled copy of stdin reads as '-')
         self.name = display_name(self.path)
-        if self.path == "-":
-            stream = stdin if stdin is not None else sys.stdin
-            if hasattr(stream, "reconfigure"):
-                with contextlib.suppress(Exception):
-                    stream.reconfigure(encoding="utf-8", errors="strict")
-            self._fh: IO[str] = stream
-            self._owns = False
-        else:
-            p = Path(self.path)
-            if not p.exists():
-                raise NlptoolError(f"input file {self.path} does not exist; check the path")
-            if p.is_dir():
-                raise NlptoolError(f"input {self.path} is a folder, not a file; give a CSV/TSV/JSONL file")
-            self._fh = open(p, encoding="utf-8", newline="")  # noqa: SIM115 - closed by close()
-            self._owns = True
-        self._lines = self._numbered_lines()
+        self._fh = self._source._bin
+        self._lines: Iterator[str] = iter(self._source)
         first = self._peek_first_line()
-        self.fmt = format_from_path(self.path, fmt) or (_sniff_format(first) if first is not None else "jsonl")
+        self.fmt = format_from_path(str(path), fmt) or (_sniff_format(first) if first is not None else "jsonl")
         self.fieldnames: list[str] | None = None
         self._csv_rows: Iterator[tuple[int, list[str]]] | None = None
         if self.fmt in _DELIMITERS:
             self._init_csv(header, names)
 
     # -- plumbing ---------------------------------------------------------------------------------------------------
-    def _numbered_lines(self) -> Iterator[str]:
-        try:
-            yield from self._fh
-        except UnicodeDecodeError as exc:
-            raise InputError(
-                f"not valid UTF-8 text ({exc.reason}); convert the file to UTF-8", path=self.path
-            ) from None
-
     def _peek_first_line(self) -> str | None:
-        try:
-            first = next(self._lines)
-        except StopIteration:
-            return None
-        self._lines = itertools.chain([first], self._lines)
+        """The first non-blank line (for sniffing), put back with the blank lines before it."""
+        seen: list[str] = []
+        first = None
+        for line in self._lines:
+            seen.append(line)
+            if line.strip():
+                first = line
+                break
+        self._lines = itertools.chain(seen, self._lines)
         return first
 
     def _init_csv(self, header: bool | None, names: Sequence[str] | None) -> None:
@@ -230,8 +361,7 @@ class TableReader:
             yield Record(line_no, dict(zip(names, row, strict=True)))
 
     def close(self) -> None:
-        if self._owns:
-            self._fh.close()
+        self._source.close()
 
     def __enter__(self) -> TableReader:
         return self
@@ -243,6 +373,198 @@ class TableReader:
 def read_records(path: str | os.PathLike, fmt: str | None = None, **kwargs: Any) -> TableReader:
     """Open ``path`` for reading records; see :class:`TableReader`."""
     return TableReader(path, fmt, **kwargs)
+
+
+#: Columns tried, in order, for the text when no column is named (then the first column).
+TEXT_COLUMNS = ("text", "sentence", "sentence1", "content", "description", "0")
+TEXT_FORMATS = ("text", *FORMATS)
+
+
+@dataclass(slots=True)
+class TextRecord:
+    """One text to process: the 1-based line it ends on, the text, and the whole row (``{"text": ...}`` for .txt)."""
+
+    line: int
+    text: str
+    data: dict[str, Any]
+
+
+class TextReader:
+    """Texts from a plain-text file (one text per line) or a column of a CSV/TSV/JSONL table, or stdin; lazily.
+
+    The one reader of every command that embeds, tags or classifies texts, so they all accept the same inputs.
+
+    Args:
+        path: a file or ``-`` for stdin.
+        text_col: the column/field holding the text; default the first of ``default_cols`` present, else the first.
+        fmt: ``text``, ``jsonl``, ``csv``, ``tsv``; ``None``/``auto``: by extension (``.txt``: text), else (stdin,
+            other extensions) sniffed from the first non-blank line: ``{`` → JSONL; otherwise a CSV/TSV table (a
+            tab → TSV) when ``text_col`` is given or ``table=True``, else plain text.
+        header: CSV/TSV header (see :class:`TableReader`).
+        keep_blank: plain text: yield blank lines before the last text as empty texts (output rows stay aligned
+            with input lines) instead of skipping them; trailing blank lines are always dropped, so an input of
+            blank lines only has no texts.
+        table: sniff a table rather than plain text for stdin/unknown extensions (commands with label columns).
+        default_cols: the column names tried when ``text_col`` is not given.
+
+    Every row must hold a string in the text column (an :class:`InputError` with file, line and field otherwise).
+    ``fieldnames`` (CSV/TSV header, ``["text"]`` for plain text, ``None`` for JSONL) and ``fmt`` are known after
+    construction; ``text_col`` once the first row is read.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        *,
+        text_col: str | None = None,
+        fmt: str | None = None,
+        header: bool | None = None,
+        keep_blank: bool = False,
+        table: bool = False,
+        default_cols: Sequence[str] = TEXT_COLUMNS,
+        stdin: IO[Any] | None = None,
+        name: str | None = None,
+    ):
+        if fmt == "auto":
+            fmt = None
+        if fmt is not None and fmt not in TEXT_FORMATS:
+            raise NlptoolError(f"unknown format '{fmt}'; choose one of {', '.join(TEXT_FORMATS)}")
+        self.path = str(path) if name is None else name
+        self.text_col = text_col
+        self.keep_blank = keep_blank
+        self.default_cols = tuple(default_cols)
+        self._table: TableReader | None = None
+        self._lines: TextLines | None = None
+        kind = fmt
+        if kind is None and str(path) != "-":
+            kind = format_from_path(path) or ("text" if Path(str(path)).suffix.lower() == ".txt" else None)
+        source = TextLines(path, stdin=stdin, name=self.path)
+        if kind is None:  # sniff the first non-blank line
+            seen: list[str] = []
+            first = None
+            for line in source:
+                seen.append(line)
+                if line.strip():
+                    first = line
+                    break
+            if first is None:
+                kind = "text"
+            elif first.lstrip().startswith("{"):
+                kind = "jsonl"
+            elif text_col is not None or table:
+                kind = "tsv" if "\t" in first else "csv"
+            else:
+                kind = "text"
+            source._it = itertools.chain(seen, source._it)
+        self.fmt = kind
+        if kind == "text":
+            self._lines = source
+            self.fieldnames: list[str] | None = ["text"]
+            if text_col not in (None, "text"):
+                source.close()
+                raise NlptoolError(
+                    f"--text-col {text_col}: {display_name(self.path)} is read as plain text (one text per line); "
+                    "give a CSV/TSV/JSONL table or --format"
+                )
+            self.text_col = "text"
+        else:
+            self._table = TableReader(path, kind, header=header, stdin=stdin, name=self.path, _source=source)
+            self.fieldnames = self._table.fieldnames
+            if text_col is not None and self.fieldnames is not None and text_col not in self.fieldnames:
+                self._table.close()
+                raise InputError(
+                    f"no column '{text_col}' (columns: {', '.join(self.fieldnames)}); choose it with --text-col",
+                    path=self.path,
+                    line=1,
+                )
+
+    def __iter__(self) -> Iterator[TextRecord]:
+        if self._lines is not None:
+            return self._iter_lines(self._lines)
+        assert self._table is not None
+        return self._iter_table(self._table)
+
+    def texts(self) -> Iterator[tuple[int, str]]:
+        """``(line, text)`` only (no row dicts: the fast path for plain text)."""
+        if self._lines is None:
+            for rec in self:
+                yield rec.line, rec.text
+            return
+        if self.keep_blank:
+            for rec in self._iter_lines(self._lines):
+                yield rec.line, rec.text
+            return
+        for n, line in enumerate(self._lines, start=1):
+            text = line.rstrip("\r\n")
+            if text and not text.isspace():
+                yield n, text
+
+    def _iter_lines(self, lines: TextLines) -> Iterator[TextRecord]:
+        blanks: list[TextRecord] = []  # kept blank lines wait for a text after them: trailing ones are dropped
+        keep_blank = self.keep_blank
+        for n, line in enumerate(lines, start=1):  # TextLines yields every physical line
+            text = line.rstrip("\r\n")
+            if text.isspace() or not text:
+                if keep_blank:
+                    blanks.append(TextRecord(n, text, {"text": text}))
+                continue
+            if blanks:
+                yield from blanks
+                blanks.clear()
+            yield TextRecord(n, text, {"text": text})
+
+    def _iter_table(self, reader: TableReader) -> Iterator[TextRecord]:
+        for record in reader:
+            if self.text_col is None:
+                names = self.fieldnames if self.fieldnames is not None else list(record.data)
+                self.text_col = next((c for c in self.default_cols if c in names), names[0] if names else None)
+            col = self.text_col
+            if col is None or col not in record.data or record.data[col] is None:
+                present = ", ".join(list(record.data)[:12]) or "none"
+                raise InputError(
+                    f"missing text (fields present: {present}); choose the column with --text-col",
+                    path=self.path,
+                    line=record.line,
+                    field=col,
+                )
+            value = record.data[col]
+            if not isinstance(value, str):
+                raise InputError(
+                    f"expected a text, found {type(value).__name__}", path=self.path, line=record.line, field=col
+                )
+            yield TextRecord(record.line, value, record.data)
+
+    def close(self) -> None:
+        if self._lines is not None:
+            self._lines.close()
+        if self._table is not None:
+            self._table.close()
+
+    def __enter__(self) -> TextReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def read_texts(path: str | os.PathLike, **kwargs: Any) -> TextReader:
+    """Open ``path`` for reading texts; see :class:`TextReader`."""
+    return TextReader(path, **kwargs)
+
+
+def iter_texts(
+    path: str | os.PathLike,
+    text_col: str | None = None,
+    fmt: str | None = None,
+    **kwargs: Any,
+) -> Iterator[tuple[int, str]]:
+    """``(line, text)`` for every text of ``path`` (``-``: stdin), lazily; see :class:`TextReader` for the formats.
+
+    The file is opened (and a missing file or unknown column reported) on the first ``next()``, and closed when the
+    iteration ends.
+    """
+    with TextReader(path, text_col=text_col, fmt=fmt, **kwargs) as reader:
+        yield from reader.texts()
 
 
 def chunked(iterable: Iterable[Any], size: int) -> Iterator[list[Any]]:
@@ -443,19 +765,6 @@ def open_writer(
         yield RecordWriter(fh, out_fmt, fieldnames)
 
 
-def spool_stdin(stdin: IO[str] | None = None) -> str:
-    """Copy stdin to a temporary file (for commands that need two passes) and return its path.
-
-    The caller removes the file when done.
-    """
-    stream = stdin if stdin is not None else sys.stdin
-    fd, tmp = tempfile.mkstemp(prefix="nlptool-stdin-", suffix=".spool")
-    with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-        while block := stream.read(1 << 20):
-            fh.write(block)
-    return tmp
-
-
 def dumps_metrics(metrics: dict[str, Any]) -> str:
     """Metrics as pretty JSON with sorted keys and raw floats (non-finite → null)."""
     return json.dumps(json_safe(metrics), ensure_ascii=False, sort_keys=True, indent=2) + "\n"
@@ -463,9 +772,13 @@ def dumps_metrics(metrics: dict[str, Any]) -> str:
 
 __all__ = [
     "FORMATS",
+    "TEXT_COLUMNS",
     "Record",
     "RecordWriter",
     "TableReader",
+    "TextLines",
+    "TextReader",
+    "TextRecord",
     "atomic_output",
     "check_output_path",
     "chunked",
@@ -473,10 +786,14 @@ __all__ = [
     "dumps_metrics",
     "format_from_path",
     "get_field",
+    "iter_texts",
+    "open_lines",
+    "read_text",
+    "read_texts",
+    "replayable",
     "json_safe",
     "open_writer",
     "read_records",
-    "spool_stdin",
     "to_float",
     "to_float_list",
 ]

@@ -39,14 +39,14 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from nlptool.core.batching import length_batches
+from nlptool.core.batching import length_batches, pad_ids
 from nlptool.core.errors import InputError, NlptoolError
 
 __all__ = [
@@ -60,7 +60,6 @@ __all__ = [
     "validate_entities",
     "parse_example",
     "read_ner_jsonl",
-    "iter_texts",
     "label_set",
     "default_stride",
     "encode_windows",
@@ -278,39 +277,6 @@ def read_ner_jsonl(path: str, *, require_entities: bool = True) -> list[NerExamp
         return [parse_example(r.data, path=path, line=r.line, require_entities=require_entities) for r in reader]
 
 
-def iter_texts(path: str) -> Iterator[tuple[int, dict]]:
-    """Texts to label: JSONL objects with ``"text"`` (other fields are kept), or plain text, one text per line.
-
-    Yields ``(line, record)`` with ``record["text"]`` a string. ``.txt`` files (and stdin whose first character is
-    not ``{``) are plain text; empty lines are kept as empty texts so line numbers stay aligned.
-    """
-    import itertools
-    import sys
-
-    from nlptool.core.io import read_records
-
-    stdin = None
-    if str(path) == "-":
-        first = sys.stdin.readline()
-        stdin = itertools.chain([first], sys.stdin)
-        if not first.lstrip("\ufeff").startswith("{"):
-            for n, line in enumerate(stdin, start=1):
-                yield n, {"text": line.rstrip("\r\n")}
-            return
-    elif str(path).endswith(".txt"):
-        if not os.path.isfile(path):
-            raise NlptoolError(f"input file {path} does not exist; check the path")
-        with open(path, encoding="utf-8") as fh:
-            for n, line in enumerate(fh, start=1):
-                yield n, {"text": line.rstrip("\r\n").lstrip("\ufeff") if n == 1 else line.rstrip("\r\n")}
-        return
-    with read_records(path, "jsonl", stdin=stdin) as reader:
-        for r in reader:
-            if not isinstance(r.data.get("text"), str):
-                raise InputError("missing or non-string 'text'", path=path, line=r.line, field="text")
-            yield r.line, r.data
-
-
 def label_set(examples: Iterable[NerExample]) -> list[str]:
     """The sorted entity labels of ``examples``."""
     return sorted({e.label for ex in examples for e in ex.entities})
@@ -460,13 +426,8 @@ def _align(ex: NerExample, wins: list[Window], label2id: dict[str, int], stats: 
 
 def collate_windows(windows: Sequence[Window], num_types: int, pad_id: int, *, with_labels: bool = True) -> dict:
     """Pad a batch of windows; with labels, build this batch's dense ``(B, H, L, L)`` 0/1 gold tensor."""
-    length = max(len(w) for w in windows)
-    b = len(windows)
-    ids = torch.full((b, length), pad_id, dtype=torch.long)
-    mask = torch.zeros((b, length), dtype=torch.long)
-    for k, w in enumerate(windows):
-        ids[k, : len(w)] = torch.tensor(w.input_ids, dtype=torch.long)
-        mask[k, : len(w)] = 1
+    ids, mask = pad_ids([w.input_ids for w in windows], pad_id)
+    b, length = ids.shape
     batch = {"input_ids": ids, "attention_mask": mask}
     if with_labels:
         labels = torch.zeros((b, num_types, length, length), dtype=torch.uint8)

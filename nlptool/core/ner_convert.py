@@ -76,35 +76,13 @@ def bio_to_spans(tags: list[str], *, path: str | None = None, lines: list[int] |
 
 
 def _columns(path: str) -> Iterator[tuple[int, list[str] | None]]:
-    """Yield ``(line, fields)`` per line; ``None`` for a blank line (sentence break)."""
-    with _open(path) as fh:
-        for n, raw in enumerate(fh, start=1):
+    """Yield ``(line, fields)`` per line; ``None`` for a blank line (sentence break). Strict UTF-8 (``core.io``)."""
+    from nlptool.core.io import open_lines
+
+    with open_lines(path) as lines:
+        for raw in lines:
             line = raw.rstrip("\r\n")
-            if n == 1:
-                line = line.lstrip("\ufeff")
-            yield n, (line.split() if line.strip() else None)
-
-
-def _open(path: str) -> Any:
-    import sys
-
-    if path == "-":
-        return _NoClose(sys.stdin)
-    try:
-        return open(path, encoding="utf-8")
-    except FileNotFoundError:
-        raise NlptoolError(f"input file {path} does not exist; check the path") from None
-
-
-class _NoClose:
-    def __init__(self, fh: Any) -> None:
-        self.fh = fh
-
-    def __enter__(self) -> Any:
-        return self.fh
-
-    def __exit__(self, *exc: object) -> None:
-        return None
+            yield lines.line_no, (line.split() if line.strip() else None)
 
 
 def _conll(path: str, stats: ConvertStats, *, chars: bool) -> Iterator[dict]:

@@ -42,6 +42,7 @@ from typing import Any
 
 import numpy as np
 
+from nlptool.core.batching import pad_ids
 from nlptool.core.errors import InputError, NlptoolError
 
 IS_NEXT = 0  # index of "B follows A" among BERT's two NSP logits (labels=0 in BertForNextSentencePrediction)
@@ -159,16 +160,17 @@ def read_labels_file(path: str | Path, template: str | None = None) -> tuple[lis
     p = Path(path)
     if not p.is_file():
         raise NlptoolError(f"labels file {path} does not exist; check the path")
+    from nlptool.core.io import read_text
+
+    text = read_text(p)
     try:
-        doc = yaml.safe_load(p.read_text(encoding="utf-8"))
+        doc = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f":{mark.line + 1}" if mark is not None else ""
         raise NlptoolError(
             f"{path}{where}: invalid YAML/JSON ({getattr(exc, 'problem', exc)}); fix the syntax"
         ) from None
-    except UnicodeDecodeError:
-        raise NlptoolError(f"labels file {path} is not UTF-8 text") from None
     file_template = None
     if isinstance(doc, dict) and "labels" in doc and set(doc) <= {"labels", "template"}:
         file_template = doc.get("template")
@@ -415,15 +417,8 @@ class NSPScorer:
             with torch.inference_mode():
                 for start in range(0, n, batch_size):
                     idx = order[start : start + batch_size]
-                    width = int(lengths[idx[0]])
-                    ids = torch.full((len(idx), width), pad_id, dtype=torch.long)
-                    types = torch.zeros((len(idx), width), dtype=torch.long)
-                    mask = torch.zeros((len(idx), width), dtype=torch.long)
-                    for row, i in enumerate(idx):
-                        k = len(encoded[i][0])
-                        ids[row, :k] = torch.tensor(encoded[i][0])
-                        types[row, :k] = torch.tensor(encoded[i][1])
-                        mask[row, :k] = 1
+                    ids, mask = pad_ids([encoded[i][0] for i in idx], pad_id)
+                    types = pad_ids([encoded[i][1] for i in idx], 0)[0]
                     logits = self.model(
                         input_ids=ids.to(device), token_type_ids=types.to(device), attention_mask=mask.to(device)
                     ).logits
@@ -585,24 +580,39 @@ def read_corpus(
       (:func:`split_sentences`), so one paragraph or sentence per line works best;
     - JSONL: one document per line in the field ``text_field`` (a string; its line breaks also end sentences).
 
-    Empty documents are skipped. Errors name the file and line. ``on_progress(n)`` is called as the file is read,
-    with the UTF-8 bytes of each line (plain text) or of each document's text (JSONL), for a progress bar.
+    ``-`` reads stdin (JSONL when its line 1 starts with ``{``). Empty documents are skipped. Errors name the file
+    (``<stdin>``) and line; text must be UTF-8. ``on_progress(n)`` is called as the file is read, with the UTF-8
+    bytes of each line (plain text) or of each document's text (JSONL), for a progress bar.
     """
-    from nlptool.core.io import format_from_path, read_records
+    from nlptool.core.io import replayable
 
-    p = Path(path)
-    if not p.is_file():
+    name = str(path)
+    if name != "-" and not Path(name).is_file():
         raise NlptoolError(f"corpus file {path} does not exist; check the path")
-    kind = fmt or format_from_path(str(p)) or "text"
+    with replayable(name) as source:
+        return _read_corpus(source, name, text_field, fmt, on_progress)
+
+
+def _read_corpus(
+    source: str, name: str, text_field: str, fmt: str | None, on_progress: Callable[[int], None] | None
+) -> list[list[str]]:
+    from nlptool.core.io import format_from_path, open_lines, read_records
+
+    kind = fmt or format_from_path(name)
+    if kind is None and name == "-":  # stdin: JSONL when line 1 starts with '{'
+        with open_lines(source, name=name) as lines:
+            first = next(iter(lines), "")
+        kind = "jsonl" if first.lstrip().startswith("{") else "text"
+    kind = kind or "text"
     docs: list[list[str]] = []
     if kind == "jsonl":
-        with read_records(p, "jsonl") as reader:
+        with read_records(source, "jsonl", name=name) as reader:
             for rec in reader:
                 if text_field not in rec.data:
                     present = ", ".join(list(rec.data)[:8]) or "none"
                     raise InputError(
                         f"missing (fields present: {present}); choose the field with --text-col",
-                        path=str(path),
+                        path=name,
                         line=rec.line,
                         field=text_field,
                     )
@@ -610,7 +620,7 @@ def read_corpus(
                 if not isinstance(value, str):
                     raise InputError(
                         f"expected a string, found {type(value).__name__}",
-                        path=str(path),
+                        path=name,
                         line=rec.line,
                         field=text_field,
                     )
@@ -621,23 +631,20 @@ def read_corpus(
                     on_progress(len(value.encode("utf-8")))
         return docs
     if kind not in ("text", "txt"):
-        raise NlptoolError(f"corpus {path}: unsupported format '{kind}'; give plain text or JSONL")
-    try:
-        with open(p, encoding="utf-8") as fh:
-            current: list[str] = []
-            for line in fh:
-                if on_progress is not None:
-                    on_progress(len(line.encode("utf-8")))
-                if not line.strip():
-                    if current:
-                        docs.append(current)
-                        current = []
-                    continue
-                current += split_sentences(line)
-            if current:
-                docs.append(current)
-    except UnicodeDecodeError as exc:
-        raise NlptoolError(f"corpus {path} is not valid UTF-8 ({exc.reason}); convert it to UTF-8") from None
+        raise NlptoolError(f"corpus {name}: unsupported format '{kind}'; give plain text or JSONL")
+    with open_lines(source, name=name) as lines:
+        current: list[str] = []
+        for line in lines:
+            if on_progress is not None:
+                on_progress(len(line.encode("utf-8")))
+            if not line.strip():
+                if current:
+                    docs.append(current)
+                    current = []
+                continue
+            current += split_sentences(line)
+        if current:
+            docs.append(current)
     return docs
 
 

@@ -114,7 +114,7 @@ def read_pairs(
         it = iter(reader)
         first = next(it, None)
         if first is None:
-            raise NlptoolError(f"pairs file {display_name(path)} has no rows")
+            raise NlptoolError(f"no rows in {display_name(path)}; give a pairs file with at least one row")
         fields = names if names is not None else list(first.data)
         c1 = _pick(fields, text1_col, TEXT1_NAMES, "text1", path)
         c2 = _pick(fields, text2_col, TEXT2_NAMES, "text2", path)

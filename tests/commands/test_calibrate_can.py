@@ -117,7 +117,6 @@ def test_sample_data_runs(invoke, tmp_path):
         ('{"probs": [0.5, 0.5], "label": "q"}\n', ["--label-col", "label"], "label 'q' is not a class"),
         ('{"probs": [0.5, 0.5]}\n', ["--labels", "a,b,c"], "--labels names 3 classes"),
         ('{"probs": [0.5, 0.5]}\n', ["--prior", "abc"], "neither a file nor"),
-        ("", [], "no rows"),
     ],
 )
 def test_bad_input(invoke, tmp_path, content, args, message):

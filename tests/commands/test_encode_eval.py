@@ -49,7 +49,7 @@ def test_encode_table_input(invoke, tiny_bert_dir, tmp_path):
     assert r.exit_code == 0, r.stderr
     assert [row["line"] for row in jsonl(r.stdout)] == [2, 3]
     r = invoke("encode", tiny_bert_dir, src, "--text-col", "nope")
-    assert r.exit_code == 1 and f"{src}:2: field 'nope'" in r.stderr
+    assert r.exit_code == 1 and f"{src}:1: no column 'nope'" in r.stderr
 
 
 def test_encode_refuses_overwrite_and_bad_model(invoke, tiny_bert_dir, texts_file, tmp_path):

@@ -19,3 +19,16 @@ def test_length_batches():
     assert length_batches([], 4, 10) == []
     with pytest.raises(NlptoolError, match="batch size"):
         length_batches(lengths, 0)
+
+
+def test_pad_ids():
+    from nlptool.core.batching import pad_ids
+
+    ids, mask = pad_ids([[5, 6, 7], [8], []], 0)
+    assert ids.tolist() == [[5, 6, 7], [8, 0, 0], [0, 0, 0]] and mask.tolist() == [[1, 1, 1], [1, 0, 0], [0, 0, 0]]
+    assert str(ids.dtype) == "torch.int64" and str(mask.dtype) == "torch.int64"
+    ids, mask = pad_ids([[1, 2]], 9, width=4)
+    assert ids.tolist() == [[1, 2, 9, 9]] and mask.tolist() == [[1, 1, 0, 0]]
+    assert pad_ids([], 0)[0].shape == (0, 0)
+    with pytest.raises(NlptoolError, match="does not fit"):
+        pad_ids([[1, 2, 3]], 0, width=2)

@@ -131,7 +131,7 @@ def test_streaming_does_not_read_ahead(tmp_path):
         first = next(it)
         # the file position is far from the end: records are parsed lazily, not slurped
         assert first.data == {"i": 0}
-        assert r._fh.buffer.raw.tell() < os.path.getsize(p) // 2
+        assert r._fh.raw.tell() < os.path.getsize(p) // 2
         assert [c[-1].data["i"] for c in chunked(it, 4000)] == [4000, 8000, 9999]
 
 
@@ -189,3 +189,92 @@ def test_writer_formats(tmp_path):
     with open_writer(target) as w:
         w.write({"a": 1, "b": "q,r"})
     assert target.read_text() == 'a,b\n1,"q,r"\n'
+
+
+# -- one reader path: strict UTF-8 with file:line, texts, replayable stdin --------------------------------------------
+def test_text_lines_name_the_line_of_a_bad_byte(tmp_path):
+    from nlptool.core.io import open_lines
+
+    p = tmp_path / "a.txt"
+    p.write_bytes(b"\xef\xbb\xbfok\r\n" + "é\n".encode() * 3 + b"caf\xe9\n")
+    with open_lines(p) as lines:
+        it = iter(lines)
+        assert next(it) == "ok\r\n"  # BOM dropped, CRLF kept for the caller
+        with pytest.raises(InputError) as e:
+            list(it)
+    # line 5; the offset counts the BOM: 3 + 4 + 3*3 + 3
+    assert e.value.line == 5 and "byte 0xe9 at byte offset 19" in str(e.value) and str(e.value).startswith(f"{p}:5:")
+    with (
+        pytest.raises(InputError, match=r"^<stdin>:2: not valid UTF-8"),
+        open_lines("-", stdin=io.BytesIO(b"a\n\xff\n")) as s,
+    ):
+        list(s)
+
+
+def test_table_reader_utf8_error_has_a_line_and_stdin_bytes(tmp_path):
+    p = tmp_path / "a.csv"
+    p.write_bytes(b"text,label\nok,1\nbad\xff,0\n")
+    with pytest.raises(InputError, match=r"a.csv:3: not valid UTF-8"):
+        records(p)
+
+    class Stdin(io.TextIOWrapper):  # like sys.stdin: a text wrapper over bytes
+        pass
+
+    with pytest.raises(InputError, match=r"^<stdin>:1: not valid UTF-8"):
+        with read_records("-", stdin=Stdin(io.BytesIO(b'{"a": "\xff"}\n'), encoding="utf-8")) as r:
+            list(r)
+
+
+def test_text_reader_formats_and_blank_lines(tmp_path):
+    from nlptool.core.io import TextReader, iter_texts
+
+    t = tmp_path / "x.txt"
+    t.write_text("alice met bob\n\nbob\n\n\n", encoding="utf-8")
+    assert list(iter_texts(t)) == [(1, "alice met bob"), (3, "bob")]
+    with TextReader(t, keep_blank=True) as r:  # inner blank lines kept (aligned output), trailing ones dropped
+        assert [(x.line, x.text) for x in r] == [(1, "alice met bob"), (2, ""), (3, "bob")]
+    j = tmp_path / "x.jsonl"
+    j.write_text('{"text": "a", "id": 7}\n{"id": 8}\n', encoding="utf-8")
+    it = iter(TextReader(j))
+    assert next(it).data == {"text": "a", "id": 7}
+    with pytest.raises(InputError, match=r"x.jsonl:2: field 'text': missing text"):
+        next(it)
+    c = tmp_path / "x.csv"
+    c.write_text("id,sentence\n1,hello\n", encoding="utf-8")
+    assert list(iter_texts(c)) == [(2, "hello")]
+    with pytest.raises(InputError, match=r"x.csv:1: no column 'q'"):
+        list(iter_texts(c, text_col="q"))
+    with pytest.raises(NlptoolError, match="read as plain text"):
+        list(iter_texts(t, text_col="q"))
+
+
+def test_text_reader_sniffs_stdin():
+    from nlptool.core.io import TextReader
+
+    cases = [
+        ('\n{"text": "a"}\n', {}, "jsonl", [(2, "a")]),
+        ("q,text\n1,a\n", {}, "text", [(1, "q,text"), (2, "1,a")]),  # text commands: lines
+        ("q,text\n1,a\n", {"text_col": "text"}, "csv", [(2, "a")]),
+        ("q\ttext\n1\ta\n", {"table": True}, "tsv", [(2, "a")]),
+    ]
+    for data, kw, fmt, expected in cases:
+        with TextReader("-", stdin=io.BytesIO(data.encode()), **kw) as r:
+            assert r.fmt == fmt and [(x.line, x.text) for x in r] == expected, data
+
+
+def test_replayable_copies_stdin_and_always_removes_it(tmp_path, monkeypatch):
+    import tempfile
+
+    from nlptool.core.io import replayable
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    with replayable("-", stdin=io.BytesIO(b"a\n\xff\n")) as src:
+        assert open(src, "rb").read() == b"a\n\xff\n"  # bytes as they came: decoding errors come when read
+        with pytest.raises(InputError, match=r"^<stdin>:2:"), read_records(src, "csv", name="-") as r:
+            list(r)
+    assert not list(tmp_path.iterdir())
+    with pytest.raises(KeyboardInterrupt), replayable("-", stdin=io.BytesIO(b"x\n")):
+        raise KeyboardInterrupt
+    assert not list(tmp_path.iterdir())
+    with replayable("some.csv") as src:
+        assert src == "some.csv"

@@ -14,7 +14,6 @@ from nlptool.core.ner import (
     SpanNerModel,
     collate_windows,
     encode_windows,
-    iter_texts,
     label_set,
     parse_example,
     read_ner_jsonl,
@@ -123,18 +122,6 @@ def test_read_ner_jsonl_names_file_and_line(tmp_path):
     p.write_text('{"text": "alice", "entities": [{"start": 0, "end": 9, "label": "PER"}]}\n', encoding="utf-8")
     with pytest.raises(InputError, match=r"gold.jsonl:1: field 'entities': entity \[0, 9\)"):
         read_ner_jsonl(str(p))
-
-
-def test_iter_texts_plain_and_jsonl(tmp_path):
-    t = tmp_path / "x.txt"
-    t.write_text("alice met bob\n\nbob\n", encoding="utf-8")
-    assert [(n, r["text"]) for n, r in iter_texts(str(t))] == [(1, "alice met bob"), (2, ""), (3, "bob")]
-    j = tmp_path / "x.jsonl"
-    j.write_text('{"text": "a", "id": 7}\n{"id": 8}\n', encoding="utf-8")
-    it = iter_texts(str(j))
-    assert next(it) == (1, {"text": "a", "id": 7})
-    with pytest.raises(InputError, match="x.jsonl:2"):
-        next(it)
 
 
 # --- alignment ----------------------------------------------------------------------------------------------------
