@@ -184,12 +184,11 @@ def build_trie(
 
     Example: nlptool kg-qa build-trie --kb Knowledge.txt --tokenizer my-kgqa-model -o kb_trie.npz
     """
-    import os
     import sys
     import tempfile
 
     from nlptool.core.errors import NlptoolError
-    from nlptool.core.io import check_output_path, spool_stdin
+    from nlptool.core.io import check_output_path, replayable
     from nlptool.core.kgqa import build_trie_from_file, file_sha256
 
     if output == "-":
@@ -202,8 +201,7 @@ def build_trie(
     check_output_path(output, force)
     check_output_path(metrics_out, force)
     kb_name = "<stdin>" if kb == "-" else kb
-    kb_path = spool_stdin() if kb == "-" else kb
-    try:
+    with replayable(kb) as kb_path:  # stdin: a temporary copy (read twice), always removed
         codec = _codec_for(tokenizer, kb_path, kb_name)
         stats: dict[str, int] = {}
         start = time.perf_counter()
@@ -212,9 +210,6 @@ def build_trie(
         )
         seconds = time.perf_counter() - start
         meta = {"kb_sha256": file_sha256(kb_path), "codec": codec.kind, "values": "kb_line"}
-    finally:
-        if kb == "-":
-            os.unlink(kb_path)
     if stats["collisions"]:
         warn(f"{stats['collisions']} KB keys tokenise identically to another key; the first one is kept in the trie")
     if output == "-":
