@@ -340,6 +340,7 @@ def check_out_dir(out_dir: Path, *, force: bool, resume: bool) -> None:
         raise NlptoolError(f"the parent folder of --out {out_dir} does not exist; create it first")
 
 
+ResumeOpt = Annotated[bool, typer.Option("--resume", help="Continue from OUT/training/checkpoint-last.")]
 SaveEveryOpt = Annotated[
     int,
     typer.Option(

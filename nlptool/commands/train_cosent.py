@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from enum import Enum
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -14,6 +14,7 @@ from nlptool.commands._common import (
     HeaderOpt,
     MetricsOutOpt,
     ModelOpt,
+    ResumeOpt,
     SaveEveryOpt,
     SeedOpt,
     TrainingProgress,
@@ -43,61 +44,77 @@ class Precision(str, Enum):
     fp16 = "fp16"
 
 
+# The command's options (help texts are the --help reference). The optimisation options mirror TrainConfig's.
+TrainOpt = Annotated[str, typer.Option("--train", help="Training pairs: CSV/TSV/JSONL, two texts and a label.")]
+OutOpt = Annotated[str, typer.Option("--out", help="Output folder for the trained model (must be new or empty).")]
+DevOpt = Annotated[
+    str | None, typer.Option("--dev", help="Dev pairs: Spearman after each epoch; the best model is kept.")
+]
+LossOpt = Annotated[
+    Loss, typer.Option("--loss", help="cosent (Su 2022), softmax (Sentence-BERT), cosine-mse (naive regression).")
+]
+ScaleOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--scale",
+        help="CoSENT's λ (cosine differences are multiplied by it). Default: 20 (Su's value, for raw encoders "
+        "such as bert-base), 5 for models that are already sentence encoders (see BENCHMARKS.md).",
+        show_default=False,
+    ),
+]
+EpochsOpt = Annotated[int, typer.Option("--epochs", help="Passes over the training pairs.", min=1)]
+BatchSizeOpt = Annotated[int, typer.Option("--batch-size", help="Pairs per optimizer step (global).", min=2)]
+LrOpt = Annotated[float, typer.Option("--lr", help="Peak learning rate (AdamW).", min=0.0)]
+WarmupOpt = Annotated[float, typer.Option("--warmup", help="Warm-up as a fraction of all steps.", min=0.0, max=1.0)]
+WeightDecayOpt = Annotated[float, typer.Option("--weight-decay", help="AdamW weight decay.", min=0.0)]
+MaxGradNormOpt = Annotated[float, typer.Option("--max-grad-norm", help="Gradient clipping (0: off).", min=0.0)]
+GradAccumOpt = Annotated[int, typer.Option("--grad-accum", help="Batches accumulated per optimizer step.", min=1)]
+MaxLengthOpt = Annotated[
+    int,
+    typer.Option(
+        "--max-length", help="Max tokens per text in training (longer texts are cut); saved with the model.", min=1
+    ),
+]
+LabelTypeOpt = Annotated[
+    LabelType | None, typer.Option("--label-type", help="Label kind (default: detected from the training file).")
+]
+EvalEveryOpt = Annotated[int, typer.Option("--eval-every", help="Also evaluate every N steps (0: per epoch).", min=0)]
+GroupByLengthOpt = Annotated[
+    bool,
+    typer.Option(
+        "--group-by-length/--no-group-by-length",
+        help="Batch pairs of similar length: less padding, about 1.5x faster on STS-B, same dev Spearman there.",
+    ),
+]
+PrecisionOpt = Annotated[Precision, typer.Option("--precision", help="bf16/fp16 autocast (CUDA).")]
+
+
 @interrupt_safe_output
 def train_cosent(
-    train: Annotated[str, typer.Option("--train", help="Training pairs: CSV/TSV/JSONL, two texts and a label.")],
-    out: Annotated[str, typer.Option("--out", help="Output folder for the trained model (must be new or empty).")],
-    dev: Annotated[
-        str | None, typer.Option("--dev", help="Dev pairs: Spearman after each epoch; the best model is kept.")
-    ] = None,
+    train: TrainOpt,
+    out: OutOpt,
+    dev: DevOpt = None,
     model: ModelOpt = None,
     pooling: PoolingOpt = None,
-    loss: Annotated[
-        Loss, typer.Option("--loss", help="cosent (Su 2022), softmax (Sentence-BERT), cosine-mse (naive regression).")
-    ] = Loss.cosent,
-    scale: Annotated[
-        float | None,
-        typer.Option(
-            "--scale",
-            help="CoSENT's λ (cosine differences are multiplied by it). Default: 20 (Su's value, for raw encoders "
-            "such as bert-base), 5 for models that are already sentence encoders (see BENCHMARKS.md).",
-            show_default=False,
-        ),
-    ] = None,
-    epochs: Annotated[int, typer.Option("--epochs", help="Passes over the training pairs.", min=1)] = 1,
-    batch_size: Annotated[int, typer.Option("--batch-size", help="Pairs per optimizer step (global).", min=2)] = 16,
-    lr: Annotated[float, typer.Option("--lr", help="Peak learning rate (AdamW).", min=0.0)] = 2e-5,
-    warmup: Annotated[
-        float, typer.Option("--warmup", help="Warm-up as a fraction of all steps.", min=0.0, max=1.0)
-    ] = 0.1,
-    weight_decay: Annotated[float, typer.Option("--weight-decay", help="AdamW weight decay.", min=0.0)] = 0.01,
-    max_grad_norm: Annotated[float, typer.Option("--max-grad-norm", help="Gradient clipping (0: off).", min=0.0)] = 1.0,
-    grad_accum: Annotated[int, typer.Option("--grad-accum", help="Batches accumulated per optimizer step.", min=1)] = 1,
-    max_length: Annotated[
-        int,
-        typer.Option(
-            "--max-length", help="Max tokens per text in training (longer texts are cut); saved with the model.", min=1
-        ),
-    ] = 128,
-    label_type: Annotated[
-        LabelType | None, typer.Option("--label-type", help="Label kind (default: detected from the training file).")
-    ] = None,
+    loss: LossOpt = Loss.cosent,
+    scale: ScaleOpt = None,
+    epochs: EpochsOpt = 1,
+    batch_size: BatchSizeOpt = 16,
+    lr: LrOpt = 2e-5,
+    warmup: WarmupOpt = 0.1,
+    weight_decay: WeightDecayOpt = 0.01,
+    max_grad_norm: MaxGradNormOpt = 1.0,
+    grad_accum: GradAccumOpt = 1,
+    max_length: MaxLengthOpt = 128,
+    label_type: LabelTypeOpt = None,
     text1_col: Text1Col = None,
     text2_col: Text2Col = None,
     label_col: LabelCol = None,
-    eval_every: Annotated[
-        int, typer.Option("--eval-every", help="Also evaluate every N steps (0: per epoch).", min=0)
-    ] = 0,
-    group_by_length: Annotated[
-        bool,
-        typer.Option(
-            "--group-by-length/--no-group-by-length",
-            help="Batch pairs of similar length: less padding, about 1.5x faster on STS-B, same dev Spearman there.",
-        ),
-    ] = True,
+    eval_every: EvalEveryOpt = 0,
+    group_by_length: GroupByLengthOpt = True,
     device: DeviceOpt = "auto",
-    precision: Annotated[Precision, typer.Option("--precision", help="bf16/fp16 autocast (CUDA).")] = Precision.fp32,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue from OUT/training/checkpoint-last.")] = False,
+    precision: PrecisionOpt = Precision.fp32,
+    resume: ResumeOpt = False,
     save_every: SaveEveryOpt = 0,
     header: HeaderOpt = None,
     metrics_out: MetricsOutOpt = None,
@@ -115,20 +132,12 @@ def train_cosent(
 
     Reference: Su Jianlin, "CoSENT(一):比Sentence-BERT更有效的句向量方案", https://kexue.fm/archives/8847
     """
-    from nlptool.core.cosent import PairTask, dev_problem, fit
+    from nlptool.core.cosent import PairTask, fit
     from nlptool.core.encoder import SentenceEncoder
-    from nlptool.core.pairs import read_pairs
 
     run = TrainingRun(out, force=force, resume=resume, seed=seed, save_every=save_every, metrics_out=metrics_out)
     columns = {"text1_col": text1_col, "text2_col": text2_col, "label_col": label_col, "header": header}
-    data = read_pairs(train, label_type=label_type.value if label_type else None, **columns)
-    dev_data = read_pairs(dev, label_type=data.label_type, **columns) if dev is not None else None
-    if dev_data is not None and (problem := dev_problem(dev_data)) is not None:
-        warn(
-            f"--dev {dev} {problem}, so dev Spearman is undefined: the dev set is not used (no dev evaluation, no "
-            "best-checkpoint selection; the final weights are saved); give dev pairs with different labels"
-        )
-        dev_data = None
+    data, dev_data = _read_pairs_files(train, dev, label_type.value if label_type else None, columns)
     encoder = SentenceEncoder.load(model_spec(model), pooling=pooling.value if pooling else None, max_length=max_length)
     dev_name = resolve_device(device)
     if scale is not None and not scale > 0:
@@ -137,11 +146,7 @@ def train_cosent(
     task.examples(data)  # softmax on graded scores fails here, before --out is created
     run.make_out_dir()  # only now: bad data or a bad model leave no folder behind
     if run.main:
-        info(
-            f"train-cosent: {len(data)} {data.label_type} pairs from {train}; model {encoder.name} "
-            f"(pooling {encoder.pooling}, max length {encoder.max_length}); loss {loss.value}"
-            + (f", λ={task.scale}" if loss == Loss.cosent else "")
-        )
+        info(_summary(train, data, encoder, task))
     config = run.config(
         epochs=epochs,
         batch_size=batch_size,
@@ -160,32 +165,65 @@ def train_cosent(
     if not run.main:
         return
     if dev_data is not None:
-        before = result.fit.before or {}
-        rows = [["before training", 100 * before.get("spearman", float("nan"))]]
-        print_table(
-            "train-cosent", ["", "dev Spearman ×100"], [*rows, ["saved model", 100 * result.metrics["dev_spearman"]]]
-        )
-    params = {
-        "loss": loss.value,
-        "scale": task.scale,
-        "epochs": epochs,
-        "batch_size": batch_size,
-        "lr": lr,
-        "warmup": warmup,
-        "weight_decay": weight_decay,
-        "max_grad_norm": max_grad_norm,
-        "grad_accum": grad_accum,
-        "max_length": encoder.max_length,
-        "pooling": encoder.pooling,
-        "group_by_length": group_by_length,
-        "world_size": run.world,
-        "device": dev_name,
-        "precision": precision.value,
-    }
+        _print_dev_table(result)
+    params = _params(config, task, max_grad_norm=max_grad_norm, encoder=encoder, world_size=run.world)
     inputs = [train, *([dev] if dev else [])]
     run.finish(result.metrics, inputs=inputs, model=encoder.name, params=params, write=write_metrics)
     steps, speed = result.metrics["steps"], result.metrics["pairs_per_s"]
     info(f"train-cosent: model saved to {run.out_dir} ({steps} steps, {speed:.1f} pairs/s)")
+
+
+def _read_pairs_files(train: str, dev: str | None, label_type: str | None, columns: dict[str, Any]) -> tuple[Any, Any]:
+    """The training pairs and the dev pairs (``None`` without --dev, or with a warning when Spearman is undefined on
+    them: the run then trains without dev evaluation)."""
+    from nlptool.core.cosent import dev_problem
+    from nlptool.core.pairs import read_pairs
+
+    data = read_pairs(train, label_type=label_type, **columns)
+    dev_data = read_pairs(dev, label_type=data.label_type, **columns) if dev is not None else None
+    if dev_data is not None and (problem := dev_problem(dev_data)) is not None:
+        warn(
+            f"--dev {dev} {problem}, so dev Spearman is undefined: the dev set is not used (no dev evaluation, no "
+            "best-checkpoint selection; the final weights are saved); give dev pairs with different labels"
+        )
+        dev_data = None
+    return data, dev_data
+
+
+def _summary(train: str, data: Any, encoder: Any, task: Any) -> str:
+    """The line that says what is about to be trained."""
+    lam = f", λ={task.scale}" if task.loss_name == Loss.cosent.value else ""
+    return (
+        f"train-cosent: {len(data)} {data.label_type} pairs from {train}; model {encoder.name} "
+        f"(pooling {encoder.pooling}, max length {encoder.max_length}); loss {task.loss_name}{lam}"
+    )
+
+
+def _print_dev_table(result: Any) -> None:
+    before = (result.fit.before or {}).get("spearman", float("nan"))
+    rows = [["before training", 100 * before], ["saved model", 100 * result.metrics["dev_spearman"]]]
+    print_table("train-cosent", ["", "dev Spearman ×100"], rows)
+
+
+def _params(config: Any, task: Any, *, max_grad_norm: float, encoder: Any, world_size: int) -> dict[str, Any]:
+    """The run's parameters for metrics.json (the option values, and the encoder's pooling and max length)."""
+    return {
+        "loss": task.loss_name,
+        "scale": task.scale,
+        "epochs": config.epochs,
+        "batch_size": config.batch_size,
+        "lr": config.lr,
+        "warmup": config.warmup_ratio,
+        "weight_decay": config.weight_decay,
+        "max_grad_norm": max_grad_norm,
+        "grad_accum": config.grad_accum,
+        "max_length": encoder.max_length,
+        "pooling": encoder.pooling,
+        "group_by_length": config.group_by_length,
+        "world_size": world_size,
+        "device": config.device,
+        "precision": config.precision,
+    }
 
 
 def _with_before(on_progress: Callable[[dict], None]) -> Callable[[dict], None]:
