@@ -82,6 +82,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from nlptool.core.encoder import SentenceEncoder
 from nlptool.core.errors import NlptoolError, plain
 from nlptool.core.pairs import PairData
 from nlptool.core.tasks import TaskFit, fit_task
@@ -539,6 +540,7 @@ class FitResult:
         best_step: the step of the best dev Spearman, or ``None``.
         model_dir: the saved model folder (loads with ``SentenceEncoder.load``), or ``None``.
         fit: the task-level :class:`~nlptool.core.tasks.TaskFit` (the loop's full ``TrainResult`` included).
+        task: the :class:`PairTask` that was trained (its ``head`` holds the softmax classifier, if any).
     """
 
     metrics: dict[str, Any]
@@ -573,7 +575,7 @@ def fit(
         out_dir: the model folder (written as :meth:`SentenceEncoder.save` does), or ``None`` to write nothing.
         dev: dev pairs with at least two different labels, or ``None``.
         loss, scale: the :class:`PairTask`'s (when ``task`` is not given).
-        config: the loop's options (default :class:`~nlptool.core.train.TrainConfig`\\ ()); ``output_dir``,
+        config: the loop's options (default: ``TrainConfig()``); ``output_dir``,
             ``metric`` and ``greater_is_better`` are set here.
         task: a ready :class:`PairTask` (then ``loss`` and ``scale`` must stay at their defaults).
         on_progress: the loop's progress callback; also gets ``{"event": "before", "metrics": ...}``.
@@ -615,8 +617,6 @@ def fit(
     if dev is not None and done.main:
         final = encoder
         if done.model_dir is not None:
-            from nlptool.core.encoder import SentenceEncoder
-
             final = SentenceEncoder.load(str(done.model_dir))
         after = task.evaluate(final, dev)
         before = done.before
