@@ -445,7 +445,8 @@ class PairTask:
     and Pearson.
 
     Args:
-        encoder: the encoder whose tokenizer collates and whose size the softmax head takes (it is not kept).
+        encoder: the shared encoder: its ``tokenize`` collates, its ``dim`` sizes the softmax head (it is not a
+            submodule of the task).
         label_type: ``binary``, ``score`` or ``nli`` (:attr:`PairData.label_type`); sets the softmax head's classes.
         loss: one of :data:`LOSSES`.
         scale: CoSENT's λ; ``None``: :func:`default_scale` of ``encoder``. Ignored by the other losses.
