@@ -161,13 +161,16 @@ def train_cosent(
         group_by_length=group_by_length,
     )
     with TrainingProgress("pairs", ("spearman", "Spearman")) as on_progress:
-        result = fit(encoder, data, out, dev=dev_data, config=config, task=task, on_progress=_with_before(on_progress))
+        result = fit(
+            encoder, data, run.out_dir, dev=dev_data, config=config, task=task, on_progress=_with_before(on_progress)
+        )
     if not run.main:
         return
     if dev_data is not None:
         _print_dev_table(result)
     params = _params(config, task, max_grad_norm=max_grad_norm, encoder=encoder, world_size=run.world)
     inputs = [train, *([dev] if dev else [])]
+    # write=: this module's name for write_metrics, which tests replace to interrupt a finished run
     run.finish(result.metrics, inputs=inputs, model=encoder.name, params=params, write=write_metrics)
     steps, speed = result.metrics["steps"], result.metrics["pairs_per_s"]
     info(f"train-cosent: model saved to {run.out_dir} ({steps} steps, {speed:.1f} pairs/s)")
