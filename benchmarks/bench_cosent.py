@@ -6,7 +6,7 @@ Runs (each training run in its own subprocess with the same thread count):
 - ``st-cosent``: sentence-transformers ``CoSENTLoss`` (raw 0–5 scores: only their order matters);
 - ``st-cosine``: sentence-transformers ``CosineSimilarityLoss`` (scores / 5).
 
-Every trained model is evaluated by the same code (``nlptool.commands.eval_sts.evaluate_pairs``: Spearman of cosine
+Every trained model is evaluated by the same code (``nlptool.core.cosent.evaluate_pairs``: Spearman of cosine
 vs score on the dev file). Throughput is training pairs per second of the training loop (ours: the loop's own clock;
 sentence-transformers: the wall time of ``fit``), median over the runs of a configuration. ``--encode`` also compares
 ``SentenceEncoder.encode`` with ``SentenceTransformer.encode`` on the dev sentences (interleaved repeats, medians).
@@ -73,7 +73,7 @@ def limited_train(args: argparse.Namespace, workdir: Path) -> str:
 
 
 def evaluate(model_dir: str, dev: str) -> dict:
-    from nlptool.commands.eval_sts import evaluate_pairs
+    from nlptool.core.cosent import evaluate_pairs
     from nlptool.core.encoder import SentenceEncoder
     from nlptool.core.pairs import read_pairs
 

@@ -27,7 +27,7 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
 
-    from nlptool.commands.eval_sts import evaluate_pairs
+    from nlptool.core.cosent import evaluate_pairs
     from nlptool.core.encoder import SentenceEncoder
     from nlptool.core.pairs import read_pairs
 

@@ -356,6 +356,7 @@ def check_out_dir(out_dir: Path, *, force: bool, resume: bool) -> None:
         raise NlptoolError(f"the parent folder of --out {out_dir} does not exist; create it first")
 
 
+ResumeOpt = Annotated[bool, typer.Option("--resume", help="Continue from OUT/training/checkpoint-last.")]
 SaveEveryOpt = Annotated[
     int,
     typer.Option(
@@ -501,3 +502,84 @@ class TrainingProgress:
     def __exit__(self, *exc: object) -> None:
         if self.bar is not None:
             self.bar.stop()
+
+
+class TrainingRun:
+    """What a training command does around its training call, in one place (``train-cosent`` uses it; ``ner
+    train``, ``nsp-adapt`` and ``kg-qa train`` can adopt it).
+
+    In order: the constructor checks ``--out`` (:func:`check_out_dir`: new, empty, ``--force`` or ``--resume``) and
+    ``--metrics-out`` on rank 0 only (under torchrun only rank 0 writes) and seeds random/numpy/torch;
+    :meth:`make_out_dir` creates ``--out`` once the data and the model have been checked (bad input leaves no folder
+    behind); :meth:`config` builds the loop's :class:`~nlptool.core.train.TrainConfig` with the run's seed,
+    ``OUT/training``, ``--resume`` and ``--save-every``; :meth:`promote_best` moves ``OUT/training/best`` into
+    ``OUT``; :meth:`finish` writes ``OUT/metrics.json`` and ``--metrics-out`` and only then removes the resume state
+    (``OUT/training/checkpoint-last``), so an interrupt before that can still ``--resume``. Decorate the command with
+    :func:`interrupt_safe_output` for the cleanup after an interrupt before the first checkpoint.
+    """
+
+    def __init__(
+        self, out: str, *, force: bool, resume: bool, seed: int, save_every: int = 0, metrics_out: str | None = None
+    ) -> None:
+        from nlptool.core.io import check_output_path
+        from nlptool.core.tasks import TRAINING_DIR
+        from nlptool.core.train import world_info
+
+        self.out_dir = Path(out)
+        self.training_dir = self.out_dir / TRAINING_DIR
+        self.force, self.resume, self.seed, self.save_every = force, resume, seed, save_every
+        self.metrics_out = metrics_out
+        self.rank, self.world = world_info()
+        if self.main:
+            check_out_dir(self.out_dir, force=force, resume=resume)
+            check_output_path(metrics_out, force)
+        seed_everything(seed)
+
+    @property
+    def main(self) -> bool:
+        """Whether this process writes files and talks to people (rank 0; always without torchrun)."""
+        return self.rank == 0
+
+    def make_out_dir(self) -> None:
+        if self.main:
+            self.out_dir.mkdir(exist_ok=True)
+
+    def config(self, **options: Any) -> Any:
+        """A ``TrainConfig`` of ``options`` (the command's epochs, batch size, lr ...) plus the run's seed, output
+        folder (``OUT/training``), ``--resume`` and ``--save-every``."""
+        from nlptool.core.train import TrainConfig
+
+        return TrainConfig(
+            seed=self.seed,
+            output_dir=str(self.training_dir),
+            resume=self.resume,
+            checkpoint_every=self.save_every,
+            **options,
+        )
+
+    def promote_best(self) -> bool:
+        """Move the best dev checkpoint (``OUT/training/best``) into ``OUT``; whether there was one (rank 0 only)."""
+        from nlptool.core.tasks import promote_best
+
+        return self.main and promote_best(self.out_dir)
+
+    def finish(
+        self,
+        metrics: dict[str, Any],
+        *,
+        inputs: Sequence[str],
+        model: str | None,
+        params: dict[str, Any],
+        write: Callable[..., None] = write_metrics,
+    ) -> None:
+        """Write ``OUT/metrics.json`` and ``--metrics-out`` (``write``: :func:`write_metrics`, or the command
+        module's name for it, which tests replace), then remove the resume state; rank 0 only."""
+        if not self.main:
+            return
+        common = {"seed": self.seed, "inputs": inputs, "model": model, "params": params}
+        write(str(self.out_dir / "metrics.json"), metrics, force=True, **common)
+        write(self.metrics_out, metrics, force=self.force, **common)
+        # resume state is only needed while a run is unfinished: removed last, so an interrupt before here can --resume
+        import shutil
+
+        shutil.rmtree(self.training_dir / "checkpoint-last", ignore_errors=True)

@@ -34,47 +34,14 @@ class LabelType(str, Enum):
     nli = "nli"
 
 
-def evaluate_pairs(encoder: Any, data: Any, *, batch_size: int, device: str, advance: Any = None) -> dict[str, Any]:
-    """Cosines of every pair (each distinct text encoded once) and the STS metrics for them."""
-    import numpy as np
+def __getattr__(name: str) -> Any:
+    """``evaluate_pairs`` and ``constant_value`` moved to :mod:`nlptool.core.cosent`; the old import path still works
+    (resolved lazily, so that ``nlptool --help`` does not import torch)."""
+    if name in ("evaluate_pairs", "constant_value"):
+        from nlptool.core import cosent
 
-    from nlptool.core.metrics import best_threshold_accuracy, pearson, spearman
-
-    unique = list(dict.fromkeys([*data.text1, *data.text2]))
-    index = {t: i for i, t in enumerate(unique)}
-    emb = encoder.encode(unique, batch_size=batch_size, normalize=True, device=device, progress=advance)
-    a = emb[[index[t] for t in data.text1]]
-    b = emb[[index[t] for t in data.text2]]
-    cos = np.sum(a * b, axis=1).astype(np.float64)
-    metrics: dict[str, Any] = {
-        "pairs": len(data),
-        "spearman": spearman(cos, data.labels),
-        "pearson": pearson(cos, data.labels),
-        "label_type": data.label_type,
-    }
-    if data.label_type == "binary":
-        acc, threshold = best_threshold_accuracy(cos, data.labels)
-        metrics["best_threshold_accuracy"] = acc
-        metrics["best_threshold"] = threshold
-    return {"metrics": metrics, "cosine": cos}
-
-
-def constant_value(values: Any) -> float | None:
-    """The common value when every entry of ``values`` is equal (correlations are then undefined), else None."""
-    import numpy as np
-
-    arr = np.asarray(values, dtype=np.float64)
-    if arr.size and bool((arr == arr[0]).all()):
-        return float(arr[0])
-    return None
-
-
-def _label_text(value: float, label_type: str) -> str:
-    if label_type == "nli":
-        from nlptool.core.pairs import NLI_NAMES
-
-        return NLI_NAMES[int(value)]
-    return f"{value:g}"
+        return getattr(cosent, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def eval_sts(
@@ -117,8 +84,8 @@ def eval_sts(
 
     Reference: Su Jianlin, CoSENT, https://kexue.fm/archives/8847 (Spearman is the metric the post reports)
     """
+    from nlptool.core.cosent import check_cosines, check_sts_pairs, evaluate_pairs
     from nlptool.core.encoder import SentenceEncoder
-    from nlptool.core.errors import NlptoolError
     from nlptool.core.io import check_output_path, display_name, open_writer
     from nlptool.core.pairs import read_pairs
 
@@ -133,26 +100,12 @@ def eval_sts(
         label_type=label_type.value if label_type else None,
         header=header,
     )
-    shown = display_name(pairs)
-    if len(data) < 2:
-        raise NlptoolError(f"{shown} has {len(data)} pair; Spearman needs at least 2 pairs with different labels")
-    constant = constant_value(data.labels)
-    if constant is not None:
-        raise NlptoolError(
-            f"{shown}: every label (column {data.columns[2]!r}) is {_label_text(constant, data.label_type)}, "
-            "so Spearman and Pearson are undefined "
-            "(no order to compare the cosines with); evaluate on pairs with at least two different labels"
-        )
+    check_sts_pairs(data, display_name(pairs))
     encoder = SentenceEncoder.load(model_spec(model), pooling=pooling.value if pooling else None, max_length=max_length)
     with progress("eval-sts", unit="texts") as advance:
         result = evaluate_pairs(encoder, data, batch_size=batch_size, device=resolve_device(device), advance=advance)
     metrics = result["metrics"]
-    constant = constant_value(result["cosine"])
-    if constant is not None:
-        raise NlptoolError(
-            f"{shown}: model {encoder.name} gives every pair the same cosine ({constant:.6g}), so Spearman and "
-            "Pearson are undefined; check the model (an untrained or collapsed encoder?) and its --pooling"
-        )
+    check_cosines(result["cosine"], encoder.name, display_name(pairs))
     if output:
         with open_writer(output, force=force) as writer:
             for i in range(len(data)):
