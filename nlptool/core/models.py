@@ -16,6 +16,11 @@ safetensors headers, tokenizer files present) and maps any failure to one line n
 probe text into more than special tokens (:func:`check_tokenizer`). It also checks the heads a technique needs:
 ``from_pretrained`` silently initialises missing weights at random (an NSP head, a pooler), so :func:`load_model` takes
 ``required`` weight-name prefixes and fails if any are missing.
+
+A sentence encoder is found in one call: :func:`resolve_encoder` resolves the spec and reads the settings the model
+records (pooling, max_length, L2 normalisation, from ``nlptool_encoder.json``, sentence-transformers'
+``modules.json``, ``1_Pooling/config.json`` and ``sentence_bert_config.json``) into one :class:`ModelSettings`;
+:meth:`nlptool.core.encoder.SentenceEncoder.load` then only loads the tokenizer and the weights.
 """
 
 from __future__ import annotations
