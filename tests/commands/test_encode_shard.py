@@ -38,7 +38,8 @@ def test_shards_then_merge_equal_one_process(invoke, tiny_bert_dir, texts_file, 
     assert r.exit_code == 0, r.stderr
     out = tmp_path / name
     for i in range(n):
-        r = invoke("encode", "--model", tiny_bert_dir, texts_file, "-o", out, "--batch-size", "2", "--shard", f"{i}/{n}")
+        args = ["--batch-size", "2", "--shard", f"{i}/{n}"]
+        r = invoke("encode", "--model", tiny_bert_dir, texts_file, "-o", out, *args)
         assert r.exit_code == 0, r.stderr
         assert (tmp_path / f"{name}.part-{i}-of-{n}").is_file() and not out.exists()
         assert "no rows" not in r.stderr  # an empty shard is normal
