@@ -169,7 +169,7 @@ def encode(
                     total += len(chunk)
     if (out.rows if sh.torchrun else total) == 0 and sh.main:
         warn_empty(input)
-    if out.path != "-":
+    if output != "-":
         info(f"encode: {total} texts × {encoder.dim} dims from {encoder.name} written to {out.path}")
     if out.rows is not None and output != "-":
         info(f"encode: {out.rows} texts of {sh.count} shards merged into {output}")
