@@ -12,7 +12,9 @@ Each process writes its rows to ``OUTPUT.part-i-of-n`` (atomically); a predictor
 per input row, in its shard's order. Under torchrun, rank 0 waits for the others (a ``torch.distributed`` barrier on
 gloo), merges the parts into ``OUTPUT`` (atomically; an existing ``OUTPUT`` needs ``--force``) and removes them;
 ``-o -`` puts the parts in a temporary folder and rank 0 writes the merged rows to stdout. With ``--shard i/n`` each
-run leaves its part and ``nlptool merge-shards OUTPUT`` (:func:`merge_shards`) merges them.
+run leaves its part and ``nlptool merge-shards OUTPUT`` (:func:`merge_shards`) merges them. Across machines the
+parts must land in one shared folder (``-o -`` under torchrun: one machine only, the parts go to rank 0's temp folder).
+``--shard 0/1`` is a single process (it writes OUTPUT itself).
 
 Merging handles JSONL, CSV/TSV (one header), ``.npy`` (rows interleaved, streamed) and ``.npz`` (every array
 interleaved along axis 0, e.g. encode's ``embeddings`` and ``lines``).
