@@ -405,7 +405,7 @@ def _merge_npy(parts: list[str], fh: IO[bytes]) -> int:
 
 
 def _merge_npz(parts: list[str], fh: IO[bytes], output: str) -> int:
-    """Interleave every array of the .npz parts along axis 0 (through spooled .npy files, so memory stays bounded)."""
+    """Interleave every array of the .npz parts along axis 0 (one array name at a time: .npz members load whole)."""
     import numpy as np
 
     archives = _load_parts(parts)
