@@ -24,6 +24,7 @@ from nlptool.commands._common import (
     warn_empty,
 )
 from nlptool.core.device import Device, resolve_device  # noqa: F401 - Device: re-exported for old imports
+from nlptool.core.models import model_spec  # noqa: F401 - re-exported for the commands
 
 
 class TextFormat(str, Enum):
@@ -50,11 +51,6 @@ MaxLengthOpt = Annotated[
     int | None, typer.Option("--max-length", help="Max tokens per text (default: the model's setting).", min=1)
 ]
 BatchSizeOpt = Annotated[int, typer.Option("--batch-size", help="Texts per forward pass.", min=1)]
-
-
-def model_spec(model: str | None) -> str | None:
-    """'default' (or nothing) selects the bundled default model."""
-    return None if model is None or model.strip().lower() in ("", "default") else model
 
 
 def encode(
