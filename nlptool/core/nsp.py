@@ -26,15 +26,23 @@ Training an NSP head (``nsp-adapt``)
     :func:`read_corpus` reads documents and splits them into sentences (:func:`split_sentences`, English and Chinese
     punctuation), :func:`build_nsp_pairs` pairs each sentence with the next one of its document (IsNext) or, with
     probability 1/2, with a random sentence of another document (NotNext), as in BERT's pre-training.
+    :func:`nsp_data` holds out whole documents and builds both sides' pairs, :func:`load_nsp_model` loads a model
+    whose missing head is initialised from the seed, :func:`set_trainable` picks the layers that train, and
+    :func:`fit` runs the shared loop with :class:`NspTask` (a :class:`nlptool.core.tasks.Task`: collate, the NSP
+    cross-entropy, held-out NSP accuracy as the metric).
 
-The embedding baseline (cosine between the text and each filled prompt) lives in the ``zero-shot`` command; it needs
-no NSP head and uses :class:`nlptool.core.encoder.SentenceEncoder`.
+Classifying (``zero-shot``)
+    :func:`classify_nsp` scores texts against the prompts (candidates or samples contrast, optionally with Zhao et
+    al.'s content-free calibration) and :func:`classify_embedding` is the baseline that needs no NSP head (cosine
+    between the text's and each prompt's :class:`nlptool.core.encoder.SentenceEncoder` embeddings); both return one
+    :class:`ZeroShotResult` (scores, probs, pred, the content-free prior, and the metrics ``zero-shot`` writes).
 """
 
 from __future__ import annotations
 
 import random
 import re
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,26 +60,42 @@ DEFAULT_TEMPLATE = "This text is about {}."
 NSP_WEIGHTS = ("cls.seq_relationship", "pooler")  # what a checkpoint must hold for NSP scoring
 
 __all__ = [
+    "CALIBRATIONS",
+    "CONTENT_FREE_TEXTS",
     "DEFAULT_TEMPLATE",
     "IS_NEXT",
+    "MAPPINGS",
     "NOT_NEXT",
-    "NSPPair",
-    "NSPScorer",
-    "LabelPrompt",
     "POSITIONS",
     "build_nsp_pairs",
     "calibrate_content_free",
     "check_template",
+    "classify_embedding",
+    "classify_nsp",
+    "content_free_texts",
     "fill_template",
+    "fit",
+    "LabelPrompt",
+    "load_nsp_model",
     "make_prompts",
     "normalise_scores",
+    "nsp_data",
     "nsp_model_class",
+    "NspData",
+    "NspFitResult",
+    "NSPPair",
+    "NSPScorer",
+    "NspTask",
     "pair_order",
+    "parse_train_layers",
     "read_corpus",
     "read_labels_file",
     "samples_contrast",
+    "set_trainable",
+    "softmax_rows",
     "split_documents",
     "split_sentences",
+    "ZeroShotResult",
 ]
 
 
@@ -481,6 +505,269 @@ def nsp_model_class(resolved: Any) -> Any:
     return AutoModelForNextSentencePrediction
 
 
+# ------------------------------------------------------------------------------------------- zero-shot classification
+
+#: Zhao et al. (2021)'s content-free inputs; ``{mask}`` becomes the tokenizer's mask token (dropped if it has none).
+CONTENT_FREE_TEXTS = ("N/A", "", "{mask}")
+MAPPINGS = ("candidates", "samples")
+CALIBRATIONS = ("none", "content-free")
+
+
+def content_free_texts(tokenizer: Any) -> list[str]:
+    """:data:`CONTENT_FREE_TEXTS` with ``{mask}`` replaced by the tokenizer's mask token (left out if it has none)."""
+    mask = getattr(tokenizer, "mask_token", None)
+    texts = []
+    for text in CONTENT_FREE_TEXTS:
+        if "{mask}" in text:
+            if not mask:
+                continue
+            text = text.replace("{mask}", mask)
+        texts.append(text)
+    return texts
+
+
+def softmax_rows(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax of an ``(N, L)`` array (max-shifted, so large logits do not overflow)."""
+    z = logits - logits.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+@dataclass
+class ZeroShotResult:
+    """What :func:`classify_nsp` or :func:`classify_embedding` found for ``N`` texts and ``L`` labels.
+
+    Attributes:
+        labels: the label names, in order (the columns of ``scores`` and ``probs``; ``pred`` indexes them).
+        prompts: the prompt sentence of each label.
+        method: ``nsp`` or ``embedding``.
+        mapping: ``candidates`` (argmax over the labels) or ``samples`` (NSP-BERT's samples contrast).
+        scores: candidates: ``(N, L)`` float64, P(IsNext) or the cosine of each (text, prompt); samples: ``(N,)``,
+            the one score each row was ranked by.
+        probs: candidates: ``(N, L)`` rows summing to 1 (NSP: scores over their sum; embedding: ``softmax(cos /
+            T)``), calibrated with ``calibrate="content-free"``; samples: ``None``.
+        pred: ``(N,)`` int64 label indices (the argmax of ``scores``, of the calibrated ``probs`` when calibrated;
+            samples: each row's bin).
+        pairs: (text, prompt) pairs scored (or texts × labels compared, for the embedding method).
+        seconds: wall time of that scoring (the content-free inputs excluded).
+        model: the model's name.
+        content_free_prior: ``(L,)``, the label distribution of the content-free inputs that calibration divided
+            out, or ``None``.
+        content_free_texts: those inputs (``"N/A"``, ``""``, the mask token), or ``None``.
+    """
+
+    labels: list[str]
+    prompts: list[str]
+    method: str
+    mapping: str
+    scores: np.ndarray
+    probs: np.ndarray | None
+    pred: np.ndarray
+    pairs: int
+    seconds: float
+    model: str
+    content_free_prior: np.ndarray | None = None
+    content_free_texts: list[str] | None = None
+
+    @property
+    def pred_labels(self) -> list[str]:
+        """The predicted label name of every text."""
+        return [self.labels[int(k)] for k in self.pred]
+
+    @property
+    def pairs_per_s(self) -> float:
+        return self.pairs / self.seconds if self.seconds > 0 else float("nan")
+
+    def row(self, i: int) -> dict[str, Any]:
+        """The fields ``zero-shot`` adds to input row ``i``: ``scores`` ``{label: score}``, ``probs`` (a list in label
+        order) and ``pred`` (a label name); with the samples mapping ``score`` and ``pred``."""
+        out: dict[str, Any] = {}
+        if self.mapping == "samples":
+            out["score"] = float(self.scores[i])
+        else:
+            out["scores"] = {y: float(s) for y, s in zip(self.labels, self.scores[i], strict=True)}
+            out["probs"] = [float(v) for v in self.probs[i]]  # type: ignore[index]
+        out["pred"] = self.labels[int(self.pred[i])]
+        return out
+
+    def metrics(self, gold: Sequence[int] | np.ndarray | None = None) -> dict[str, Any]:
+        """``zero-shot``'s metrics: rows, labels, prompts, pairs, seconds, pairs per second, predicted counts per label
+        and the content-free prior (when calibrated); with ``gold`` label indices (``(N,)``) also accuracy, macro-F1,
+        the confusion matrix (rows: gold, columns: predicted; :mod:`nlptool.core.metrics`) and the accuracy of always
+        predicting the most frequent gold label."""
+        from nlptool.core.metrics import accuracy, confusion_matrix, macro_f1
+
+        n, n_labels = len(self.pred), len(self.labels)
+        out: dict[str, Any] = {
+            "rows": n,
+            "labels": list(self.labels),
+            "prompts": list(self.prompts),
+            "pairs": self.pairs,
+            "seconds": self.seconds,
+            "pairs_per_s": self.pairs_per_s,
+            "predicted_counts": {y: int((self.pred == k).sum()) for k, y in enumerate(self.labels)},
+        }
+        if self.content_free_prior is not None:
+            out["content_free_prior"] = {y: float(v) for y, v in zip(self.labels, self.content_free_prior, strict=True)}
+        if gold is not None:
+            g = np.asarray(gold, dtype=np.int64)
+            if g.shape != self.pred.shape:
+                raise NlptoolError(f"{len(g)} gold labels for {n} predictions")
+            out["accuracy"] = accuracy(g, self.pred)
+            out["macro_f1"] = macro_f1(g, self.pred, n_labels)
+            out["confusion_matrix"] = confusion_matrix(g, self.pred, n_labels).tolist()
+            out["majority_accuracy"] = float(np.bincount(g, minlength=n_labels).max() / n)
+        return out
+
+
+def _check_zero_shot(texts: Sequence[str], prompts: Sequence[LabelPrompt], calibrate: str | None) -> str:
+    if len(texts) == 0:
+        raise NlptoolError("no texts to classify")
+    _check_labels([p.label for p in prompts], "the prompts")
+    calibrate = calibrate or "none"
+    if calibrate not in CALIBRATIONS:
+        raise NlptoolError(f"unknown calibration '{calibrate}'; choose {' or '.join(CALIBRATIONS)}")
+    return calibrate
+
+
+def classify_nsp(
+    scorer: NSPScorer,
+    texts: Sequence[str],
+    prompts: Sequence[LabelPrompt],
+    *,
+    position: str = "prefix",
+    mapping: str = "candidates",
+    texts2: Sequence[str] | None = None,
+    calibrate: str | None = None,
+    batch_size: int = 64,
+    progress: Callable[[int], None] | None = None,
+) -> ZeroShotResult:
+    r"""NSP-BERT zero-shot classification of ``texts`` with one prompt per label (``zero-shot --method nsp``).
+
+    ``candidates``: ``scores[i, y]`` = P(IsNext) of (prompt ``y``, text ``i``) (``prefix``) or (text, prompt)
+    (``suffix``), :meth:`NSPScorer.score`; ``probs`` = :func:`normalise_scores`; ``pred`` = argmax. With
+    ``calibrate="content-free"`` the content-free texts (:func:`content_free_texts`) are scored against the same
+    prompts and :func:`calibrate_content_free` divides their mean distribution out of ``probs``; ``pred`` is then the
+    argmax of the calibrated ``probs`` (``scores`` stay raw).
+
+    ``samples``: each row gets one score, P(IsNext) of the first label's prompt with the text (or of the pair (text,
+    ``texts2[i]``) when ``texts2`` is given, cut from the longer side), and :func:`samples_contrast` cuts the ranking
+    into ``L`` equal bins, one per label in order.
+
+    Args:
+        scorer: an :class:`NSPScorer` (a model with an NSP head; it scores on the device its model is on).
+        texts: the texts (``N``).
+        prompts: one :class:`LabelPrompt` per label (:func:`make_prompts`, :func:`read_labels_file`), at least 2.
+        position: ``prefix`` (the prompt is segment A) or ``suffix``.
+        mapping: ``candidates`` or ``samples``.
+        texts2: the second texts of a pair task (``samples`` only).
+        calibrate: ``None``/``"none"`` or ``"content-free"`` (``candidates`` only).
+        batch_size: pairs per forward pass.
+        progress: called with the number of pairs scored after each batch (``N × L`` in all; ``N`` for samples).
+
+    Returns:
+        A :class:`ZeroShotResult`.
+
+    Raises:
+        NlptoolError: no texts, fewer than 2 labels, an unknown mapping/position/calibration, a combination the
+            mapping does not take, a prompt that does not fit into the scorer's max length.
+    """
+    calibrate = _check_zero_shot(texts, prompts, calibrate)
+    if mapping not in MAPPINGS:
+        raise NlptoolError(f"unknown mapping '{mapping}'; choose {' or '.join(MAPPINGS)}")
+    if texts2 is not None and mapping != "samples":
+        raise NlptoolError("a pair task (texts2) is scored with the samples mapping")
+    if texts2 is not None and len(texts2) != len(texts):
+        raise NlptoolError(f"{len(texts)} texts but {len(texts2)} second texts")
+    if mapping == "samples" and calibrate != "none":
+        raise NlptoolError("content-free calibration applies to the candidates mapping")
+    labels, prompt_texts = [p.label for p in prompts], [p.prompt for p in prompts]
+    n = len(texts)
+    t0 = time.perf_counter()
+    if mapping == "samples":
+        if texts2 is not None:
+            firsts, seconds, shorten = list(texts), list(texts2), "longest"
+        else:
+            pairs = [pair_order(prompt_texts[0], t, position) for t in texts]
+            firsts, seconds = [a for a, _ in pairs], [b for _, b in pairs]
+            shorten = "second" if position == "prefix" else "first"
+        single = scorer.score_pairs(firsts, seconds, shorten=shorten, batch_size=batch_size, progress=progress)
+        took = time.perf_counter() - t0
+        pred = samples_contrast(single, len(prompts))
+        return ZeroShotResult(labels, prompt_texts, "nsp", mapping, single, None, pred, n, took, scorer.name)
+    scores = scorer.score(texts, prompt_texts, position=position, batch_size=batch_size, progress=progress)
+    took = time.perf_counter() - t0
+    result = ZeroShotResult(
+        labels, prompt_texts, "nsp", mapping, scores, normalise_scores(scores), scores.argmax(axis=1), n * len(labels),
+        took, scorer.name,
+    )  # fmt: skip
+    if calibrate == "content-free":
+        cf_texts = content_free_texts(scorer.tokenizer)
+        cf_probs = normalise_scores(scorer.score(cf_texts, prompt_texts, position=position))
+        _calibrate(result, cf_texts, cf_probs)
+    return result
+
+
+def classify_embedding(
+    encoder: Any,
+    texts: Sequence[str],
+    prompts: Sequence[LabelPrompt],
+    *,
+    temperature: float = 0.05,
+    calibrate: str | None = None,
+    batch_size: int = 64,
+    device: str | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> ZeroShotResult:
+    r"""The embedding baseline of ``zero-shot`` (``--method embedding``): no NSP head needed.
+
+    ``scores[i, y]`` = cosine between the sentence embeddings of text ``i`` and prompt ``y``; ``probs`` =
+    ``softmax(scores / temperature)`` per row; ``pred`` = argmax. ``calibrate="content-free"`` divides out the
+    mean ``probs`` of the content-free texts as :func:`classify_nsp` does.
+
+    Args:
+        encoder: a :class:`nlptool.core.encoder.SentenceEncoder`.
+        texts, prompts, calibrate, batch_size: as in :func:`classify_nsp`.
+        temperature: ``T`` > 0; 0.05 is the scale (20) all-MiniLM-L6-v2 was trained with.
+        device: where to encode (the encoder is moved there); ``None``: where it is.
+        progress: called with the number of texts encoded after each batch (``N + L`` in all).
+
+    Returns:
+        A :class:`ZeroShotResult` (``pairs`` = ``N × L``; ``seconds``: the encoding of texts and prompts).
+    """
+    calibrate = _check_zero_shot(texts, prompts, calibrate)
+    if not temperature > 0:
+        raise NlptoolError(f"the temperature must be positive, got {temperature}")
+    labels, prompt_texts = [p.label for p in prompts], [p.prompt for p in prompts]
+
+    def encode(batch: Sequence[str], report: Callable[[int], None] | None = None) -> np.ndarray:
+        return encoder.encode(batch, batch_size=batch_size, normalize=True, device=device, progress=report)
+
+    t0 = time.perf_counter()
+    text_emb = encode(texts, progress)
+    prompt_emb = encode(prompt_texts, progress).astype(np.float64)
+    took = time.perf_counter() - t0
+    scores = text_emb.astype(np.float64) @ prompt_emb.T
+    probs = softmax_rows(scores / temperature)
+    n = len(texts)
+    result = ZeroShotResult(
+        labels, prompt_texts, "embedding", "candidates", scores, probs, scores.argmax(axis=1), n * len(labels), took,
+        encoder.name,
+    )  # fmt: skip
+    if calibrate == "content-free":
+        cf_texts = content_free_texts(encoder.tokenizer)
+        cf_probs = softmax_rows(encode(cf_texts).astype(np.float64) @ prompt_emb.T / temperature)
+        _calibrate(result, cf_texts, cf_probs)
+    return result
+
+
+def _calibrate(result: ZeroShotResult, cf_texts: list[str], cf_probs: np.ndarray) -> None:
+    """Contextual calibration of ``result``'s probs in place: new probs and pred, the prior and its inputs kept."""
+    result.probs, result.content_free_prior = calibrate_content_free(result.probs, cf_probs)  # type: ignore[arg-type]
+    result.pred = result.probs.argmax(axis=1)
+    result.content_free_texts = cf_texts
+
+
 # ---------------------------------------------------------------------------------------------- corpus and pairs
 
 _ABBREVIATIONS = frozenset(
@@ -709,3 +996,319 @@ def build_nsp_pairs(
         keep = sorted(rng.sample(range(len(pairs)), max_pairs))
         pairs = [pairs[i] for i in keep]
     return pairs
+
+
+# ---------------------------------------------------------------------------------------------- training a head
+
+
+@dataclass
+class NspData:
+    """A corpus split for NSP training: whole documents held out, and the pairs of each side.
+
+    Attributes:
+        documents: documents read; sentences: their sentences.
+        train_docs, eval_docs: the documents of each side (:func:`split_documents`).
+        pairs: training pairs (:func:`build_nsp_pairs` with the seed, at most ``max_pairs``).
+        eval_pairs: held-out pairs (seed + 1; empty without held-out documents).
+    """
+
+    documents: int
+    sentences: int
+    train_docs: list[list[str]]
+    eval_docs: list[list[str]]
+    pairs: list[NSPPair]
+    eval_pairs: list[NSPPair]
+
+
+def nsp_data(
+    docs: Sequence[list[str]], *, eval_fraction: float = 0.05, seed: int = 0, max_pairs: int | None = None
+) -> NspData:
+    """Hold out ``eval_fraction`` of the documents (:func:`split_documents`) and build the NSP pairs of both sides
+    (:func:`build_nsp_pairs`, seeds ``seed`` and ``seed + 1``) from documents as :func:`read_corpus` gives them.
+
+    Raises:
+        NlptoolError: no documents, too few documents to hold some out, no document with two sentences.
+    """
+    if not docs:
+        raise NlptoolError("no documents; give a corpus with text")
+    train_docs, eval_docs = split_documents(docs, eval_fraction, seed=seed)
+    pairs = build_nsp_pairs(train_docs, seed=seed, max_pairs=max_pairs)
+    eval_pairs = build_nsp_pairs(eval_docs, seed=seed + 1) if eval_docs else []
+    return NspData(len(docs), sum(len(d) for d in docs), train_docs, eval_docs, pairs, eval_pairs)
+
+
+def load_nsp_model(spec: str | None, *, seed: int | None = None) -> tuple[Any, Any, str]:
+    """A BERT-family model with an NSP head, for training one: ``(model, tokenizer, name)``.
+
+    Unlike :meth:`NSPScorer.load`, a checkpoint without a pooler or NSP head is accepted: the missing weights are
+    initialised at random (from ``seed`` when given, as ``nsp-adapt --seed`` does), to be trained by :func:`fit`.
+    """
+    from nlptool.core.models import load_model, load_tokenizer, resolve_model
+
+    resolved = resolve_model(spec, role="a BERT-family model for 'nsp-adapt'")
+    model_class = nsp_model_class(resolved)
+    tokenizer = load_tokenizer(resolved)
+    if seed is not None:
+        from nlptool.core.seeding import seed_everything
+
+        seed_everything(seed)
+    return load_model(resolved, model_class), tokenizer, resolved.name
+
+
+def set_trainable(model: Any, train_layers: int | str | None) -> int:
+    """Choose what trains: the NSP head (pooler + classifier) and the top ``train_layers`` encoder layers (``0``: the
+    head alone), or everything (``"all"`` or ``None``, embeddings included). Frozen layers need no backward pass.
+
+    Returns:
+        The number of trainable parameters.
+
+    Raises:
+        NlptoolError: a count that is not ``all`` or ``>= 0``, more layers than the model has, a model whose layers
+            or pooler cannot be found.
+    """
+    top = parse_train_layers(train_layers)
+    if top is None:
+        model.requires_grad_(True)
+        return sum(p.numel() for p in model.parameters() if p.requires_grad)
+    base = getattr(model, model.base_model_prefix, None)
+    layers = getattr(getattr(base, "encoder", None), "layer", None)
+    if base is None or layers is None:
+        raise NlptoolError(
+            f"cannot find the encoder layers of {type(model).__name__} to train only the top ones; "
+            "use --train-layers all"
+        )
+    if top > len(layers):
+        raise NlptoolError(f"--train-layers {top}: the model has only {len(layers)} layers; use 'all'")
+    model.requires_grad_(False)
+    for layer in list(layers)[len(layers) - top :]:
+        layer.requires_grad_(True)
+    pooler = getattr(base, "pooler", None)
+    if pooler is None:
+        raise NlptoolError(f"{type(model).__name__} has no pooler layer; the NSP head needs one")
+    pooler.requires_grad_(True)
+    for name, module in model.named_children():
+        if name != model.base_model_prefix:
+            module.requires_grad_(True)  # the classifier (cls.seq_relationship)
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def parse_train_layers(value: int | str | None) -> int | None:
+    """``"all"`` (or ``None``) → ``None`` (everything trains); an integer ``>= 0`` (or its string) → that many top
+    layers. Raises :class:`NlptoolError` otherwise."""
+    if value is None:
+        return None
+    text = str(value).strip().lower()
+    if text == "all":
+        return None
+    try:
+        n = int(text)
+    except ValueError:
+        raise NlptoolError(f"'{value}' is neither 'all' nor a number of layers") from None
+    if n < 0:
+        raise NlptoolError("the number of layers to train must be 'all' or >= 0")
+    return n
+
+
+class NspTask:
+    """Next-sentence prediction as a :class:`nlptool.core.tasks.Task`: BERT's pooler + 2-way classifier trained with
+    cross-entropy on :class:`NSPPair` examples; the main metric is the NSP accuracy on held-out pairs.
+
+    The "encoder" this task trains is the transformers NSP model itself (``BertForNextSentencePrediction``, from
+    :func:`load_nsp_model`): its NSP head is part of it, so :attr:`head` is ``None`` and :meth:`head_parameters` is
+    empty; the loss is the model's own (``model(**batch, labels=...).loss``, mean cross-entropy over the batch).
+
+    Args:
+        model: the NSP model (sets the max length's cap, ``max_position_embeddings``).
+        tokenizer: its tokenizer; pairs are encoded ``[CLS] A [SEP] B [SEP]``, cut from the longer side.
+        max_length: tokens per pair.
+        eval_batch_size: pairs per forward pass in :meth:`evaluate`.
+    """
+
+    name = "nsp"
+    metric = "nsp_accuracy"
+    greater_is_better = True
+    head = None
+
+    def __init__(self, model: Any, tokenizer: Any, *, max_length: int = 128, eval_batch_size: int = 64) -> None:
+        self.tokenizer = tokenizer
+        self.max_length = NSPScorer(model, tokenizer, max_length=max_length).max_length
+        self.eval_batch_size = eval_batch_size
+        self._pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+
+    def _scorer(self, model: Any) -> NSPScorer:
+        return NSPScorer(model, self.tokenizer, max_length=self.max_length)
+
+    def examples(self, pairs: Sequence[NSPPair], model: Any = None) -> list[tuple[list[int], list[int], int]]:
+        """``(input_ids, token_type_ids, label)`` per pair, unpadded."""
+        scorer = NSPScorer(model, self.tokenizer, max_length=self.max_length)
+        encoded = scorer.encode_pairs([p.a for p in pairs], [p.b for p in pairs], shorten="longest")
+        return [(ids, types, p.label) for (ids, types), p in zip(encoded, pairs, strict=True)]
+
+    @staticmethod
+    def lengths(examples: Sequence[tuple[list[int], list[int], int]]) -> list[int]:
+        """Tokens per example, for the loop's ``group_by_length``."""
+        return [len(e[0]) for e in examples]
+
+    def collate(self, examples: list[tuple[list[int], list[int], int]]) -> dict[str, Any]:
+        """``input_ids``, ``token_type_ids``, ``attention_mask`` (padded to the longest) and ``labels``."""
+        import torch
+
+        width = max(len(e[0]) for e in examples)
+        ids = torch.full((len(examples), width), self._pad_id, dtype=torch.long)
+        types = torch.zeros((len(examples), width), dtype=torch.long)
+        mask = torch.zeros((len(examples), width), dtype=torch.long)
+        for row, (e_ids, e_types, _) in enumerate(examples):
+            k = len(e_ids)
+            ids[row, :k] = torch.tensor(e_ids)
+            types[row, :k] = torch.tensor(e_types)
+            mask[row, :k] = 1
+        labels = torch.tensor([e[2] for e in examples], dtype=torch.long)
+        return {"input_ids": ids, "token_type_ids": types, "attention_mask": mask, "labels": labels}
+
+    def loss(self, encoder: Any, batch: dict[str, Any]) -> Any:
+        """The model's NSP cross-entropy on ``batch`` (a mean over its pairs)."""
+        return encoder(**batch).loss
+
+    def evaluate(self, encoder: Any, dev: Sequence[NSPPair]) -> dict[str, float]:
+        """``{"nsp_accuracy"}``: the share of ``dev`` pairs where P(IsNext) > 0.5 agrees with the label; ``{}`` when
+        ``dev`` is empty."""
+        if not dev:
+            return {}
+        from nlptool.core.train import unwrap_model
+
+        p = self._scorer(unwrap_model(encoder)).score_pairs(
+            [e.a for e in dev], [e.b for e in dev], shorten="longest", batch_size=self.eval_batch_size
+        )
+        gold = [e.label == IS_NEXT for e in dev]
+        correct = sum((pi > 0.5) == g for pi, g in zip(p, gold, strict=True))
+        return {"nsp_accuracy": correct / len(dev)}
+
+    def head_parameters(self) -> list[Any]:
+        return []
+
+    def save(self, folder: Path) -> None:
+        """The tokenizer (the caller saves the model with ``save_pretrained``)."""
+        self.tokenizer.save_pretrained(folder)
+
+
+@dataclass
+class NspFitResult:
+    """What :func:`fit` did.
+
+    Attributes:
+        metrics: ``nsp-adapt``'s metrics.json: ``documents``, ``sentences``, ``train_documents``, ``train_pairs``,
+            ``eval_documents``, ``eval_pairs``, ``steps``, ``train_seconds``, ``wall_seconds``, ``pairs_per_s``,
+            ``trainable_parameters``, ``nsp_accuracy_before`` and ``nsp_accuracy`` (``None`` without held-out pairs).
+        before: held-out metrics before training (``{}`` without held-out pairs, or off rank 0); on ``resume``, those
+            the interrupted run measured (kept with its checkpoints).
+        after: held-out metrics of the final weights (``{}`` likewise).
+        train_result: the shared loop's :class:`~nlptool.core.train.TrainResult`.
+        model_dir: the saved model folder, or ``None`` (no ``out_dir``, or not rank 0).
+        main: whether this process wrote the files (rank 0; always without torchrun).
+    """
+
+    metrics: dict[str, Any]
+    before: dict[str, float]
+    after: dict[str, float]
+    train_result: Any
+    model_dir: Path | None
+    main: bool
+
+
+def fit(
+    model: Any,
+    tokenizer: Any,
+    data: NspData,
+    out_dir: str | Path | None = None,
+    *,
+    train_layers: int | str | None = 2,
+    max_length: int = 128,
+    config: Any = None,
+    on_progress: Callable[[dict], None] | None = None,
+) -> NspFitResult:
+    """Train ``model``'s NSP head (and its top ``train_layers`` layers) on ``data``'s pairs; save it into ``out_dir``.
+
+    :func:`set_trainable`, then the held-out NSP accuracy (reported to ``on_progress`` as ``{"event": "before",
+    "step": 0, "metrics": ...}``; kept with the checkpoints through the loop's ``extra_state``, so a resumed run
+    reports the first run's), then :func:`nlptool.core.train.train` with :class:`NspTask` (evaluation each epoch on
+    the held-out pairs; the *final* weights are the model, no best-checkpoint selection), then the accuracy after.
+    ``nsp-adapt`` is this function plus option parsing and output; with the same seed it gives the same weights.
+
+    Args:
+        model: a transformers NSP model (:func:`load_nsp_model`), trained in place and left on the CPU when saved.
+        tokenizer: its tokenizer (saved with it).
+        data: :func:`nsp_data`.
+        out_dir: the model folder (a ``BertForNextSentencePrediction`` folder, plus ``training/`` with the log and
+            checkpoints), or ``None`` to write nothing; it must exist (the loop creates ``training/``).
+        train_layers: :func:`set_trainable`'s.
+        max_length: tokens per pair.
+        config: the loop's :class:`~nlptool.core.train.TrainConfig` (default: ``TrainConfig(group_by_length=True,
+            log_every=50)``); ``metric`` and ``log_every=50`` are set here, ``output_dir`` to ``out_dir/training``
+            unless it is given.
+        on_progress: the loop's progress callback (rank 0), plus the ``before`` event.
+
+    Returns:
+        An :class:`NspFitResult`. Under torchrun every rank trains; only rank 0 evaluates and writes.
+    """
+    import dataclasses
+
+    from nlptool.core.device import resolve_device
+    from nlptool.core.tasks import TRAINING_DIR
+    from nlptool.core.train import TrainConfig, is_main_process, train
+
+    main = is_main_process()
+    trainable = set_trainable(model, train_layers)
+    task = NspTask(model, tokenizer, max_length=max_length)
+    config = config if config is not None else TrainConfig(group_by_length=True)
+    out = Path(out_dir) if out_dir is not None else None
+    dev = data.eval_pairs
+    config = dataclasses.replace(
+        config,
+        output_dir=config.output_dir or (str(out / TRAINING_DIR) if out is not None else None),
+        metric=task.metric if dev else None,
+        log_every=50,
+    )
+    model.to(resolve_device(config.device))
+    resume = bool(config.resume)
+    before = task.evaluate(model, dev) if main and not resume else {}
+    if before and on_progress is not None:
+        on_progress({"event": "before", "step": 0, "metrics": before})
+    examples = task.examples(data.pairs, model)
+    t0 = time.perf_counter()
+    result = train(
+        model,
+        examples,
+        task.collate,
+        task.loss,
+        config,
+        evaluate=(lambda m: task.evaluate(m, dev)) if dev else None,
+        lengths=task.lengths(examples),
+        on_progress=on_progress,
+        extra_state=None if resume else {"before": before},
+    )
+    if resume:  # measured by the run that started it, kept with its checkpoints
+        before = dict(result.extra_state.get("before") or {})
+    wall = time.perf_counter() - t0
+    after = task.evaluate(model, dev) if main else {}
+    model_dir = None
+    if main and out is not None:
+        model.to("cpu")
+        model.save_pretrained(out)
+        task.save(out)
+        model_dir = out
+    metrics: dict[str, Any] = {
+        "documents": data.documents,
+        "sentences": data.sentences,
+        "train_documents": len(data.train_docs),
+        "train_pairs": len(data.pairs),
+        "eval_documents": len(data.eval_docs),
+        "eval_pairs": len(dev),
+        "steps": result.steps,
+        "train_seconds": result.train_seconds,
+        "wall_seconds": wall,
+        "pairs_per_s": result.examples_per_s,
+        "trainable_parameters": trainable,
+        "nsp_accuracy_before": before.get("nsp_accuracy"),
+        "nsp_accuracy": after.get("nsp_accuracy"),
+    }
+    return NspFitResult(metrics, before, after, result, model_dir, main)
