@@ -1105,7 +1105,7 @@ def parse_train_layers(value: int | str | None) -> int | None:
     except ValueError:
         raise NlptoolError(f"'{value}' is neither 'all' nor a number of layers") from None
     if n < 0:
-        raise NlptoolError("the number of layers to train must be 'all' or >= 0")
+        raise NlptoolError("must be 'all' or >= 0")  # nsp-adapt --train-layers shows it as is
     return n
 
 
@@ -1239,12 +1239,13 @@ def fit(
         tokenizer: its tokenizer (saved with it).
         data: :func:`nsp_data`.
         out_dir: the model folder (a ``BertForNextSentencePrediction`` folder, plus ``training/`` with the log and
-            checkpoints), or ``None`` to write nothing; it must exist (the loop creates ``training/``).
+            checkpoints; created when missing), or ``None`` to write nothing.
         train_layers: :func:`set_trainable`'s.
         max_length: tokens per pair.
-        config: the loop's :class:`~nlptool.core.train.TrainConfig` (default: ``TrainConfig(group_by_length=True,
-            log_every=50)``); ``metric`` and ``log_every=50`` are set here, ``output_dir`` to ``out_dir/training``
-            unless it is given.
+        config: the loop's :class:`~nlptool.core.train.TrainConfig` (default: ``TrainConfig(group_by_length=True)``;
+            ``nsp-adapt``'s defaults are ``batch_size=32, lr=5e-5``); ``metric`` is set here (``nsp_accuracy`` with
+            held-out pairs) and ``output_dir`` to ``out_dir/training`` unless it is given. The model is moved to
+            ``config.device``.
         on_progress: the loop's progress callback (rank 0), plus the ``before`` event.
 
     Returns:
@@ -1266,7 +1267,6 @@ def fit(
         config,
         output_dir=config.output_dir or (str(out / TRAINING_DIR) if out is not None else None),
         metric=task.metric if dev else None,
-        log_every=50,
     )
     model.to(resolve_device(config.device))
     resume = bool(config.resume)
