@@ -120,45 +120,16 @@ def nsp_adapt(
     run.make_out_dir()
     if run.main:
         info(_summary(corpus, data, model_name, trainable, train_layers))
-    config = run.config(
-        epochs=epochs,
-        batch_size=batch_size,
-        lr=lr,
-        weight_decay=weight_decay,
-        warmup_ratio=warmup,
-        device=dev_name,
-        group_by_length=True,
-        log_every=50,
-    )
+    options = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "weight_decay": weight_decay}
+    config = run.config(**options, warmup_ratio=warmup, device=dev_name, group_by_length=True, log_every=50)
     with TrainingProgress("pairs") as on_progress:
-        result = fit(
-            nsp_model,
-            tokenizer,
-            data,
-            run.out_dir,
-            train_layers=layers,
-            max_length=max_length,
-            config=config,
-            on_progress=_with_before(on_progress),
-        )
+        hooks = {"config": config, "on_progress": _with_before(on_progress)}
+        result = fit(nsp_model, tokenizer, data, run.out_dir, train_layers=layers, max_length=max_length, **hooks)
     if not run.main:
         return
     if result.after:
-        rows = [["before (untrained head)", 100 * result.before.get("nsp_accuracy", float("nan"))]]
-        rows.append(["after", 100 * result.after["nsp_accuracy"]])
-        print_table("nsp-adapt: held-out NSP accuracy", ["", "accuracy %"], rows)
-    params = {
-        "train_layers": train_layers,
-        "epochs": epochs,
-        "batch_size": batch_size,
-        "lr": lr,
-        "warmup": warmup,
-        "weight_decay": weight_decay,
-        "max_length": max_length,
-        "max_pairs": max_pairs,
-        "eval_fraction": eval_fraction,
-        "device": dev_name,
-    }
+        _print_accuracy_table(result)
+    params = _params(train_layers, config, max_length=max_length, max_pairs=max_pairs, eval_fraction=eval_fraction)
     # write=: this module's name for write_metrics, which tests replace to interrupt a finished run
     run.finish(result.metrics, inputs=[corpus], model=model_name, params=params, write=write_metrics)
     steps, seconds, speed = result.metrics["steps"], result.metrics["train_seconds"], result.metrics["pairs_per_s"]
@@ -166,6 +137,28 @@ def nsp_adapt(
         f"nsp-adapt: model saved to {run.out_dir} ({steps} steps in {seconds:.1f} s, {speed:.1f} pairs/s); use it "
         f"with: nlptool zero-shot INPUT --labels ... --model {run.out_dir}"
     )
+
+
+def _print_accuracy_table(result: Any) -> None:
+    rows = [["before (untrained head)", 100 * result.before.get("nsp_accuracy", float("nan"))]]
+    rows.append(["after", 100 * result.after["nsp_accuracy"]])
+    print_table("nsp-adapt: held-out NSP accuracy", ["", "accuracy %"], rows)
+
+
+def _params(train_layers: str, config: Any, **options: Any) -> dict[str, Any]:
+    """The run's parameters for metrics.json (the option values)."""
+    return {
+        "train_layers": train_layers,
+        "epochs": config.epochs,
+        "batch_size": config.batch_size,
+        "lr": config.lr,
+        "warmup": config.warmup_ratio,
+        "weight_decay": config.weight_decay,
+        "max_length": options["max_length"],
+        "max_pairs": options["max_pairs"],
+        "eval_fraction": options["eval_fraction"],
+        "device": config.device,
+    }
 
 
 def _read_corpus_with_progress(corpus: str, text_field: str, *, show: bool = True) -> list[list[str]]:

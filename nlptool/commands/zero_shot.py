@@ -170,7 +170,7 @@ def zero_shot(
     import numpy as np
 
     from nlptool.core.device import resolve_device
-    from nlptool.core.io import check_output_path, open_writer, read_texts
+    from nlptool.core.io import check_output_path, read_texts
 
     _check_options(labels, labels_file, text2_col, method, mapping, calibrate)
     check_output_path(output, force)
@@ -184,10 +184,7 @@ def zero_shot(
         fieldnames = reader.fieldnames
         col = reader.text_col or "text"
     if not rows:
-        warn_empty(input)
-        with open_writer(output, fmt_value(output_format), force=force, fieldnames=fieldnames):
-            pass
-        write_metrics(metrics_out, {"rows": 0, "labels": label_names}, force=force, inputs=[input])
+        _write_empty(input, output, output_format, fieldnames, metrics_out, label_names, force)
         return
     texts = [_text(r, col, input) for r in rows]
     texts2 = [_text(r, text2_col, input) for r in rows] if text2_col else None
@@ -201,46 +198,71 @@ def zero_shot(
         result = _classify_nsp(model, texts, texts2, prompts, dev, **layout, **options)
     else:
         result = _classify_embedding(model, texts, prompts, dev, temperature=temperature, **options)
-    if result.content_free_prior is not None:
-        info(
-            "content-free calibration: label prior on "
-            + ", ".join(repr(t) for t in result.content_free_texts or [])
-            + ": "
-            + ", ".join(f"{y} {v:.3f}" for y, v in zip(label_names, result.content_free_prior, strict=True))
-        )
+    _report_prior(result)
+    _write_rows(output, output_format, force, rows, fieldnames, result)
+    metrics = result.metrics(gold)
+    _report(result, metrics, method, mapping, gold is not None)
+    params = {"method": method.value, "mapping": mapping.value, "position": position.value, "template": used_template}
+    params |= {"text_col": col, "text2_col": text2_col, "label_col": label_col, "batch_size": batch_size}
+    params |= {"max_length": max_length, "temperature": temperature if method == Method.embedding else None}
+    params |= {"calibrate": calibrate.value, "device": dev}
+    inputs = [input, *([labels_file] if labels_file else [])]
+    write_metrics(metrics_out, metrics, force=force, inputs=inputs, model=result.model, params=params)
+
+
+def _write_empty(
+    input: str,
+    output: str,
+    output_format: Format,
+    fieldnames: list[str] | None,
+    metrics_out: str | None,
+    label_names: list[str],
+    force: bool,
+) -> None:
+    """No rows: a warning, an empty output (the header alone for CSV/TSV) and metrics that say so."""
+    from nlptool.core.io import open_writer
+
+    warn_empty(input)
+    with open_writer(output, fmt_value(output_format), force=force, fieldnames=fieldnames):
+        pass
+    write_metrics(metrics_out, {"rows": 0, "labels": label_names}, force=force, inputs=[input])
+
+
+def _write_rows(
+    output: str, output_format: Format, force: bool, rows: list[Any], fieldnames: list[str] | None, result: Any
+) -> None:
+    """Each input row plus the result's fields for it (scores, probs, pred; samples: score, pred)."""
+    from nlptool.core.io import open_writer
 
     out_fields = None
     if fieldnames is not None:
-        extra = ["score", "pred"] if mapping == Mapping.samples else ["scores", "probs", "pred"]
+        extra = ["score", "pred"] if result.mapping == Mapping.samples.value else ["scores", "probs", "pred"]
         out_fields = [*fieldnames, *[e for e in extra if e not in fieldnames]]
     with open_writer(output, fmt_value(output_format), force=force, fieldnames=out_fields) as writer:
         for i, record in enumerate(rows):
             writer.write({**record.data, **result.row(i)})
 
-    metrics = result.metrics(gold)
-    prompts_per_row = len(prompts) if mapping == Mapping.candidates else 1
+
+def _report_prior(result: Any) -> None:
+    """The content-free prior on stderr (when calibrated)."""
+    if result.content_free_prior is not None:
+        info(
+            "content-free calibration: label prior on "
+            + ", ".join(repr(t) for t in result.content_free_texts or [])
+            + ": "
+            + ", ".join(f"{y} {v:.3f}" for y, v in zip(result.labels, result.content_free_prior, strict=True))
+        )
+
+
+def _report(result: Any, metrics: dict[str, Any], method: Method, mapping: Mapping, with_gold: bool) -> None:
+    """stderr for people: the speed line and, with gold labels, the confusion table."""
+    prompts_per_row = len(result.labels) if mapping == Mapping.candidates else 1
     info(
-        f"zero-shot ({method.value}, {mapping.value}): {len(texts)} rows x {prompts_per_row} prompt(s) = "
+        f"zero-shot ({method.value}, {mapping.value}): {len(result.pred)} rows x {prompts_per_row} prompt(s) = "
         f"{result.pairs} pairs in {result.seconds:.2f} s ({result.pairs_per_s:.1f} pairs/s); model {result.model}"
     )
-    if gold is not None:
-        _print_confusion(metrics, label_names)
-    params = {
-        "method": method.value,
-        "mapping": mapping.value,
-        "position": position.value,
-        "template": used_template,
-        "text_col": col,
-        "text2_col": text2_col,
-        "label_col": label_col,
-        "batch_size": batch_size,
-        "max_length": max_length,
-        "temperature": temperature if method == Method.embedding else None,
-        "calibrate": calibrate.value,
-        "device": dev,
-    }
-    inputs = [input, *([labels_file] if labels_file else [])]
-    write_metrics(metrics_out, metrics, force=force, inputs=inputs, model=result.model, params=params)
+    if with_gold:
+        _print_confusion(metrics, result.labels)
 
 
 def _check_options(
