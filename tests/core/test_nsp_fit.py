@@ -69,7 +69,7 @@ def test_nsp_task_is_a_task(tiny_bert_dir, tmp_path):
     task = NspTask(model, tokenizer, max_length=12)
     assert isinstance(task, Task) and task.metric == "nsp_accuracy" and task.head_parameters() == []
     data = nsp_data(_docs(8), eval_fraction=0.25)
-    examples = task.examples(data.pairs[:5], model)
+    examples = task.examples(data.pairs[:5])
     assert task.lengths(examples) == [len(e[0]) for e in examples] and max(task.lengths(examples)) <= 12
     batch = task.collate(examples)
     width = max(task.lengths(examples))

@@ -144,17 +144,17 @@ class NspTask:
 
     def __init__(self, model: Any, tokenizer: Any, *, max_length: int = 128, eval_batch_size: int = 64) -> None:
         self.tokenizer = tokenizer
-        self.max_length = NSPScorer(model, tokenizer, max_length=max_length).max_length
+        self._encoder = NSPScorer(model, tokenizer, max_length=max_length)  # pair encoding (capped max length)
+        self.max_length = self._encoder.max_length
         self.eval_batch_size = eval_batch_size
         self._pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
 
     def _scorer(self, model: Any) -> NSPScorer:
         return NSPScorer(model, self.tokenizer, max_length=self.max_length)
 
-    def examples(self, pairs: Sequence[NSPPair], model: Any = None) -> list[tuple[list[int], list[int], int]]:
-        """``(input_ids, token_type_ids, label)`` per pair, unpadded."""
-        scorer = NSPScorer(model, self.tokenizer, max_length=self.max_length)
-        encoded = scorer.encode_pairs([p.a for p in pairs], [p.b for p in pairs], shorten="longest")
+    def examples(self, pairs: Sequence[NSPPair]) -> list[tuple[list[int], list[int], int]]:
+        """``(input_ids, token_type_ids, label)`` per pair, unpadded (cut from the longer segment)."""
+        encoded = self._encoder.encode_pairs([p.a for p in pairs], [p.b for p in pairs], shorten="longest")
         return [(ids, types, p.label) for (ids, types), p in zip(encoded, pairs, strict=True)]
 
     @staticmethod
@@ -286,7 +286,7 @@ def fit(
     before = task.evaluate(model, dev) if main and not resume else {}
     if before and on_progress is not None:
         on_progress({"event": "before", "step": 0, "metrics": before})
-    examples = task.examples(data.pairs, model)
+    examples = task.examples(data.pairs)
     t0 = time.perf_counter()
     result = train(
         model,
