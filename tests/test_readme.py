@@ -62,3 +62,20 @@ def test_gradcheck_from_python(tmp_path, monkeypatch):
     ns = run_example("gradcheck-from-python", tmp_path, monkeypatch)
     assert (tmp_path / "mlp.pt").is_file() and len(ns["rows"]) == 8
     assert ns["summarize"](ns["rows"])["violations"] == 0 and all(row["holds"] for row in ns["rows"])
+
+
+def test_zero_shot_from_python(tiny_bert_dir, tmp_path, monkeypatch, capsys):
+    """Classify as the README shows: "minilm-nsp" is the tiny BERT (it has an NSP head), and so is the default model."""
+    import nlptool.core.models as models
+
+    monkeypatch.setattr(models, "default_model_path", lambda: tiny_bert_dir)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "minilm-nsp").symlink_to(tiny_bert_dir)
+    code = readme_example("zero-shot-from-python")
+    namespace: dict = {}
+    exec(compile(code, "README.md:zero-shot-from-python", "exec"), namespace)  # noqa: S102
+    result, baseline = namespace["result"], namespace["baseline"]
+    assert result.labels == baseline.labels == ["Sports", "Business"]
+    assert result.probs.shape == baseline.probs.shape == (2, 2) and result.content_free_prior.shape == (2,)
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 3 and float(lines[1]) == result.metrics([0, 1])["accuracy"]
