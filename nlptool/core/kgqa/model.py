@@ -1,1015 +1,69 @@
-"""Question answering over a knowledge base with Seq2Seq + prefix-tree constrained decoding.
+"""The kg-qa model: question answering over a knowledge base with Seq2Seq + prefix-tree constrained decoding.
 
 A seq2seq model reads the question and generates the **key** of a triple,
 ``base [SEP] predicate [SEP] meaning <end>``, where ``base`` is the subject without its disambiguating meaning (the
 text in the final full-width parentheses: ``守望星光（韩玉玲、刘东考演唱歌曲）`` → ``守望星光`` +
 ``韩玉玲、刘东考演唱歌曲``), which goes last. Beam search runs through ``generate()`` with
-:class:`TrieLogitsProcessor`, which masks every step to the continuations that a
+:class:`~nlptool.core.kgqa.decoding.TrieLogitsProcessor`, which masks every step to the continuations that a
 :class:`~nlptool.core.trie.TokenTrie` of all KB keys allows, so only existing entries can come out;
 the object is then looked up in the KB.
 
 References: Su Jianlin, "Seq2Seq+前缀树：检索任务新范式（以KgCLUE为例）", https://kexue.fm/archives/8802; De Cao,
 Izacard, Riedel and Petroni, "Autoregressive Entity Retrieval" (GENRE), ICLR 2021. The metric is KgCLUE's
-``evaluate_f1_em.py`` (CLUEbenchmark/KgCLUE, baselines/), re-implemented in :func:`kgclue_scores`.
+``evaluate_f1_em.py`` (CLUEbenchmark/KgCLUE, baselines/), re-implemented in
+:func:`~nlptool.core.kgqa.answers.kgclue_scores`.
 
-Models (one interface, :class:`Backbone`):
+Models (one interface, :class:`~nlptool.core.kgqa.backbones.Backbone`):
 
-- ``bart-char``: a small BART trained from scratch with a character vocabulary (:class:`CharCodec`) built from the
-  training questions and every KB string, by default with a pointer-generator output that copies question characters
-  (:func:`copy_bart_class`); the offline default.
+- ``bart-char``: a small BART trained from scratch with a character vocabulary
+  (:class:`~nlptool.core.kgqa.keys.CharCodec`) built from the training questions and every KB string, by default
+  with a pointer-generator output that copies question characters
+  (:func:`~nlptool.core.kgqa.backbones.copy_bart_class`); the offline default.
 - ``seq2seq``: any pretrained Hugging Face seq2seq checkpoint (T5, BART, ...) with its own tokenizer.
 - ``unilm``: a BERT-family masked-LM checkpoint used UniLM-style: ``[CLS] question [SEP] key`` with segment ids 0/1
   and a seq2seq attention mask (question tokens see the question; key tokens see the question and the key tokens up
   to themselves), predicting each key token with the tied MLM output embeddings. Decoding is nlptool's own beam search
   (a masked LM has no ``generate()``), with the same logits processor.
+
+This module holds :class:`KgqaModel` (answer, save, load) and training: :func:`fit` (the shared loop on a model) and the
+steps of ``nlptool kg-qa train`` (:func:`read_training_data`, :func:`build_model`, :func:`train`, :func:`save_trained`)
+so that Python users and the command run the same code.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-import logging
 import math
 import os
-from array import array
-from collections.abc import Callable, Iterable, Iterator, Sequence
+import shutil
+import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from nlptool.core.errors import InputError, NlptoolError
+from nlptool.core.errors import NlptoolError
+from nlptool.core.kgqa.answers import format_answer, join_subject, kgclue_scores
+from nlptool.core.kgqa.backbones import BACKBONES, Seq2SeqBackbone, copy_bart_class, load_pretrained, wrap
+from nlptool.core.kgqa.data import (
+    KnowledgeBase,
+    QAExample,
+    file_sha256,
+    missing_answers_message,
+    read_kb,
+    read_qa,
+    write_kb,
+)
+from nlptool.core.kgqa.decoding import Candidate, DecodeOptions, TrieLogitsProcessor
+from nlptool.core.kgqa.keys import VOCAB_FILE, CharCodec, build_trie, key_ids
 from nlptool.core.trie import TokenTrie
 
-OPEN, CLOSE = "（", "）"
-ANSWER_SEP = " ||| "
 FORMAT_VERSION = 1
 CONFIG_FILE = "kgqa.json"
 KB_FILE = "kb.tsv"
 TRIE_FILE = "trie.npz"
-VOCAB_FILE = "kgqa_vocab.json"
-BACKBONES = ("bart-char", "seq2seq", "unilm")
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# Subjects, answers, the KgCLUE metric
-
-
-def split_subject(subject: str) -> tuple[str, str]:
-    """``'A（B（C））'`` → ``('A', 'B（C）')``: the base name and the meaning in the final balanced parentheses.
-
-    A subject without a trailing ``）``, with unbalanced parentheses, or that is all parenthesis (nothing before the
-    ``（``) is returned whole with an empty meaning. Trailing whitespace is ignored.
-    """
-    s = subject.rstrip()
-    if not s.endswith(CLOSE):
-        return subject, ""
-    depth = 0
-    for i in range(len(s) - 1, -1, -1):
-        ch = s[i]
-        if ch == CLOSE:
-            depth += 1
-        elif ch == OPEN:
-            depth -= 1
-            if depth == 0:
-                base = s[:i]
-                if not base.strip():
-                    return subject, ""
-                return base, s[i + 1 : -1]
-    return subject, ""
-
-
-def join_subject(base: str, meaning: str) -> str:
-    """Inverse of :func:`split_subject`."""
-    return f"{base}{OPEN}{meaning}{CLOSE}" if meaning else base
-
-
-def parse_answer(text: Any, *, path: str | None = None, line: int | None = None) -> tuple[str, str, str]:
-    """``'S ||| P ||| O'`` → ``(S, P, O)``; anything else is an :class:`InputError` naming file and line."""
-    if not isinstance(text, str):
-        raise InputError(
-            f"expected a string 'S ||| P ||| O', found {type(text).__name__}", path=path, line=line, field="answer"
-        )
-    parts = text.split(ANSWER_SEP)
-    if len(parts) != 3:
-        raise InputError(
-            f"expected 'subject ||| predicate ||| object' (3 parts separated by ' ||| '), found {len(parts)} part(s) "
-            f"in '{text[:60]}'",
-            path=path,
-            line=line,
-            field="answer",
-        )
-    return parts[0], parts[1], parts[2]
-
-
-def format_answer(subject: str, predicate: str, obj: str) -> str:
-    return ANSWER_SEP.join((subject, predicate, obj))
-
-
-def normalize(text: str) -> str:
-    """KgCLUE's normalisation: lower case, whitespace runs collapsed to one space, ends stripped."""
-    return " ".join(text.lower().split())
-
-
-def lcs_length(a: str, b: str) -> int:
-    """Length of the longest common subsequence of two strings (the ``pylcs.lcs`` that KgCLUE's script calls)."""
-    if len(a) < len(b):
-        a, b = b, a
-    if not b:
-        return 0
-    prev = [0] * (len(b) + 1)
-    for ca in a:
-        cur = [0]
-        for j, cb in enumerate(b, 1):
-            cur.append(prev[j - 1] + 1 if ca == cb else max(prev[j], cur[j - 1]))
-        prev = cur
-    return prev[-1]
-
-
-def f1_sim(a: str, b: str) -> float:
-    """KgCLUE's character F1: ``2·LCS / (|a| + |b|)``, and 0 when both are empty."""
-    if not a and not b:
-        return 0.0
-    return 2.0 * lcs_length(a, b) / (len(a) + len(b))
-
-
-def kgclue_scores(predictions: Sequence[str], references: Sequence[str]) -> dict[str, float]:
-    """KgCLUE's ``evaluate_f1_em.py`` on answers ``'S ||| P ||| O'`` paired by position.
-
-    Returns fractions (0–1, unrounded; the script prints them ×100): ``EM_S/P/O/All``, ``F1_S/P/O/All``
-    (``All``: F1 of the concatenation ``S+P+O``; EM of the whole triple) and ``Score = 0.5·EM_O + 0.5·F1_O``
-    (the script's ``EMF1``).
-    """
-    if len(predictions) != len(references):
-        raise NlptoolError(f"{len(predictions)} predictions for {len(references)} references; they pair by position")
-    if not references:
-        raise NlptoolError("no references to score")
-    keys = [f"{m}_{f}" for m in ("EM", "F1") for f in ("All", "S", "P", "O")]
-    totals = dict.fromkeys(keys, 0.0)
-    for pred, ref in zip(predictions, references, strict=True):
-        ps, pp, po = (normalize(x) for x in parse_answer(pred))
-        rs, rp, ro = (normalize(x) for x in parse_answer(ref))
-        totals["EM_S"] += ps == rs
-        totals["EM_P"] += pp == rp
-        totals["EM_O"] += po == ro
-        totals["EM_All"] += (ps, pp, po) == (rs, rp, ro)
-        totals["F1_S"] += f1_sim(ps, rs)
-        totals["F1_P"] += f1_sim(pp, rp)
-        totals["F1_O"] += f1_sim(po, ro)
-        totals["F1_All"] += f1_sim(ps + pp + po, rs + rp + ro)
-    out = {k: v / len(references) for k, v in totals.items()}
-    out["Score"] = 0.5 * out["EM_O"] + 0.5 * out["F1_O"]
-    return out
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# Knowledge base and QA files
-
-
-@dataclass
-class KnowledgeBase:
-    """Triples grouped by ``(subject, predicate)``: entry ``i`` is ``subjects[i], predicates[i]`` with ``objects[i]``
-    (several objects per key are kept in file order)."""
-
-    subjects: list[str] = field(default_factory=list)
-    predicates: list[str] = field(default_factory=list)
-    objects: list[list[str]] = field(default_factory=list)
-    index: dict[tuple[str, str], int] = field(default_factory=dict)
-    triples: int = 0
-
-    def add(self, subject: str, predicate: str, obj: str) -> None:
-        key = (subject, predicate)
-        i = self.index.get(key)
-        if i is None:
-            self.index[key] = len(self.subjects)
-            self.subjects.append(subject)
-            self.predicates.append(predicate)
-            self.objects.append([obj])
-        elif obj not in self.objects[i]:
-            self.objects[i].append(obj)
-        self.triples += 1
-
-    def __len__(self) -> int:
-        return len(self.subjects)
-
-    def entry(self, i: int) -> tuple[str, str, list[str]]:
-        return self.subjects[i], self.predicates[i], self.objects[i]
-
-    def has_triple(self, subject: str, predicate: str, obj: str) -> bool:
-        i = self.index.get((subject, predicate))
-        return i is not None and obj in self.objects[i]
-
-    def strings(self) -> Iterator[str]:
-        for i in range(len(self)):
-            yield self.subjects[i]
-            yield self.predicates[i]
-            yield from self.objects[i]
-
-
-# Column names that make the first line of a KB file a header (all three fields must be one of these, any case).
-KB_HEADER_NAMES = frozenset(
-    {
-        "subject", "predicate", "object", "s", "p", "o", "head", "relation", "tail", "h", "r", "t", "entity",
-        "attribute", "property", "value", "sub", "pred", "obj", "subj", "rel", "实体", "主体", "主语", "属性",
-        "关系", "谓语", "值", "属性值", "客体", "宾语", "头实体", "尾实体",
-    }
-)  # fmt: skip
-
-
-def is_kb_header(fields: Sequence[str]) -> bool:
-    """Whether three TSV fields are column names (``subject  predicate  object`` and the like), not a triple."""
-    return len(fields) == 3 and all(f.strip().lower() in KB_HEADER_NAMES for f in fields)
-
-
-def iter_kb_file(
-    path: str | os.PathLike, *, name: str | None = None, report_header: bool = True
-) -> Iterator[tuple[int, str, str, str]]:
-    """Stream ``(line, subject, predicate, object)`` from a TSV knowledge base (KgCLUE's Knowledge.txt format).
-
-    Blank lines are skipped; a line without exactly three tab-separated fields, or with an empty subject or
-    predicate, is an :class:`InputError` naming file and line. A first line of column names
-    (:func:`is_kb_header`, e.g. ``subject<TAB>predicate<TAB>object``) is skipped, with a log message unless
-    ``report_header=False``. ``name`` is the file's name in messages (e.g. ``<stdin>`` for a spooled copy of stdin).
-    """
-    p = Path(path)
-    shown = name or str(path)
-    if not p.is_file():
-        raise NlptoolError(f"knowledge base {shown} does not exist or is not a file; check --kb")
-    first = True
-    with open(p, encoding="utf-8", newline="") as fh:
-        try:
-            for n, raw in enumerate(fh, start=1):
-                line = raw.rstrip("\r\n")
-                if n == 1:
-                    line = line.lstrip("\ufeff")
-                if not line.strip():
-                    continue
-                parts = line.split("\t")
-                if first:
-                    first = False
-                    if is_kb_header(parts):
-                        if report_header:
-                            logging.getLogger("nlptool").warning(
-                                "%s:%d: skipped the header line '%s' (column names, not a triple)",
-                                shown,
-                                n,
-                                " ".join(parts),
-                            )
-                        continue
-                if len(parts) != 3:
-                    raise InputError(
-                        f"expected 3 tab-separated fields (subject, predicate, object), found {len(parts)}",
-                        path=shown,
-                        line=n,
-                    )
-                s, pr, o = parts
-                if not s.strip():
-                    raise InputError("empty subject", path=shown, line=n, field="subject")
-                if not pr.strip():
-                    raise InputError("empty predicate", path=shown, line=n, field="predicate")
-                yield n, s, pr, o
-        except UnicodeDecodeError as exc:
-            raise InputError(f"not valid UTF-8 text ({exc.reason}); convert the file to UTF-8", path=shown) from None
-
-
-def read_kb(path: str | os.PathLike) -> KnowledgeBase:
-    """Read a TSV knowledge base (see :func:`iter_kb_file`)."""
-    kb = KnowledgeBase()
-    for _, s, p, o in iter_kb_file(path):
-        kb.add(s, p, o)
-    if not len(kb):
-        raise NlptoolError(f"knowledge base {path} has no triples")
-    return kb
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
-
-
-@dataclass
-class QAExample:
-    """One QA row: the question, the gold triple (``None`` when the file has no answers) and the original record."""
-
-    line: int
-    question: str
-    answer: tuple[str, str, str] | None
-    record: dict
-
-
-def read_qa(
-    path: str, *, require_answer: bool = True, question_field: str = "question", require_question: bool = True
-) -> list[QAExample]:
-    """Read KgCLUE-style JSONL (``{"question", "answer": "S ||| P ||| O"}``); ``-`` reads stdin.
-
-    ``require_question=False`` (a predictions file) allows rows without a question.
-    """
-    out = list(
-        iter_qa(path, require_answer=require_answer, question_field=question_field, require_question=require_question)
-    )
-    if not out:
-        raise NlptoolError(f"QA file {path} has no rows")
-    return out
-
-
-def iter_qa(
-    path: str, *, require_answer: bool = True, question_field: str = "question", require_question: bool = True
-) -> Iterator[QAExample]:
-    """Stream the rows of a KgCLUE-style JSONL file (see :func:`read_qa`), one :class:`QAExample` at a time."""
-    from nlptool.core.io import read_records
-
-    with read_records(path, "jsonl") as reader:
-        for rec in reader:
-            q = rec.data.get(question_field)
-            if not require_question and q is None:
-                q = ""
-            elif not isinstance(q, str) or not q.strip():
-                raise InputError("missing or empty question", path=path, line=rec.line, field=question_field)
-            ans = rec.data.get("answer")
-            triple = None
-            if ans is not None or require_answer:
-                if ans is None:
-                    raise InputError(
-                        "missing (needed for training and evaluation)", path=path, line=rec.line, field="answer"
-                    )
-                triple = parse_answer(ans, path=path, line=rec.line)
-            yield QAExample(rec.line, q, triple, rec.data)
-
-
-def answers_not_in_kb(kb: KnowledgeBase, examples: Sequence[QAExample]) -> list[QAExample]:
-    """The examples whose gold ``(S, P, O)`` is not a triple of ``kb``."""
-    return [e for e in examples if e.answer is not None and not kb.has_triple(*e.answer)]
-
-
-def kb_from_qa(files: Sequence[str]) -> KnowledgeBase:
-    """A knowledge base of the triples in the answers of QA files (the benchmark's KgCLUE stand-in)."""
-    kb = KnowledgeBase()
-    for f in files:
-        for e in read_qa(f):
-            assert e.answer is not None
-            kb.add(*e.answer)
-    return kb
-
-
-def write_kb(kb: KnowledgeBase, fh: Any) -> None:
-    for i in range(len(kb)):
-        for o in kb.objects[i]:
-            fh.write(f"{kb.subjects[i]}\t{kb.predicates[i]}\t{o}\n")
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# Tokenisation of questions and keys
-
-
-class CharCodec:
-    """Character vocabulary: ``[PAD] [UNK] [BOS] [EOS] [SEP]`` then characters; whitespace runs become one space.
-
-    ``[BOS]`` is the decoder start token (the trie's root), ``[EOS]`` ends every key, ``[SEP]`` separates the parts.
-    """
-
-    kind = "char"
-    SPECIALS = ("[PAD]", "[UNK]", "[BOS]", "[EOS]", "[SEP]")
-
-    def __init__(self, chars: Sequence[str]):
-        self.itos = list(self.SPECIALS) + [c for c in chars if c not in self.SPECIALS]
-        self.stoi = {c: i for i, c in enumerate(self.itos)}
-        self.pad_id, self.unk_id, self.start_id, self.end_id, self.sep_id = 0, 1, 2, 3, 4
-        self.sep_ids = [self.sep_id]
-
-    @classmethod
-    def from_texts(cls, texts: Iterable[str]) -> CharCodec:
-        chars: set[str] = set()
-        for t in texts:
-            chars.update(_clean(t))
-        return cls(sorted(chars))
-
-    def __len__(self) -> int:
-        return len(self.itos)
-
-    def encode(self, text: str) -> list[int]:
-        unk = self.unk_id
-        return [self.stoi.get(c, unk) for c in _clean(text)]
-
-    def encode_question(self, text: str, max_len: int) -> list[int]:
-        return (self.encode(text)[: max_len - 1] or [self.unk_id]) + [self.end_id]
-
-    def decode(self, ids: Sequence[int]) -> str:
-        return "".join(self.itos[i] if i >= len(self.SPECIALS) else "" for i in ids if 0 <= i < len(self.itos))
-
-    def save(self, folder: Path) -> None:
-        (folder / VOCAB_FILE).write_text(
-            json.dumps({"chars": self.itos[len(self.SPECIALS) :]}, ensure_ascii=False), encoding="utf-8"
-        )
-
-    @classmethod
-    def load(cls, folder: Path) -> CharCodec:
-        return cls(json.loads((folder / VOCAB_FILE).read_text(encoding="utf-8"))["chars"])
-
-
-def _clean(text: str) -> str:
-    return " ".join(text.split())
-
-
-class HFCodec:
-    """A Hugging Face tokenizer as a key codec: parts are tokenised without special tokens and joined by the
-    tokenizer's ``[SEP]`` (or the tokens of ``' | '`` when it has none); keys end with ``eos`` (``[SEP]`` for
-    BERT-family tokenizers)."""
-
-    kind = "hf"
-
-    def __init__(self, tokenizer: Any, *, start_id: int, end_id: int):
-        self.tok = tokenizer
-        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-        self.unk_id = tokenizer.unk_token_id
-        self.start_id = int(start_id)
-        self.end_id = int(end_id)
-        sep = tokenizer.sep_token_id
-        if sep is not None and sep != self.end_id:
-            self.sep_ids = [int(sep)]
-        else:
-            self.sep_ids = [int(i) for i in tokenizer(" | ", add_special_tokens=False)["input_ids"]]
-            if not self.sep_ids:
-                raise NlptoolError("the tokenizer encodes ' | ' to nothing; cannot separate the parts of a key")
-        self.sep_id = self.sep_ids[0]
-
-    def __len__(self) -> int:
-        return len(self.tok)
-
-    def encode(self, text: str) -> list[int]:
-        return [int(i) for i in self.tok(_clean(text), add_special_tokens=False)["input_ids"]]
-
-    def encode_question(self, text: str, max_len: int) -> list[int]:
-        return [int(i) for i in self.tok(_clean(text), truncation=True, max_length=max_len)["input_ids"]]
-
-    def decode(self, ids: Sequence[int]) -> str:
-        return self.tok.decode(
-            [i for i in ids if i not in (self.start_id, self.end_id, self.pad_id)], skip_special_tokens=True
-        ).strip()
-
-    def save(self, folder: Path) -> None:
-        self.tok.save_pretrained(folder)
-
-
-def key_ids(codec: Any, subject: str, predicate: str) -> list[int]:
-    """The token ids of the key ``base [SEP] predicate [SEP] meaning <end>`` (without the root token)."""
-    base, meaning = split_subject(subject)
-    return [
-        *codec.encode(base),
-        *codec.sep_ids,
-        *codec.encode(predicate),
-        *codec.sep_ids,
-        *codec.encode(meaning),
-        codec.end_id,
-    ]
-
-
-def build_trie(kb: KnowledgeBase, codec: Any) -> tuple[TokenTrie, int]:
-    """A trie of every KB key (values: KB entry indices); returns it and the number of keys that collided."""
-    return TokenTrie.build(
-        ((key_ids(codec, kb.subjects[i], kb.predicates[i]), i) for i in range(len(kb))),
-        root=codec.start_id,
-        end=codec.end_id,
-    )
-
-
-def build_trie_from_file(
-    path: str, codec: Any, chunk_size: int = 1_000_000, *, name: str | None = None, stats: dict | None = None
-) -> tuple[TokenTrie, int, int]:
-    """Stream a KB file into a trie without holding the KB: values are the line numbers of each key's first triple.
-
-    Returns the trie, the number of keys dropped as duplicates (same subject and predicate on several lines, or
-    different ones that the codec tokenises identically) and the number of triples read. ``stats``, when given, gets
-    ``collisions``: the distinct (subject, predicate) pairs lost because their key tokenises like another one's
-    (a WordPiece tokenizer lower-cases and drops characters), counted from 64-bit hashes (8 bytes per triple).
-    A KB without triples is an error.
-    """
-    count = 0
-    hashes = array("q")
-
-    def items() -> Iterator[tuple[list[int], int]]:
-        nonlocal count
-        for line, s, p, _ in iter_kb_file(path, name=name):
-            count += 1
-            hashes.append(hash((s, p)))
-            yield key_ids(codec, s, p), line
-
-    trie, dup = TokenTrie.build(items(), root=codec.start_id, end=codec.end_id, chunk_size=chunk_size)
-    if not count:
-        raise NlptoolError(
-            f"knowledge base {name or path} has no triples; give TSV lines subject<TAB>predicate<TAB>object"
-        )
-    if stats is not None:
-        stats["collisions"] = len(np.unique(np.frombuffer(hashes, dtype=np.int64))) - len(trie)
-    return trie, dup, count
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# Constrained decoding
-
-
-def token_lcs(a: Sequence[int], b: Sequence[int]) -> int:
-    """LCS length of two token sequences (Su's look-ahead measures how much of the question a key covers)."""
-    if not a or not b:
-        return 0
-    prev = [0] * (len(b) + 1)
-    for x in a:
-        cur = [0]
-        for j, y in enumerate(b, 1):
-            cur.append(prev[j - 1] + 1 if x == y else max(prev[j], cur[j - 1]))
-        prev = cur
-    return prev[-1]
-
-
-class TrieLogitsProcessor:
-    """A ``generate()`` logits processor: every row may only continue along the trie.
-
-    Each call receives the decoder prefixes (rows = batch × beams, batch-major as ``generate()`` flattens them) and
-    the step's scores; it returns log-probabilities with ``-inf`` outside each row's allowed set.
-
-    Args:
-        trie: the keys; paths start with ``trie.root`` (the decoder start token).
-        questions: per batch item, the question's token ids (for ``lookahead`` and ``subject_in_question``).
-        num_beams: rows per batch item.
-        renormalize: rescale the allowed probabilities to sum to 1 (Su's choice); otherwise only mask ("mask-only":
-            a key's score stays the model's probability of it).
-        lookahead: Su's rule. Once the subject is decoded, each allowed token ``t`` gets the weight
-            ``w = 1 + max over the keys through t of (LCS(key, question) − LCS(prefix, question))`` and its
-            probability becomes ``p^(1/w)``: continuations whose completions cover more of the question are favoured.
-        subject_in_question: while the base name is decoded, allow only tokens that keep it a contiguous substring of
-            the question (plus the separator); falls back to the trie alone where that leaves nothing.
-        sep_id: the separator token that ends the base name.
-        max_completions: look-ahead examines at most this many completions per row.
-    """
-
-    def __init__(
-        self,
-        trie: TokenTrie,
-        questions: Sequence[Sequence[int]] | None = None,
-        *,
-        num_beams: int = 1,
-        renormalize: bool = False,
-        lookahead: bool = False,
-        subject_in_question: bool = False,
-        sep_id: int | None = None,
-        max_completions: int = 256,
-    ):
-        self.trie = trie
-        self.questions = [list(q) for q in questions] if questions is not None else None
-        self.num_beams = num_beams
-        self.renormalize = renormalize
-        self.lookahead = lookahead
-        self.subject_in_question = subject_in_question
-        self.sep_id = sep_id
-        self.max_completions = max_completions
-        if (lookahead or subject_in_question) and (questions is None or sep_id is None):
-            raise NlptoolError("lookahead and subject_in_question need the questions' token ids and the separator")
-        self.scores_are_logprobs = num_beams > 1  # generate(): beam search passes log-probs, greedy raw logits
-        self._nodes: dict[tuple[int, ...], Any] = {}
-        self._lcs_cache: dict[tuple[int, tuple[int, ...]], int] = {}
-
-    def _node(self, seq: list[int]) -> Any:
-        key = tuple(seq)
-        if key in self._nodes:
-            return self._nodes[key]
-        if len(key) == 1:
-            node = self.trie.root_node() if key[0] == self.trie.root else None
-        else:
-            parent = self._node(seq[:-1])
-            node = None if parent is None else self.trie.child(parent, key[-1])
-        self._nodes[key] = node
-        return node
-
-    def allowed_tokens(self, seq: list[int], row: int) -> np.ndarray:
-        """The tokens row ``row`` (prefix ``seq``, root first) may take next."""
-        node = self._node(seq)
-        if node is None:  # left the trie (a finished or padded beam): only the end token
-            return np.array([self.trie.end], dtype=np.int64)
-        allowed = self.trie.allowed(node)
-        if not len(allowed):
-            return np.array([self.trie.end], dtype=np.int64)
-        if self.subject_in_question and self.sep_id not in seq[1:]:
-            q = self.questions[row // self.num_beams]  # type: ignore[index]
-            seg = seq[1:]
-            n = len(seg)
-            nxt = {q[i + n] for i in range(len(q) - n) if q[i : i + n] == seg}
-            if n:
-                nxt.add(self.sep_id)
-            keep = allowed[np.isin(allowed, np.fromiter(nxt, dtype=np.int64, count=len(nxt)))]
-            if len(keep):
-                allowed = keep
-        return allowed
-
-    def _lookahead_weights(self, seq: list[int], row: int, allowed: np.ndarray) -> np.ndarray | None:
-        if self.sep_id not in seq[1:] or len(allowed) < 2:
-            return None
-        q = self.questions[row // self.num_beams]  # type: ignore[index]
-        b = row // self.num_beams
-        done = self._lcs(b, tuple(seq[1:]), q)
-        weights = np.ones(len(allowed), dtype=np.float64)
-        pos = len(seq)
-        for key, _ in self.trie.complete(seq, limit=self.max_completions):
-            w = self._lcs(b, tuple(key[1:]), q) - done
-            i = int(np.searchsorted(allowed, key[pos])) if pos < len(key) else -1
-            if 0 <= i < len(allowed) and allowed[i] == key[pos]:
-                weights[i] = max(weights[i], w + 1)
-        return weights
-
-    def _lcs(self, b: int, seq: tuple[int, ...], q: list[int]) -> int:
-        k = (b, seq)
-        v = self._lcs_cache.get(k)
-        if v is None:
-            v = self._lcs_cache[k] = token_lcs(seq, q)
-        return v
-
-    def __call__(self, input_ids: Any, scores: Any) -> Any:
-        import torch
-
-        if not self.scores_are_logprobs:  # greedy search hands raw logits, beam search log-probabilities
-            scores = torch.log_softmax(scores.float(), dim=-1)
-        rows = input_ids.tolist()
-        n, vocab = scores.shape
-        row_idx: list[np.ndarray] = []
-        col_idx: list[np.ndarray] = []
-        reweight: list[tuple[int, np.ndarray, np.ndarray]] = []
-        for r, seq in enumerate(rows):
-            allowed = self.allowed_tokens(seq, r)
-            if len(allowed) and allowed[-1] >= vocab:  # sorted: only a tokenizer larger than the head gets here
-                allowed = allowed[allowed < vocab]
-            row_idx.append(np.full(len(allowed), r, dtype=np.int64))
-            col_idx.append(allowed)
-            if self.lookahead:
-                w = self._lookahead_weights(seq, r, allowed)
-                if w is not None and (w > 1).any():
-                    reweight.append((r, allowed, w))
-        mask = torch.full((n, vocab), float("-inf"), dtype=scores.dtype, device=scores.device)
-        ri = torch.from_numpy(np.concatenate(row_idx)).to(scores.device)
-        ci = torch.from_numpy(np.concatenate(col_idx)).to(scores.device)
-        mask[ri, ci] = 0.0
-        out = scores + mask
-        for r, allowed, w in reweight:
-            idx = torch.from_numpy(allowed).to(scores.device)
-            out[r, idx] = out[r, idx] / torch.from_numpy(w).to(out.dtype).to(scores.device)
-        if self.renormalize:
-            out = torch.log_softmax(out, dim=-1)
-        return out
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# Backbones
-
-
-def pad_batch(seqs: Sequence[Sequence[int]], pad: int) -> tuple[Any, Any]:
-    import torch
-
-    width = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), width), pad, dtype=torch.long)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    for i, s in enumerate(seqs):
-        ids[i, : len(s)] = torch.tensor(s, dtype=torch.long)
-        mask[i, : len(s)] = 1
-    return ids, mask
-
-
-class Seq2SeqBackbone:
-    """An encoder-decoder model (BART, T5, ...): the question is the source, the key the target."""
-
-    def __init__(self, model: Any, codec: Any, kind: str):
-        self.model = model
-        self.codec = codec
-        self.kind = kind
-
-    def collate(self, examples: Sequence[tuple[list[int], list[int]]]) -> dict:
-        ids, mask = pad_batch([q for q, _ in examples], self.codec.pad_id)
-        labels, lmask = pad_batch([k for _, k in examples], self.codec.pad_id)
-        labels[lmask == 0] = -100
-        return {"input_ids": ids, "attention_mask": mask, "labels": labels}
-
-    def loss(self, model: Any, batch: dict) -> Any:
-        return model(**batch, use_cache=False).loss
-
-    def generate(
-        self,
-        questions: Sequence[list[int]],
-        make_processor: Callable[[Sequence[list[int]], int], Any] | None,
-        *,
-        num_beams: int,
-        num_return: int,
-        max_new_tokens: int,
-    ) -> list[list[tuple[list[int], float]]]:
-        """Beam search for each question; per question ``num_return`` ``(ids, score)`` pairs, ids root first."""
-        import torch
-        from transformers import LogitsProcessorList
-
-        processor = make_processor(questions, num_beams) if make_processor is not None else None
-
-        device = next(self.model.parameters()).device
-        ids, mask = pad_batch(questions, self.codec.pad_id)
-        kwargs: dict[str, Any] = {
-            "input_ids": ids.to(device),
-            "attention_mask": mask.to(device),
-            "num_beams": num_beams,
-            "num_return_sequences": num_return,
-            "max_new_tokens": max_new_tokens,
-            "decoder_start_token_id": self.codec.start_id,
-            "eos_token_id": self.codec.end_id,
-            "pad_token_id": self.codec.pad_id,
-            "do_sample": False,
-            "forced_bos_token_id": None,
-            "forced_eos_token_id": None,
-            "no_repeat_ngram_size": 0,
-            "min_length": 0,
-            "return_dict_in_generate": True,
-            "output_scores": True,
-        }
-        if getattr(self.model.config, "kgqa_copy", False):
-            kwargs["decoder_source_ids"] = kwargs["input_ids"]
-        if num_beams > 1:  # rank beams by the key's log-probability (no length normalisation)
-            kwargs.update(length_penalty=0.0, early_stopping=False)
-        if processor is not None:
-            kwargs["logits_processor"] = LogitsProcessorList([processor])
-        with torch.no_grad():
-            out = self.model.generate(**kwargs)
-        seqs = out.sequences.tolist()
-        if num_beams > 1:
-            scores = out.sequences_scores.tolist()
-        else:  # greedy: the sum of the chosen tokens' (processed) log-probabilities
-            steps = torch.stack([s.float() for s in out.scores], 1)  # (n, T, V): the processed step scores
-            if processor is None:  # raw logits; the trie processor already returns (masked) log-probabilities,
-                steps = torch.log_softmax(steps, -1)  # and a second log-softmax would renormalise them
-            chosen = out.sequences[:, 1 : 1 + steps.shape[1]]
-            lp = steps.gather(2, chosen.unsqueeze(-1)).squeeze(-1)
-            lp = torch.where(chosen == self.codec.pad_id, torch.zeros_like(lp), lp)
-            scores = lp.sum(1).tolist()
-        return _group(seqs, scores, num_return, self.codec)
-
-    def save(self, folder: Path) -> None:
-        self.model.save_pretrained(folder)
-        self.codec.save(folder)
-
-
-def _group(seqs: list[list[int]], scores: list[float], k: int, codec: Any) -> list[list[tuple[list[int], float]]]:
-    out = []
-    for b in range(len(seqs) // k):
-        cands = []
-        for j in range(b * k, (b + 1) * k):
-            s = seqs[j]
-            if codec.end_id in s[1:]:
-                s = s[: s.index(codec.end_id, 1) + 1]
-            else:
-                s = [t for t in s if t != codec.pad_id or t == codec.start_id]
-            cands.append((s, float(scores[j])))
-        out.append(cands)
-    return out
-
-
-class UniLMBackbone:
-    """A BERT-family masked LM used UniLM-style (Dong et al., 2019; Su's KgCLUE baseline).
-
-    Input ``[CLS] question [SEP] key`` with token types 0 (question) / 1 (key); the attention mask is 4-D and
-    additive (0 / −inf, the form eager attention honours in transformers 5): question positions see the question,
-    key positions see the question and the key up to themselves. The MLM head (output embeddings tied to the input
-    embeddings) predicts key token ``i+1`` at position ``i``. Keys start at the ``[SEP]`` that ends the question (the
-    trie's root) and end with ``[SEP]``.
-    """
-
-    kind = "unilm"
-
-    def __init__(self, model: Any, codec: Any):
-        self.model = model
-        self.codec = codec
-
-    @staticmethod
-    def attention_bias(segments: Any, pad_mask: Any, dtype: Any) -> Any:
-        """``(n, 1, L, L)`` additive mask: 0 where query ``i`` may attend key ``j``, the dtype's minimum elsewhere."""
-        import torch
-
-        n, length = segments.shape
-        causal = torch.tril(torch.ones(length, length, dtype=torch.bool, device=segments.device))
-        see = (segments[:, None, :] == 0) | causal[None]  # every position sees segment 0 and earlier positions
-        see = see & (segments[:, :, None] >= segments[:, None, :])  # question positions never see the key
-        see = see & pad_mask[:, None, :].bool()
-        bias = torch.zeros((n, 1, length, length), dtype=dtype, device=segments.device)
-        return bias.masked_fill(~see[:, None], torch.finfo(dtype).min)
-
-    def _inputs(self, qs: Sequence[list[int]], keys: Sequence[list[int]]) -> dict:
-        import torch
-
-        seqs = [q + k for q, k in zip(qs, keys, strict=True)]
-        ids, mask = pad_batch(seqs, self.codec.pad_id)
-        seg = torch.zeros_like(ids)
-        for i, q in enumerate(qs):
-            seg[i, len(q) : len(seqs[i])] = 1
-        seg = seg.masked_fill(mask == 0, 1)
-        return {"input_ids": ids, "token_type_ids": seg, "pad": mask}
-
-    def collate(self, examples: Sequence[tuple[list[int], list[int]]]) -> dict:
-        import torch
-
-        qs = [q[:-1] for q, _ in examples]  # the question's final [SEP] is the key's root
-        keys = [[self.codec.start_id, *k] for _, k in examples]
-        batch = self._inputs(qs, keys)
-        labels = torch.full_like(batch["input_ids"], -100)
-        for i, (q, k) in enumerate(zip(qs, keys, strict=True)):
-            start = len(q)
-            labels[i, start : start + len(k) - 1] = torch.tensor(k[1:], dtype=torch.long)
-        batch["labels"] = labels
-        return batch
-
-    def _logits(self, model: Any, batch: dict) -> Any:
-        dtype = next(model.parameters()).dtype
-        bias = self.attention_bias(batch["token_type_ids"], batch["pad"], dtype)
-        return model(input_ids=batch["input_ids"], token_type_ids=batch["token_type_ids"], attention_mask=bias).logits
-
-    def loss(self, model: Any, batch: dict) -> Any:
-        import torch
-
-        logits = self._logits(model, batch)
-        return torch.nn.functional.cross_entropy(logits.flatten(0, 1), batch["labels"].flatten(), ignore_index=-100)
-
-    def generate(
-        self,
-        questions: Sequence[list[int]],
-        make_processor: Callable[[Sequence[list[int]], int], Any] | None,
-        *,
-        num_beams: int,
-        num_return: int,
-        max_new_tokens: int,
-    ) -> list[list[tuple[list[int], float]]]:
-        """Beam search (sum of log-probabilities, as ``generate()`` with ``length_penalty=0``) with ``processor``."""
-        import torch
-
-        device = next(self.model.parameters()).device
-        end = self.codec.end_id
-        results = []
-        for q in questions:
-            qs = q[:-1]
-            # one question per search: every row belongs to batch item 0
-            processor = make_processor([q], 1 << 30) if make_processor is not None else None
-            if processor is not None:
-                processor.scores_are_logprobs = True
-            beams: list[tuple[list[int], float]] = [([self.codec.start_id], 0.0)]
-            finished: list[tuple[list[int], float]] = []
-            for _ in range(max_new_tokens):
-                if not beams:
-                    break
-                batch = self._inputs([qs] * len(beams), [s for s, _ in beams])
-                batch = {k: v.to(device) for k, v in batch.items()}
-                with torch.no_grad():
-                    logits = self._logits(self.model, batch)
-                pos = torch.tensor([len(qs) + len(s) - 1 for s, _ in beams], device=device)
-                last = logits[torch.arange(len(beams), device=device), pos]
-                prefixes = torch.tensor([s for s, _ in beams], dtype=torch.long)
-                lp = torch.log_softmax(last.float(), -1)
-                if processor is not None:
-                    lp = processor(prefixes, lp)
-                total = lp + torch.tensor([sc for _, sc in beams], device=device)[:, None]
-                flat = total.flatten()
-                k = min(2 * num_beams, int(torch.isfinite(flat).sum()))
-                if k == 0:
-                    break
-                vals, idx = flat.topk(k)
-                vocab = lp.shape[1]
-                nxt = []
-                for v, i in zip(vals.tolist(), idx.tolist(), strict=True):
-                    s = beams[i // vocab][0] + [i % vocab]
-                    if i % vocab == end:
-                        finished.append((s, v))
-                    elif len(nxt) < num_beams:
-                        nxt.append((s, v))
-                beams = nxt
-                best_running = max((sc for _, sc in beams), default=float("-inf"))
-                if len(finished) >= num_beams and best_running <= sorted(sc for _, sc in finished)[-num_beams]:
-                    break  # log-probabilities only fall: no running beam can still enter the top num_beams
-            finished.sort(key=lambda x: -x[1])
-            top = (finished or beams)[:num_return]
-            while len(top) < num_return:
-                top.append(top[-1] if top else ([self.codec.start_id, end], float("-inf")))
-            results.append([(s, sc) for s, sc in top])
-        return results
-
-    def save(self, folder: Path) -> None:
-        self.model.save_pretrained(folder)
-        self.codec.save(folder)
-
-
-def copy_bart_class() -> Any:
-    """``CopyBartForConditionalGeneration``: BART with a pointer-generator output (See, Liu and Manning, "Get To The
-    Point", ACL 2017), the copy-friendly setup for keys whose subject is written in the question.
-
-    At each target position ``t`` the output distribution mixes generating and copying,
-
-    ``p(y_t) = g_t * softmax(W h_t)[y_t] + (1 - g_t) * sum over source positions s with x_s = y_t of a[t, s]``,
-    with the gate ``g_t = sigmoid(w·h_t + b)``, where ``a[t, s]`` is the last decoder layer's cross-attention
-    (averaged over heads) on source token ``x_s``. The returned ``logits`` are ``log p`` (already normalised), so
-    ``generate()``'s log-softmax leaves them unchanged. The source ids reach the decoder steps of ``generate()`` as
-    the ``decoder_source_ids`` keyword (the ``decoder_`` prefix keeps it away from the encoder).
-    """
-    import torch
-    from torch import nn
-    from transformers import BartForConditionalGeneration
-    from transformers.modeling_outputs import Seq2SeqLMOutput
-    from transformers.models.bart.modeling_bart import shift_tokens_right
-
-    class CopyBartForConditionalGeneration(BartForConditionalGeneration):
-        def __init__(self, config: Any):
-            super().__init__(config)
-            self.copy_gate = nn.Linear(config.d_model, 1)
-
-        def forward(  # type: ignore[override]
-            self,
-            input_ids: Any = None,
-            attention_mask: Any = None,
-            decoder_input_ids: Any = None,
-            encoder_outputs: Any = None,
-            cache: Any = None,
-            labels: Any = None,
-            use_cache: Any = None,
-            decoder_source_ids: Any = None,
-            **kwargs: Any,
-        ) -> Any:
-            for k in ("output_attentions", "output_hidden_states", "return_dict"):
-                kwargs.pop(k, None)
-            if labels is not None and decoder_input_ids is None:
-                decoder_input_ids = shift_tokens_right(
-                    labels, self.config.pad_token_id, self.config.decoder_start_token_id
-                )
-            out = super().forward(
-                input_ids=input_ids,
-                attention_mask=attention_mask,
-                decoder_input_ids=decoder_input_ids,
-                encoder_outputs=encoder_outputs,
-                cache=cache,
-                use_cache=use_cache,
-                output_attentions=True,
-                output_hidden_states=True,
-                return_dict=True,
-                **kwargs,
-            )
-            src = decoder_source_ids if decoder_source_ids is not None else input_ids
-            if src is None:
-                raise NlptoolError("the copy model needs the source ids (decoder_source_ids) to decode")
-            attn = out.cross_attentions[-1].float().mean(1)  # (B, T, S)
-            gate = torch.sigmoid(self.copy_gate(out.decoder_hidden_states[-1])).float()  # (B, T, 1)
-            probs = torch.softmax(out.logits.float(), -1) * gate
-            index = src[:, None, :].expand(-1, attn.shape[1], -1)
-            probs = probs.scatter_add(2, index, attn * (1 - gate))
-            logp = torch.log(probs.clamp_min(1e-12))
-            loss = None
-            if labels is not None:
-                loss = nn.functional.nll_loss(logp.flatten(0, 1), labels.flatten(), ignore_index=-100)
-            return Seq2SeqLMOutput(
-                loss=loss,
-                logits=logp,
-                cache=out.cache,
-                encoder_last_hidden_state=out.encoder_last_hidden_state,
-            )
-
-    return CopyBartForConditionalGeneration
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# The model folder: backbone + codec + KB + trie
-
-
-@dataclass
-class Candidate:
-    """One decoded key: the triple (first object), every object of the KB entry, the score (sum of log-probs) and
-    whether the key exists in the KB (always true under the trie)."""
-
-    subject: str
-    predicate: str
-    object: str
-    score: float
-    in_kb: bool
-    objects: list[str] = field(default_factory=list)
-
-    @property
-    def answer(self) -> str:
-        return format_answer(self.subject, self.predicate, self.object)
-
-    def as_dict(self) -> dict:
-        return {"answer": self.answer, "score": self.score, "in_kb": self.in_kb, "objects": self.objects}
-
-
-@dataclass
-class DecodeOptions:
-    """How :meth:`KgqaModel.answer` decodes (see :class:`TrieLogitsProcessor`)."""
-
-    num_beams: int = 5
-    top_k: int = 1
-    constrained: bool = True
-    renormalize: bool = False
-    lookahead: bool = False
-    subject_in_question: bool = False
-    batch_size: int = 32
-
-
-def _backbone_kind(model: Any) -> str:
-    return "seq2seq" if getattr(model.config, "is_encoder_decoder", False) else "unilm"
 
 
 class KgqaModel:
@@ -1087,8 +141,8 @@ class KgqaModel:
             bb: Any = Seq2SeqBackbone(net, codec, "bart-char")
             kind = "bart-char"
         else:
-            net, tok, kind = _load_pretrained(model, backbone)
-            bb = _wrap(net, tok, kind)
+            net, tok, kind = load_pretrained(model, backbone)
+            bb = wrap(net, tok, kind)
         config = {
             "format": FORMAT_VERSION,
             "backbone": kind,
@@ -1096,6 +150,10 @@ class KgqaModel:
             "max_question_tokens": max_question_tokens,
         }
         return cls(bb, kb, config=config)
+
+    def num_parameters(self) -> int:
+        """The number of parameters of the network."""
+        return sum(p.numel() for p in self.backbone.model.parameters())
 
     # -- answering ----------------------------------------------------------------------------------------------------
     def encode_questions(self, questions: Sequence[str]) -> list[list[int]]:
@@ -1322,7 +380,7 @@ class KgqaModel:
         else:
             check_folder_files(folder, tokenizer=True)
             try:
-                net, tok, _ = _load_pretrained(str(folder), kind)
+                net, tok, _ = load_pretrained(str(folder), kind, local=True)
             except NlptoolError:
                 raise
             except Exception as exc:  # noqa: BLE001 - a damaged folder fails deep inside transformers
@@ -1331,53 +389,9 @@ class KgqaModel:
                     f"could not load the model in {shown} ({type(exc).__name__}: {first}); the folder is damaged: "
                     "retrain it with 'nlptool kg-qa train'"
                 ) from None
-            bb = _wrap(net, tok, kind)
+            bb = wrap(net, tok, kind)
         bb.model.to(device)
         return cls(bb, kb, config=cfg, trie=trie)
-
-
-def _load_pretrained(name: str, backbone: str | None) -> tuple[Any, Any, str]:
-    from transformers import AutoConfig, AutoModelForMaskedLM, AutoModelForSeq2SeqLM, AutoTokenizer
-
-    from nlptool.core.errors import ModelNotFoundError
-
-    try:
-        cfg = AutoConfig.from_pretrained(name)
-        tok = AutoTokenizer.from_pretrained(name)
-    except (OSError, ValueError) as exc:
-        raise ModelNotFoundError(
-            f"cannot load model '{name}' ({str(exc).splitlines()[0]}); give a local folder or a "
-            "hub id (with network access)"
-        ) from None
-    kind = backbone or ("seq2seq" if getattr(cfg, "is_encoder_decoder", False) else "unilm")
-    if kind == "seq2seq":
-        if not getattr(cfg, "is_encoder_decoder", False):
-            raise NlptoolError(f"'{name}' is not an encoder-decoder model; use --backbone unilm for BERT-family models")
-        net = AutoModelForSeq2SeqLM.from_pretrained(name)
-    elif kind == "unilm":
-        net, report = AutoModelForMaskedLM.from_pretrained(name, output_loading_info=True)
-        missing = [k for k in report.get("missing_keys", []) if "decoder" not in k or "bias" in k]
-        head_missing = [k for k in missing if k.startswith("cls.") or "lm_head" in k or "predictions" in k]
-        if head_missing:
-            raise NlptoolError(
-                f"'{name}' has no masked-LM head ({', '.join(sorted(head_missing)[:3])} missing); "
-                "UniLM decoding needs a checkpoint with its MLM head"
-            )
-        if tok.sep_token_id is None or tok.cls_token_id is None:
-            raise NlptoolError(f"the tokenizer of '{name}' has no [CLS]/[SEP] tokens; UniLM needs a BERT-family one")
-    else:
-        raise NlptoolError(f"unknown backbone '{kind}'; choose one of {', '.join(BACKBONES)}")
-    return net, tok, kind
-
-
-def _wrap(net: Any, tok: Any, kind: str) -> Any:
-    if kind == "seq2seq":
-        start = net.config.decoder_start_token_id
-        if start is None:
-            start = tok.bos_token_id if tok.bos_token_id is not None else tok.pad_token_id
-        end = tok.eos_token_id if tok.eos_token_id is not None else tok.sep_token_id
-        return Seq2SeqBackbone(net, HFCodec(tok, start_id=start, end_id=end), kind)
-    return UniLMBackbone(net, HFCodec(tok, start_id=tok.sep_token_id, end_id=tok.sep_token_id))
 
 
 def training_pairs(model: KgqaModel, examples: Sequence[QAExample]) -> list[tuple[list[int], list[int]]]:
@@ -1446,3 +460,293 @@ def fit(
     if dev and best is not None and best.is_file():
         bb.model.load_state_dict(torch.load(best, map_location="cpu", weights_only=True))
     return result
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# A training run as 'nlptool kg-qa train' makes it: read the data, build the model, train, save
+
+MIN_STEPS = 200  # fewer optimiser steps than this rarely fit a KB: low_steps_message warns
+
+
+@dataclass
+class TrainingData:
+    """The inputs of a training run: the KB, the training questions, the dev questions (``dev``: all of them;
+    ``dev_eval``: the first ``eval_limit``, which the evaluations score), the number of training answers that are not
+    triples of the KB and the warnings that say which (for the caller to show)."""
+
+    kb: KnowledgeBase
+    examples: list[QAExample]
+    dev: list[QAExample] | None = None
+    dev_eval: list[QAExample] | None = None
+    missing: int = 0
+    warnings: list[str] = field(default_factory=list)
+
+
+def read_training_data(
+    kb_path: str, train_path: str, dev_path: str | None = None, *, eval_limit: int = 500
+) -> TrainingData:
+    """Read the KB (TSV), the training questions and the optional dev questions (KgCLUE JSONL); ``eval_limit=0``
+    scores every dev question at each evaluation."""
+    kb = read_kb(kb_path)
+    examples = read_qa(train_path)
+    dev = read_qa(dev_path) if dev_path else None
+    missing, message = missing_answers_message(kb, examples, train_path)
+    warnings = [message] if message else []
+    if dev:
+        assert dev_path is not None
+        message = missing_answers_message(kb, dev, dev_path)[1]
+        warnings += [message] if message else []
+    dev_eval = dev[:eval_limit] if dev and eval_limit else dev
+    return TrainingData(kb, examples, dev, dev_eval, missing, warnings)
+
+
+@dataclass
+class TrainSettings:
+    """How a kg-qa model is built and trained (the options of ``nlptool kg-qa train``, with its defaults).
+
+    ``model=None`` builds the char BART (``d_model``, ``layers``, ``heads``, ``ffn``, ``dropout``, ``copy``) from
+    scratch; otherwise a pretrained checkpoint, used as ``backbone`` (``seq2seq``, ``unilm``, or ``None``: chosen from
+    its config). ``lr=None`` is 1e-3 from scratch and 5e-5 pretrained. ``eval_*`` is the decoding of the dev
+    evaluations that choose the best checkpoint (choose the decoding you will predict with). ``device`` is a resolved
+    torch device string.
+    """
+
+    model: str | None = None
+    backbone: str | None = None
+    epochs: int = 10
+    batch_size: int = 64
+    lr: float | None = None
+    warmup: float = 0.05
+    d_model: int = 128
+    layers: int = 3
+    heads: int = 4
+    ffn: int = 512
+    dropout: float = 0.1
+    copy: bool = True
+    max_question_tokens: int = 64
+    eval_beams: int = 5
+    eval_renormalize: bool = False
+    eval_lookahead: bool = False
+    seed: int = 0
+    device: str = "cpu"
+    save_every: int = 0
+    resume: bool = False
+
+    @property
+    def peak_lr(self) -> float:
+        return self.lr if self.lr is not None else (1e-3 if self.model is None else 5e-5)
+
+    def eval_options(self) -> DecodeOptions:
+        return DecodeOptions(
+            num_beams=self.eval_beams, renormalize=self.eval_renormalize, lookahead=self.eval_lookahead
+        )
+
+    def train_config(self, out_dir: str | os.PathLike) -> Any:
+        """The shared loop's ``TrainConfig``; checkpoints and the log go to ``out_dir/training``."""
+        from nlptool.core.train import TrainConfig
+
+        return TrainConfig(
+            epochs=self.epochs,
+            batch_size=self.batch_size,
+            lr=self.peak_lr,
+            warmup_ratio=self.warmup,
+            seed=self.seed,
+            device=self.device,
+            group_by_length=True,
+            output_dir=str(Path(out_dir) / "training"),
+            log_every=50,
+            checkpoint_every=self.save_every,
+            resume=self.resume,
+        )
+
+    def params(self, backbone: str) -> dict[str, Any]:
+        """The settings recorded in ``metrics.json`` (``backbone``: the kind the model was built as)."""
+        names = ("epochs", "batch_size", "lr", "warmup", "device", "backbone", "d_model", "layers", "heads", "ffn")
+        names += ("dropout", "copy", "max_question_tokens", "eval_beams", "eval_renormalize", "eval_lookahead")
+        values = {**self.__dict__, "lr": self.peak_lr, "backbone": backbone}
+        return {name: values[name] for name in names}
+
+
+def build_model(data: TrainingData, settings: TrainSettings) -> KgqaModel:
+    """A fresh :class:`KgqaModel` for ``data`` (its char vocabulary covers the training questions and the KB)."""
+    return KgqaModel.create(
+        data.kb,
+        [e.question for e in data.examples],
+        model=settings.model,
+        backbone=settings.backbone,
+        d_model=settings.d_model,
+        layers=settings.layers,
+        heads=settings.heads,
+        ffn=settings.ffn,
+        dropout=settings.dropout,
+        max_question_tokens=settings.max_question_tokens,
+        copy=settings.copy,
+    )
+
+
+def low_steps_message(examples: int, epochs: int, batch_size: int, min_steps: int = MIN_STEPS) -> str | None:
+    """A warning when ``epochs`` over ``examples`` in batches of ``batch_size`` make fewer than ``min_steps`` optimiser
+    steps (a model needs a few hundred to fit its KB), saying how many epochs would make enough; else ``None``."""
+    from nlptool.core.train import steps_per_epoch
+
+    per_epoch = steps_per_epoch(examples, batch_size)
+    if per_epoch * epochs >= min_steps:
+        return None
+    return (
+        f"kg-qa train will make only {per_epoch * epochs} optimiser steps ({epochs} epochs × {per_epoch} batches of "
+        f"--batch-size {batch_size}); a model needs a few hundred to fit its KB: raise --epochs (to "
+        f"{math.ceil(min_steps / per_epoch)} for {min_steps} steps) or lower --batch-size"
+    )
+
+
+@dataclass
+class TrainRun:
+    """What :func:`train` did: the loop's ``TrainResult``, the wall-clock seconds, the parameter count and KgCLUE's
+    scores of the final model on the dev questions (``None`` without dev questions, and on ranks other than 0)."""
+
+    result: Any
+    seconds: float
+    parameters: int
+    dev_scores: dict[str, float] | None = None
+
+    def eval_scores(self) -> list[tuple[int, float]]:
+        """``(step, dev Score)`` of every evaluation during training."""
+        evals = (e for e in self.result.history if e.get("event") == "eval")
+        return [(e["step"], e["metrics"].get("Score", float("nan"))) for e in evals]
+
+    def metrics(self, data: TrainingData) -> dict[str, Any]:
+        """The run's metrics (``metrics.json``): sizes, steps, speed, the final loss and the ``dev_*`` scores."""
+        history = self.result.history
+        out: dict[str, Any] = {
+            "train_questions": len(data.examples),
+            "train_answers_not_in_kb": data.missing,
+            "kb_keys": len(data.kb),
+            "parameters": self.parameters,
+            "steps": self.result.steps,
+            "train_seconds": self.result.train_seconds,
+            "questions_per_s": self.result.examples_per_s,
+            "final_loss": next((e["loss"] for e in reversed(history) if e.get("event") == "train"), None),
+        }
+        if self.dev_scores is not None and data.dev_eval:
+            out.update({f"dev_{k}": v for k, v in self.dev_scores.items()}, dev_questions=len(data.dev_eval))
+        return out
+
+
+def train(
+    model: KgqaModel,
+    data: TrainingData,
+    settings: TrainSettings,
+    out_dir: str | os.PathLike,
+    *,
+    on_progress: Callable[[dict], None] | None = None,
+) -> TrainRun:
+    """Train ``model`` on ``data`` (:func:`fit`, checkpoints in ``out_dir/training``), keeping the weights of the best
+    dev evaluation when there are dev questions, then score the final model on them (rank 0 only under torchrun).
+    Nothing is saved: see :func:`save_trained`."""
+    from nlptool.core.train import is_main_process
+
+    eval_options = settings.eval_options()
+    parameters = model.num_parameters()
+    started = time.perf_counter()
+    result = fit(
+        model,
+        data.examples,
+        settings.train_config(out_dir),
+        dev=data.dev_eval,
+        eval_options=eval_options,
+        on_progress=on_progress,
+    )
+    seconds = time.perf_counter() - started
+    scores = None
+    if data.dev_eval and is_main_process():
+        refs = [format_answer(*e.answer) for e in data.dev_eval]  # type: ignore[misc]
+        scores = kgclue_scores(predictions_of(model.answer([e.question for e in data.dev_eval], eval_options)), refs)
+    return TrainRun(result, seconds, parameters, scores)
+
+
+def save_trained(
+    model: KgqaModel, run: TrainRun, out_dir: str | os.PathLike, *, kb_path: str, epochs: int, kb_link: bool = False
+) -> None:
+    """Save a trained model into ``out_dir`` (:meth:`KgqaModel.save`: the KB copied, or referenced with
+    ``kb_link``) with a record of its training, and remove the resume checkpoint and the best-weights copy from
+    ``out_dir/training`` (``train_log.jsonl`` stays). Call it on rank 0 only."""
+    model.config["training"] = {
+        "epochs": epochs,
+        "steps": run.result.steps,
+        "seconds": run.seconds,
+        "parameters": run.parameters,
+    }
+    model.save(out_dir, kb_path=kb_path, copy_kb=not kb_link)
+    for sub in ("checkpoint-last", "best"):
+        shutil.rmtree(Path(out_dir) / "training" / sub, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The KB's trie as a file ('nlptool kg-qa build-trie')
+
+
+def load_codec(spec: str, kb_path: str | os.PathLike, *, kb_name: str | None = None) -> Any:
+    """The codec that turns keys into token ids for a trie: ``'char'`` (a character vocabulary of the KB file itself),
+    a kg-qa model folder (its codec), or a Hugging Face tokenizer folder or hub id (keys start with its bos, cls or
+    pad token and end with its eos or sep token)."""
+    from nlptool.core.kgqa.data import iter_kb_file
+    from nlptool.core.kgqa.keys import HFCodec
+
+    if spec == "char":
+        triples = iter_kb_file(kb_path, name=kb_name, report_header=False)
+        return CharCodec.from_texts(t for _, s, p, o in triples for t in (s, p, o))
+    folder = Path(spec)
+    if (folder / CONFIG_FILE).is_file():
+        cfg = json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))
+        if cfg.get("backbone") == "bart-char":
+            return CharCodec.load(folder)
+        return KgqaModel.load(folder).codec
+    from transformers import AutoTokenizer
+
+    try:
+        tok = AutoTokenizer.from_pretrained(spec)
+    except (OSError, ValueError) as exc:
+        raise NlptoolError(f"cannot load tokenizer '{spec}' ({str(exc).splitlines()[0]})") from None
+    start = next((t for t in (tok.bos_token_id, tok.cls_token_id, tok.pad_token_id) if t is not None), None)
+    end = next((t for t in (tok.eos_token_id, tok.sep_token_id) if t is not None), None)
+    if start is None or end is None:
+        raise NlptoolError(f"tokenizer '{spec}' has no start (bos/cls/pad) or end (eos/sep) token")
+    return HFCodec(tok, start_id=start, end_id=end)
+
+
+@dataclass
+class TrieBuild:
+    """A trie built from a KB file (:func:`build_trie_file`): the trie, the metadata to store with it and the
+    build's figures (triples, keys, duplicate keys, collisions, bytes, bytes per key, seconds)."""
+
+    trie: TokenTrie
+    meta: dict[str, Any]
+    metrics: dict[str, Any]
+
+
+def build_trie_file(
+    kb_path: str | os.PathLike, tokenizer: str, *, kb_name: str | None = None, chunk_size: int = 1_000_000
+) -> TrieBuild:
+    """Stream a KB file into the trie of its keys (:func:`~nlptool.core.kgqa.keys.build_trie_from_file`, values: the
+    line of each key's first triple) with the codec of ``tokenizer`` (:func:`load_codec`); ``kb_name`` is the KB's
+    name in messages and in the metadata's place of ``kb_path`` (e.g. ``<stdin>`` for a spooled copy)."""
+    from nlptool.core.kgqa.keys import build_trie_from_file
+
+    codec = load_codec(tokenizer, kb_path, kb_name=kb_name or str(kb_path))
+    stats: dict[str, int] = {}
+    start = time.perf_counter()
+    trie, duplicates, triples = build_trie_from_file(
+        str(kb_path), codec, chunk_size=chunk_size, name=kb_name or str(kb_path), stats=stats
+    )
+    seconds = time.perf_counter() - start
+    meta = {"kb_sha256": file_sha256(kb_path), "codec": codec.kind, "values": "kb_line"}
+    metrics = {
+        "triples": triples,
+        "keys": len(trie),
+        "duplicate_keys": duplicates,
+        "collisions": stats["collisions"],
+        "bytes": trie.nbytes,
+        "bytes_per_key": trie.nbytes / max(len(trie), 1),
+        "build_seconds": seconds,
+    }
+    return TrieBuild(trie, meta, metrics)
