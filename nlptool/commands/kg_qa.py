@@ -1,8 +1,9 @@
 """``nlptool kg-qa``: question answering over a knowledge base with Seq2Seq + prefix-tree constrained decoding.
 
-Subcommands: ``build-trie``, ``train``, ``predict``, ``eval``, ``ask``. The technique lives in
-:mod:`nlptool.core.kgqa` (keys, codecs, backbones, the trie logits processor, the KgCLUE metric) and
-:mod:`nlptool.core.trie` (the sorted-array trie).
+Subcommands: ``build-trie``, ``train``, ``predict``, ``eval``, ``ask``. The technique lives in the package
+:mod:`nlptool.core.kgqa` (answers and the KgCLUE metric, KB/QA files, codecs and keys, constrained decoding,
+backbones, the model and its training steps) and :mod:`nlptool.core.trie` (the sorted-array trie); this module only
+parses options, reads input, calls core and writes output.
 """
 
 from __future__ import annotations
