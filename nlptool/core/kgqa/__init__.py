@@ -35,9 +35,12 @@ from nlptool.core.kgqa.backbones import (
     Backbone,
     Seq2SeqBackbone,
     UniLMBackbone,
+    char_bart_backbone,
     copy_bart_class,
+    load_backbone,
     load_pretrained,
     pad_batch,
+    pretrained_backbone,
 )
 from nlptool.core.kgqa.data import (
     KB_HEADER_NAMES,
@@ -88,6 +91,7 @@ __all__ = [
     "copy_bart_class", "f1_sim", "file_sha256", "fit", "format_answer", "is_kb_header", "iter_kb_file", "iter_qa",
     "join_subject", "kb_from_qa", "key_ids", "kgclue_scores", "lcs_length", "load_pretrained", "low_steps_message",
     "missing_answers_message", "normalize", "pad_batch", "paired_answers", "parse_answer", "prediction_record",
-    "predictions_of", "TrieBuild", "build_trie_file", "load_codec", "read_kb", "read_qa",
+    "predictions_of", "TrieBuild", "build_trie_file", "load_codec", "char_bart_backbone", "load_backbone",
+    "pretrained_backbone", "read_kb", "read_qa",
     "read_training_data", "save_trained", "split_subject", "token_lcs", "train", "training_pairs", "write_kb",
 ]  # fmt: skip

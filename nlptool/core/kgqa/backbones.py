@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from nlptool.core.errors import NlptoolError
-from nlptool.core.kgqa.keys import HFCodec
+from nlptool.core.kgqa.keys import VOCAB_FILE, CharCodec, HFCodec
 
 BACKBONES = ("bart-char", "seq2seq", "unilm")
 
@@ -30,6 +30,9 @@ class Backbone(Protocol):
         codec: turns questions and keys into token ids (:class:`~nlptool.core.kgqa.keys.CharCodec` or
             :class:`~nlptool.core.kgqa.keys.HFCodec`); its ``start_id`` is the trie's root, ``end_id`` ends keys.
         kind: ``bart-char``, ``seq2seq`` or ``unilm`` (recorded in ``kgqa.json``).
+
+    Backbones are made by :func:`char_bart_backbone` (from scratch) and :func:`pretrained_backbone` (a checkpoint),
+    written by :meth:`save` and read back by :func:`load_backbone`.
     """
 
     model: Any
@@ -59,7 +62,8 @@ class Backbone(Protocol):
         ...
 
     def save(self, folder: Path) -> None:
-        """Write the network and its codec into ``folder`` (``save_pretrained`` and the codec's files)."""
+        """Write the network and its codec into ``folder`` (``save_pretrained`` and the codec's files); the folder is
+        read back by :func:`load_backbone`."""
         ...
 
 
@@ -464,3 +468,104 @@ def wrap(net: Any, tok: Any, kind: str) -> Any:
         end = tok.eos_token_id if tok.eos_token_id is not None else tok.sep_token_id
         return Seq2SeqBackbone(net, HFCodec(tok, start_id=start, end_id=end), kind)
     return UniLMBackbone(net, HFCodec(tok, start_id=tok.sep_token_id, end_id=tok.sep_token_id))
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Making and loading backbones (what KgqaModel.create and KgqaModel.load call)
+
+
+def char_bart_backbone(
+    codec: CharCodec,
+    *,
+    d_model: int = 256,
+    layers: int = 3,
+    heads: int = 4,
+    ffn: int = 1024,
+    dropout: float = 0.1,
+    max_question_tokens: int = 64,
+    copy: bool = True,
+) -> Seq2SeqBackbone:
+    """A randomly initialised char BART (``bart-char``) over ``codec``'s vocabulary, with the copy mechanism of
+    :func:`copy_bart_class` unless ``copy=False``."""
+    from transformers import BartConfig, BartForConditionalGeneration
+
+    max_pos = max(max_question_tokens, 32) + 512
+    cfg = BartConfig(
+        vocab_size=len(codec),
+        d_model=d_model,
+        encoder_layers=layers,
+        decoder_layers=layers,
+        encoder_attention_heads=heads,
+        decoder_attention_heads=heads,
+        encoder_ffn_dim=ffn,
+        decoder_ffn_dim=ffn,
+        max_position_embeddings=max_pos,
+        dropout=dropout,
+        attention_dropout=0.0,
+        activation_dropout=0.0,
+        pad_token_id=codec.pad_id,
+        bos_token_id=codec.start_id,
+        eos_token_id=codec.end_id,
+        decoder_start_token_id=codec.start_id,
+        forced_bos_token_id=None,
+        forced_eos_token_id=None,
+        scale_embedding=True,
+        tie_word_embeddings=True,
+    )
+    if copy:
+        cfg.kgqa_copy = True
+        cfg._attn_implementation = "eager"  # the copy distribution reads the cross-attention weights
+        net = copy_bart_class()(cfg)
+    else:
+        net = BartForConditionalGeneration(cfg)
+    return Seq2SeqBackbone(net, codec, "bart-char")
+
+
+def pretrained_backbone(name: str, backbone: str | None = None) -> Backbone:
+    """A backbone over a pretrained checkpoint (:func:`load_pretrained`): ``seq2seq`` or ``unilm``."""
+    net, tok, kind = load_pretrained(name, backbone)
+    return wrap(net, tok, kind)
+
+
+def load_backbone(folder: Path, kind: str, *, shown: str | None = None) -> Backbone:
+    """The backbone saved in a kg-qa model folder (:meth:`Backbone.save`) as ``kind``; ``shown`` is the folder's name
+    in messages. The folder's files must have been checked (:meth:`KgqaModel.load
+    <nlptool.core.kgqa.model.KgqaModel.load>` does); a missing or damaged vocabulary or weight file is an error that
+    names it."""
+    from nlptool.core.models import ResolvedModel, damaged, load_model, read_json_file
+
+    shown = shown or str(folder)
+    if kind == "bart-char":
+        from transformers import BartForConditionalGeneration
+
+        if not (folder / VOCAB_FILE).is_file():
+            raise NlptoolError(
+                f"{folder / VOCAB_FILE} is missing, so the kg-qa model folder is incomplete; retrain it with "
+                "'nlptool kg-qa train'"
+            )
+        vocab = read_json_file(folder / VOCAB_FILE)
+        chars = vocab.get("chars") if isinstance(vocab, dict) else None
+        if not isinstance(chars, list) or not all(isinstance(c, str) for c in chars):
+            raise damaged(folder / VOCAB_FILE, "no 'chars' list of strings")
+        codec = CharCodec(chars)
+        bart_cfg = read_json_file(folder / "config.json")
+        model_class = copy_bart_class() if bart_cfg.get("kgqa_copy") else BartForConditionalGeneration
+        extra = {"attn_implementation": "eager"} if bart_cfg.get("kgqa_copy") else {}
+        net = load_model(ResolvedModel("local", str(folder), shown), model_class, **extra)
+        if net.config.vocab_size < len(codec):
+            raise damaged(folder / VOCAB_FILE, f"{len(codec)} symbols, more than the model's {net.config.vocab_size}")
+        return Seq2SeqBackbone(net, codec, kind)
+    from nlptool.core.models import check_folder_files
+
+    check_folder_files(folder, tokenizer=True)
+    try:
+        net, tok, _ = load_pretrained(str(folder), kind, local=True)
+    except NlptoolError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a damaged folder fails deep inside transformers
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+        raise NlptoolError(
+            f"could not load the model in {shown} ({type(exc).__name__}: {first}); the folder is damaged: "
+            "retrain it with 'nlptool kg-qa train'"
+        ) from None
+    return wrap(net, tok, kind)

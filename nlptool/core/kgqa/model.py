@@ -46,7 +46,7 @@ import numpy as np
 
 from nlptool.core.errors import NlptoolError
 from nlptool.core.kgqa.answers import format_answer, join_subject, kgclue_scores
-from nlptool.core.kgqa.backbones import BACKBONES, Seq2SeqBackbone, copy_bart_class, load_pretrained, wrap
+from nlptool.core.kgqa.backbones import BACKBONES, char_bart_backbone, load_backbone, pretrained_backbone
 from nlptool.core.kgqa.data import (
     KnowledgeBase,
     QAExample,
@@ -57,7 +57,7 @@ from nlptool.core.kgqa.data import (
     write_kb,
 )
 from nlptool.core.kgqa.decoding import Candidate, DecodeOptions, TrieLogitsProcessor
-from nlptool.core.kgqa.keys import VOCAB_FILE, CharCodec, build_trie, key_ids
+from nlptool.core.kgqa.keys import CharCodec, build_trie, key_ids
 from nlptool.core.trie import TokenTrie
 
 FORMAT_VERSION = 1
@@ -101,48 +101,28 @@ class KgqaModel:
         copy: bool = True,
     ) -> KgqaModel:
         """A fresh model. ``model=None``: a char BART of the given size, randomly initialised (with the copy
-        mechanism of :func:`copy_bart_class` unless ``copy=False``); else a pretrained checkpoint (seq2seq, or a
-        BERT-family masked LM used UniLM-style; ``backbone`` forces the choice)."""
+        mechanism of :func:`~nlptool.core.kgqa.backbones.copy_bart_class` unless ``copy=False``;
+        :func:`~nlptool.core.kgqa.backbones.char_bart_backbone`); else a pretrained checkpoint (seq2seq, or a
+        BERT-family masked LM used UniLM-style; ``backbone`` forces the choice;
+        :func:`~nlptool.core.kgqa.backbones.pretrained_backbone`)."""
         if model is None:
             if backbone not in (None, "bart-char"):
                 raise NlptoolError(f"--backbone {backbone} needs --model (a pretrained checkpoint)")
-            from transformers import BartConfig, BartForConditionalGeneration
-
             codec = CharCodec.from_texts([*questions, *kb.strings()])
-            max_pos = max(max_question_tokens, 32) + 512
-            cfg = BartConfig(
-                vocab_size=len(codec),
+            bb: Any = char_bart_backbone(
+                codec,
                 d_model=d_model,
-                encoder_layers=layers,
-                decoder_layers=layers,
-                encoder_attention_heads=heads,
-                decoder_attention_heads=heads,
-                encoder_ffn_dim=ffn,
-                decoder_ffn_dim=ffn,
-                max_position_embeddings=max_pos,
+                layers=layers,
+                heads=heads,
+                ffn=ffn,
                 dropout=dropout,
-                attention_dropout=0.0,
-                activation_dropout=0.0,
-                pad_token_id=codec.pad_id,
-                bos_token_id=codec.start_id,
-                eos_token_id=codec.end_id,
-                decoder_start_token_id=codec.start_id,
-                forced_bos_token_id=None,
-                forced_eos_token_id=None,
-                scale_embedding=True,
-                tie_word_embeddings=True,
+                max_question_tokens=max_question_tokens,
+                copy=copy,
             )
-            if copy:
-                cfg.kgqa_copy = True
-                cfg._attn_implementation = "eager"  # the copy distribution reads the cross-attention weights
-                net = copy_bart_class()(cfg)
-            else:
-                net = BartForConditionalGeneration(cfg)
-            bb: Any = Seq2SeqBackbone(net, codec, "bart-char")
             kind = "bart-char"
         else:
-            net, tok, kind = load_pretrained(model, backbone)
-            bb = wrap(net, tok, kind)
+            bb = pretrained_backbone(model, backbone)
+            kind = bb.kind
         config = {
             "format": FORMAT_VERSION,
             "backbone": kind,
@@ -282,11 +262,9 @@ class KgqaModel:
         damaged or incomplete folder with a line that names the file (:mod:`nlptool.core.models`)."""
         from nlptool.core.models import (
             KG_QA,
-            ResolvedModel,
             check_folder_files,
             check_model_folder,
             damaged,
-            load_model,
             read_json_file,
         )
 
@@ -355,41 +333,7 @@ class KgqaModel:
                 if not isinstance(meta, dict) or meta.get("kb_sha256") != info["sha256"]:
                     trie = None
         check_folder_files(folder, weights=True)
-        if kind == "bart-char":
-            from transformers import BartForConditionalGeneration
-
-            if not (folder / VOCAB_FILE).is_file():
-                raise NlptoolError(
-                    f"{folder / VOCAB_FILE} is missing, so the kg-qa model folder is incomplete; retrain it with "
-                    "'nlptool kg-qa train'"
-                )
-            vocab = read_json_file(folder / VOCAB_FILE)
-            chars = vocab.get("chars") if isinstance(vocab, dict) else None
-            if not isinstance(chars, list) or not all(isinstance(c, str) for c in chars):
-                raise damaged(folder / VOCAB_FILE, "no 'chars' list of strings")
-            codec: Any = CharCodec(chars)
-            bart_cfg = read_json_file(folder / "config.json")
-            model_class = copy_bart_class() if bart_cfg.get("kgqa_copy") else BartForConditionalGeneration
-            extra = {"attn_implementation": "eager"} if bart_cfg.get("kgqa_copy") else {}
-            net = load_model(ResolvedModel("local", str(folder), str(shown)), model_class, **extra)
-            if net.config.vocab_size < len(codec):
-                raise damaged(
-                    folder / VOCAB_FILE, f"{len(codec)} symbols, more than the model's {net.config.vocab_size}"
-                )
-            bb: Any = Seq2SeqBackbone(net, codec, kind)
-        else:
-            check_folder_files(folder, tokenizer=True)
-            try:
-                net, tok, _ = load_pretrained(str(folder), kind, local=True)
-            except NlptoolError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - a damaged folder fails deep inside transformers
-                first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
-                raise NlptoolError(
-                    f"could not load the model in {shown} ({type(exc).__name__}: {first}); the folder is damaged: "
-                    "retrain it with 'nlptool kg-qa train'"
-                ) from None
-            bb = wrap(net, tok, kind)
+        bb = load_backbone(folder, kind, shown=str(shown))
         bb.model.to(device)
         return cls(bb, kb, config=cfg, trie=trie)
 
