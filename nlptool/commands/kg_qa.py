@@ -42,9 +42,6 @@ app = typer.Typer(
 )
 
 
-MIN_STEPS = 200  # kg-qa train warns below this many optimiser steps
-
-
 class Backbone(str, Enum):
     auto = "auto"
     seq2seq = "seq2seq"
