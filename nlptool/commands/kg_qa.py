@@ -1,15 +1,14 @@
 """``nlptool kg-qa``: question answering over a knowledge base with Seq2Seq + prefix-tree constrained decoding.
 
-Subcommands: ``build-trie``, ``train``, ``predict``, ``eval``, ``ask``. The technique lives in
-:mod:`nlptool.core.kgqa` (keys, codecs, backbones, the trie logits processor, the KgCLUE metric) and
-:mod:`nlptool.core.trie` (the sorted-array trie).
+Subcommands: ``build-trie``, ``train``, ``predict``, ``eval``, ``ask``. The technique lives in the package
+:mod:`nlptool.core.kgqa` (answers and the KgCLUE metric, KB/QA files, codecs and keys, constrained decoding,
+backbones, the model and its training steps) and :mod:`nlptool.core.trie` (the sorted-array trie); this module only
+parses options, reads input, calls core and writes output.
 """
 
 from __future__ import annotations
 
-import math
 import shutil
-import time
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
@@ -41,9 +40,6 @@ app = typer.Typer(
     no_args_is_help=True,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-
-
-MIN_STEPS = 200  # kg-qa train warns below this many optimiser steps
 
 
 class Backbone(str, Enum):
@@ -120,30 +116,17 @@ def _options(
     )
 
 
-def _decode_params(opts: Any) -> dict:
-    return {
-        "num_beams": opts.num_beams,
-        "top_k": opts.top_k,
-        "trie": opts.constrained,
-        "renormalize": opts.renormalize,
-        "lookahead": opts.lookahead,
-        "subject_in_question": opts.subject_in_question,
-    }
-
-
 def _answer_all(model: Any, questions: list[str], opts: Any) -> list:
     with progress("decoding", total=len(questions), unit="questions") as advance:
         return model.answer(questions, opts, on_batch=advance)
 
 
-def _report_missing(kb: Any, examples: list, path: str) -> int:
-    from nlptool.core.kgqa import answers_not_in_kb, format_answer
+def _report_missing(kb: Any, examples: list, path: str) -> None:
+    from nlptool.core.kgqa import missing_answers_message
 
-    missing = answers_not_in_kb(kb, examples)
-    if missing:
-        shown = "; ".join(f"line {e.line}: {format_answer(*e.answer)}" for e in missing[:3])
-        warn(f"{path}: {len(missing)} of {len(examples)} answers are not triples of the KB (e.g. {shown})")
-    return len(missing)
+    message = missing_answers_message(kb, examples, path)[1]
+    if message:
+        warn(message)
 
 
 # -- build-trie -------------------------------------------------------------------------------------------------------
@@ -189,7 +172,7 @@ def build_trie(
 
     from nlptool.core.errors import NlptoolError
     from nlptool.core.io import check_output_path, replayable
-    from nlptool.core.kgqa import build_trie_from_file, file_sha256
+    from nlptool.core.kgqa.model import build_trie_file
 
     if output == "-":
         if sys.stdout.isatty():
@@ -200,147 +183,128 @@ def build_trie(
             raise NlptoolError("-o - and --metrics-out - both write to stdout; send one of them to a file")
     check_output_path(output, force)
     check_output_path(metrics_out, force)
-    kb_name = "<stdin>" if kb == "-" else kb
     with replayable(kb) as kb_path:  # stdin: a temporary copy (read twice), always removed
-        codec = _codec_for(tokenizer, kb_path, kb_name)
-        stats: dict[str, int] = {}
-        start = time.perf_counter()
-        trie, duplicates, triples = build_trie_from_file(
-            kb_path, codec, chunk_size=chunk_size, name=kb_name, stats=stats
+        built = build_trie_file(kb_path, tokenizer, kb_name="<stdin>" if kb == "-" else kb, chunk_size=chunk_size)
+    if built.metrics["collisions"]:
+        warn(
+            f"{built.metrics['collisions']} KB keys tokenise identically to another key; the first one is kept in the "
+            "trie"
         )
-        seconds = time.perf_counter() - start
-        meta = {"kb_sha256": file_sha256(kb_path), "codec": codec.kind, "values": "kb_line"}
-    if stats["collisions"]:
-        warn(f"{stats['collisions']} KB keys tokenise identically to another key; the first one is kept in the trie")
     if output == "-":
         with tempfile.TemporaryFile() as tmp:  # np.savez seeks; stdout may be a pipe
-            trie.write(tmp, meta)
+            built.trie.write(tmp, built.meta)
             tmp.seek(0)
             shutil.copyfileobj(tmp, sys.stdout.buffer)
         sys.stdout.buffer.flush()
     else:
-        trie.save(output, meta=meta)
-    metrics = {
-        "triples": triples,
-        "keys": len(trie),
-        "duplicate_keys": duplicates,
-        "collisions": stats["collisions"],
-        "bytes": trie.nbytes,
-        "bytes_per_key": trie.nbytes / max(len(trie), 1),
-        "build_seconds": seconds,
-    }
-    print_table("kg-qa build-trie", ["", "value"], [[k, v] for k, v in metrics.items()])
-    write_metrics(metrics_out, metrics, force=force, inputs=[kb], model=tokenizer)
-    info(f"kg-qa build-trie: {len(trie)} keys written to {'stdout' if output == '-' else output}")
-
-
-def _codec_for(tokenizer: str, kb: str, kb_name: str) -> Any:
-    from nlptool.core.errors import NlptoolError
-    from nlptool.core.kgqa import CONFIG_FILE, CharCodec, KgqaModel, iter_kb_file
-
-    if tokenizer == "char":
-        triples = iter_kb_file(kb, name=kb_name, report_header=False)
-        return CharCodec.from_texts(t for _, s, p, o in triples for t in (s, p, o))
-    folder = Path(tokenizer)
-    if (folder / CONFIG_FILE).is_file():
-        import json
-
-        cfg = json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))
-        if cfg.get("backbone") == "bart-char":
-            return CharCodec.load(folder)
-        return KgqaModel.load(folder).codec
-    from transformers import AutoTokenizer
-
-    from nlptool.core.kgqa import HFCodec
-
-    try:
-        tok = AutoTokenizer.from_pretrained(tokenizer)
-    except (OSError, ValueError) as exc:
-        raise NlptoolError(f"cannot load tokenizer '{tokenizer}' ({str(exc).splitlines()[0]})") from None
-    start = next((t for t in (tok.bos_token_id, tok.cls_token_id, tok.pad_token_id) if t is not None), None)
-    end = next((t for t in (tok.eos_token_id, tok.sep_token_id) if t is not None), None)
-    if start is None or end is None:
-        raise NlptoolError(f"tokenizer '{tokenizer}' has no start (bos/cls/pad) or end (eos/sep) token")
-    return HFCodec(tok, start_id=start, end_id=end)
+        built.trie.save(output, meta=built.meta)
+    print_table("kg-qa build-trie", ["", "value"], [[k, v] for k, v in built.metrics.items()])
+    write_metrics(metrics_out, built.metrics, force=force, inputs=[kb], model=tokenizer)
+    info(f"kg-qa build-trie: {len(built.trie)} keys written to {'stdout' if output == '-' else output}")
 
 
 # -- train ------------------------------------------------------------------------------------------------------------
+KbTrainOpt = Annotated[
+    str, typer.Option("--kb", help="KB file: TSV subject<TAB>predicate<TAB>object.", show_default=False)
+]
+TrainFileOpt = Annotated[
+    str, typer.Option("--train", help="QA JSONL: {'question', 'answer': 'S ||| P ||| O'}.", show_default=False)
+]
+OutDirOpt = Annotated[str, typer.Option("--out", help="Output model folder.", show_default=False)]
+DevOpt = Annotated[
+    str | None, typer.Option("--dev", help="Dev QA JSONL: Score after each epoch; the best model is kept.")
+]
+PretrainedOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--model",
+        "-m",
+        help="A pretrained seq2seq (T5/BART) or BERT-family masked-LM checkpoint (folder or hub id). Default: a "
+        "small character BART trained from scratch (offline).",
+    ),
+]
+BackboneOpt = Annotated[
+    Backbone, typer.Option("--backbone", help="How to use --model: seq2seq, unilm (BERT-family), or auto.")
+]
+EpochsOpt = Annotated[int, typer.Option("--epochs", help="Passes over the training questions.", min=1)]
+TrainBatchOpt = Annotated[int, typer.Option("--batch-size", help="Questions per batch.", min=1)]
+LrOpt = Annotated[
+    float | None, typer.Option("--lr", help="Peak learning rate (default 1e-3 from scratch, 5e-5 pretrained).")
+]
+WarmupOpt = Annotated[float, typer.Option("--warmup", help="Warmup fraction of all steps.", min=0.0, max=1.0)]
+DModelOpt = Annotated[int, typer.Option("--d-model", help="Char BART: hidden size.", min=8)]
+LayersOpt = Annotated[int, typer.Option("--layers", help="Char BART: encoder and decoder layers.", min=1)]
+HeadsOpt = Annotated[int, typer.Option("--heads", help="Char BART: attention heads.", min=1)]
+FfnOpt = Annotated[int, typer.Option("--ffn", help="Char BART: feed-forward size.", min=8)]
+DropoutOpt = Annotated[float, typer.Option("--dropout", help="Char BART: dropout.", min=0.0, max=0.9)]
+CopyOpt = Annotated[
+    bool,
+    typer.Option(
+        "--copy/--no-copy",
+        help="Char BART: pointer-generator output that can copy question characters (the subject is written in "
+        "the question).",
+    ),
+]
+MaxQuestionOpt = Annotated[
+    int, typer.Option("--max-question-tokens", help="Questions are cut to this many tokens.", min=4)
+]
+EvalLimitOpt = Annotated[
+    int, typer.Option("--eval-limit", help="Dev questions scored at each evaluation (0 = all).", min=0)
+]
+EvalBeamsOpt = Annotated[
+    int,
+    typer.Option(
+        "--eval-beams",
+        help="Beam width of the dev evaluations that choose the best checkpoint (default: predict's beam width).",
+        min=1,
+    ),
+]
+EvalRenormOpt = Annotated[
+    bool,
+    typer.Option(
+        "--eval-renormalize",
+        help="Dev evaluations decode with --renormalize (choose the checkpoint for the decoding you will run).",
+    ),
+]
+EvalLookaheadOpt = Annotated[
+    bool, typer.Option("--eval-lookahead", help="Dev evaluations decode with --lookahead (as --eval-renormalize).")
+]
+KbLinkOpt = Annotated[
+    bool, typer.Option("--kb-link", help="Record the KB's path and SHA-256 in the model folder instead of a copy.")
+]
+ResumeOpt = Annotated[
+    bool,
+    typer.Option(
+        "--resume", help="Continue an interrupted run from OUT/training/checkpoint-last (same options and data)."
+    ),
+]
+
+
 @app.command("train")
 def train(
-    kb: Annotated[str, typer.Option("--kb", help="KB file: TSV subject<TAB>predicate<TAB>object.", show_default=False)],
-    train_file: Annotated[
-        str, typer.Option("--train", help="QA JSONL: {'question', 'answer': 'S ||| P ||| O'}.", show_default=False)
-    ],
-    out: Annotated[str, typer.Option("--out", help="Output model folder.", show_default=False)],
-    dev: Annotated[
-        str | None, typer.Option("--dev", help="Dev QA JSONL: Score after each epoch; the best model is kept.")
-    ] = None,
-    model: Annotated[
-        str | None,
-        typer.Option(
-            "--model",
-            "-m",
-            help="A pretrained seq2seq (T5/BART) or BERT-family masked-LM checkpoint (folder or hub id). Default: a "
-            "small character BART trained from scratch (offline).",
-        ),
-    ] = None,
-    backbone: Annotated[
-        Backbone, typer.Option("--backbone", help="How to use --model: seq2seq, unilm (BERT-family), or auto.")
-    ] = Backbone.auto,
-    epochs: Annotated[int, typer.Option("--epochs", help="Passes over the training questions.", min=1)] = 10,
-    batch_size: Annotated[int, typer.Option("--batch-size", help="Questions per batch.", min=1)] = 64,
-    lr: Annotated[
-        float | None, typer.Option("--lr", help="Peak learning rate (default 1e-3 from scratch, 5e-5 pretrained).")
-    ] = None,
-    warmup: Annotated[float, typer.Option("--warmup", help="Warmup fraction of all steps.", min=0.0, max=1.0)] = 0.05,
-    d_model: Annotated[int, typer.Option("--d-model", help="Char BART: hidden size.", min=8)] = 128,
-    layers: Annotated[int, typer.Option("--layers", help="Char BART: encoder and decoder layers.", min=1)] = 3,
-    heads: Annotated[int, typer.Option("--heads", help="Char BART: attention heads.", min=1)] = 4,
-    ffn: Annotated[int, typer.Option("--ffn", help="Char BART: feed-forward size.", min=8)] = 512,
-    dropout: Annotated[float, typer.Option("--dropout", help="Char BART: dropout.", min=0.0, max=0.9)] = 0.1,
-    copy: Annotated[
-        bool,
-        typer.Option(
-            "--copy/--no-copy",
-            help="Char BART: pointer-generator output that can copy question characters (the subject is written in "
-            "the question).",
-        ),
-    ] = True,
-    max_question_tokens: Annotated[
-        int, typer.Option("--max-question-tokens", help="Questions are cut to this many tokens.", min=4)
-    ] = 64,
-    eval_limit: Annotated[
-        int, typer.Option("--eval-limit", help="Dev questions scored at each evaluation (0 = all).", min=0)
-    ] = 500,
-    eval_beams: Annotated[
-        int,
-        typer.Option(
-            "--eval-beams",
-            help="Beam width of the dev evaluations that choose the best checkpoint (default: predict's beam width).",
-            min=1,
-        ),
-    ] = 5,
-    eval_renormalize: Annotated[
-        bool,
-        typer.Option(
-            "--eval-renormalize",
-            help="Dev evaluations decode with --renormalize (choose the checkpoint for the decoding you will run).",
-        ),
-    ] = False,
-    eval_lookahead: Annotated[
-        bool,
-        typer.Option("--eval-lookahead", help="Dev evaluations decode with --lookahead (as --eval-renormalize)."),
-    ] = False,
-    kb_link: Annotated[
-        bool,
-        typer.Option("--kb-link", help="Record the KB's path and SHA-256 in the model folder instead of a copy."),
-    ] = False,
-    resume: Annotated[
-        bool,
-        typer.Option(
-            "--resume", help="Continue an interrupted run from OUT/training/checkpoint-last (same options and data)."
-        ),
-    ] = False,
+    kb: KbTrainOpt,
+    train_file: TrainFileOpt,
+    out: OutDirOpt,
+    dev: DevOpt = None,
+    model: PretrainedOpt = None,
+    backbone: BackboneOpt = Backbone.auto,
+    epochs: EpochsOpt = 10,
+    batch_size: TrainBatchOpt = 64,
+    lr: LrOpt = None,
+    warmup: WarmupOpt = 0.05,
+    d_model: DModelOpt = 128,
+    layers: LayersOpt = 3,
+    heads: HeadsOpt = 4,
+    ffn: FfnOpt = 512,
+    dropout: DropoutOpt = 0.1,
+    copy: CopyOpt = True,
+    max_question_tokens: MaxQuestionOpt = 64,
+    eval_limit: EvalLimitOpt = 500,
+    eval_beams: EvalBeamsOpt = 5,
+    eval_renormalize: EvalRenormOpt = False,
+    eval_lookahead: EvalLookaheadOpt = False,
+    kb_link: KbLinkOpt = False,
+    resume: ResumeOpt = False,
     device: DeviceOpt = "auto",
     save_every: SaveEveryOpt = 0,
     seed: SeedOpt = 0,
@@ -350,7 +314,8 @@ def train(
     """Train a kg-qa model: question → key 'subject [SEP] predicate [SEP] meaning', decoded under the KB's trie.
 
     The folder keeps the model, its tokenizer, a copy of the KB (or its path and hash with --kb-link) and the trie,
-    so predict/ask/eval need no --kb.
+    so predict/ask/eval need no --kb. Under torchrun (--nproc_per_node N) the global batch is split over the
+    processes; only rank 0 writes.
 
     Example: nlptool kg-qa train --kb kb.tsv --train train.jsonl --dev dev.jsonl --out kgqa-model
 
@@ -358,128 +323,67 @@ def train(
     Retrieval", ICLR 2021.
     """
     from nlptool.commands._common import check_out_dir, logger
+    from nlptool.core import kgqa
     from nlptool.core.io import check_output_path
-    from nlptool.core.kgqa import DecodeOptions, KgqaModel, fit, format_answer, kgclue_scores, read_kb, read_qa
-    from nlptool.core.train import TrainConfig, steps_per_epoch
+    from nlptool.core.train import is_main_process
 
-    out_dir = Path(out)
-    check_out_dir(out_dir, force=force, resume=resume)
-    check_output_path(metrics_out, force)
+    settings = _train_settings(locals())
+    main = is_main_process()
+    if main:  # under torchrun only rank 0 checks and writes the output folder
+        check_out_dir(Path(out), force=force, resume=resume)
+        check_output_path(metrics_out, force)
     seed_everything(seed)
-    dev_name = _device(device)
+    data = kgqa.read_training_data(kb, train_file, dev, eval_limit=eval_limit)
+    kg = kgqa.build_model(data, settings)
+    if main:
+        _report_setup(kg, data, settings, logger)
+    with TrainingProgress("questions") as on_progress:
+        run = kgqa.train(kg, data, settings, out, on_progress=on_progress)
+    if not main:
+        return
+    kgqa.save_trained(kg, run, out, kb_path=kb, epochs=epochs, kb_link=kb_link)
+    _report_trained(kg, run, data, settings, out, [kb, train_file, *([dev] if dev else [])], metrics_out, force)
 
-    knowledge = read_kb(kb)
-    examples = read_qa(train_file)
-    dev_examples = read_qa(dev) if dev else None
-    missing = _report_missing(knowledge, examples, train_file)
-    if dev_examples:
-        _report_missing(knowledge, dev_examples, dev)  # type: ignore[arg-type]
-    kind = None if backbone == Backbone.auto else backbone.value
-    kg = KgqaModel.create(
-        knowledge,
-        [e.question for e in examples],
-        model=model,
-        backbone=kind,
-        d_model=d_model,
-        layers=layers,
-        heads=heads,
-        ffn=ffn,
-        dropout=dropout,
-        max_question_tokens=max_question_tokens,
-        copy=copy,
-    )
+
+def _train_settings(options: dict[str, Any]) -> Any:
+    """The core's ``TrainSettings`` from the train command's options (the same names): --backbone auto is ``None``
+    and --device is resolved."""
+    from nlptool.core.kgqa import TrainSettings
+
+    values = {k: v for k, v in options.items() if k in TrainSettings.__dataclass_fields__}
+    values["backbone"] = None if options["backbone"] == Backbone.auto else options["backbone"].value
+    values["device"] = _device(options["device"])
+    return TrainSettings(**values)
+
+
+def _report_trained(
+    kg: Any, run: Any, data: Any, settings: Any, out: str, inputs: list[str], metrics_out: str | None, force: bool
+) -> None:
+    """After training (rank 0): the dev evaluations, the dev table, metrics.json and --metrics-out."""
+    for step, score in run.eval_scores():
+        info(f"step {step}: dev Score {score:.4f}")
+    if run.dev_scores is not None:
+        print_table("kg-qa train: dev (saved model)", ["", "value"], [[k, v] for k, v in run.dev_scores.items()])
+    metrics, params = run.metrics(data), settings.params(kg.config["backbone"])
+    for path, forced in ((str(Path(out) / "metrics.json"), True), (metrics_out, force)):
+        write_metrics(
+            path, metrics, force=forced, seed=settings.seed, inputs=inputs, model=settings.model, params=params
+        )
+    info(f"kg-qa train: model saved to {out} ({run.result.steps} steps, {run.seconds:.0f} s)")
+
+
+def _report_setup(kg: Any, data: Any, settings: Any, logger: Any) -> None:
+    """The warnings and the summary line before training (rank 0)."""
+    from nlptool.core.kgqa import low_steps_message
+
+    for message in data.warnings:
+        warn(message)
     if kg.collisions:
         warn(f"{kg.collisions} KB keys tokenise identically to another key; the first one is kept in the trie")
-    n_params = sum(p.numel() for p in kg.backbone.model.parameters())
-    info(f"kg-qa train: {kg.config['backbone']} model, {n_params:,} parameters; KB {len(knowledge):,} keys")
-    dev_eval = dev_examples[:eval_limit] if dev_examples and eval_limit else dev_examples
-    per_epoch = steps_per_epoch(len(examples), batch_size)
-    if per_epoch * epochs < MIN_STEPS:
-        logger.warning(
-            "kg-qa train will make only %d optimiser steps (%d epochs × %d batches of --batch-size %d); a model "
-            "needs a few hundred to fit its KB: raise --epochs (to %d for %d steps) or lower --batch-size",
-            per_epoch * epochs,
-            epochs,
-            per_epoch,
-            batch_size,
-            math.ceil(MIN_STEPS / per_epoch),
-            MIN_STEPS,
-        )
-    training_dir = out_dir / "training"
-    config = TrainConfig(
-        epochs=epochs,
-        batch_size=batch_size,
-        lr=lr if lr is not None else (1e-3 if model is None else 5e-5),
-        warmup_ratio=warmup,
-        seed=seed,
-        device=dev_name,
-        group_by_length=True,
-        output_dir=str(training_dir),
-        log_every=50,
-        checkpoint_every=save_every,
-        resume=resume,
-    )
-
-    eval_options = DecodeOptions(num_beams=eval_beams, renormalize=eval_renormalize, lookahead=eval_lookahead)
-    started = time.perf_counter()
-    with TrainingProgress("questions") as on_progress:
-        result = fit(
-            kg,
-            examples,
-            config,
-            dev=dev_eval,
-            eval_options=eval_options,
-            on_progress=on_progress,
-        )
-    seconds = time.perf_counter() - started
-    for event in result.history:
-        if event.get("event") == "eval":
-            info(f"step {event['step']}: dev Score {event['metrics'].get('Score', float('nan')):.4f}")
-    kg.config["training"] = {"epochs": epochs, "steps": result.steps, "seconds": seconds, "parameters": n_params}
-    kg.save(out_dir, kb_path=kb, copy_kb=not kb_link)
-    for sub in ("checkpoint-last", "best"):  # resume state and the best-weights copy; train_log.jsonl stays
-        shutil.rmtree(training_dir / sub, ignore_errors=True)
-    metrics: dict[str, Any] = {
-        "train_questions": len(examples),
-        "train_answers_not_in_kb": missing,
-        "kb_keys": len(knowledge),
-        "parameters": n_params,
-        "steps": result.steps,
-        "train_seconds": result.train_seconds,
-        "questions_per_s": result.examples_per_s,
-        "final_loss": next((e["loss"] for e in reversed(result.history) if e.get("event") == "train"), None),
-    }
-    if dev_eval:
-        scores = kgclue_scores(
-            [c[0].answer if c else " |||  ||| " for c in kg.answer([e.question for e in dev_eval], eval_options)],
-            [format_answer(*e.answer) for e in dev_eval],  # type: ignore[misc]
-        )
-        metrics.update({f"dev_{k}": v for k, v in scores.items()}, dev_questions=len(dev_eval))
-        print_table("kg-qa train: dev (saved model)", ["", "value"], [[k, v] for k, v in scores.items()])
-    params = {
-        "epochs": epochs,
-        "batch_size": batch_size,
-        "lr": config.lr,
-        "warmup": warmup,
-        "device": dev_name,
-        "backbone": kg.config["backbone"],
-        "d_model": d_model,
-        "layers": layers,
-        "heads": heads,
-        "ffn": ffn,
-        "dropout": dropout,
-        "copy": copy,
-        "max_question_tokens": max_question_tokens,
-        "eval_beams": eval_beams,
-        "eval_renormalize": eval_renormalize,
-        "eval_lookahead": eval_lookahead,
-    }
-    inputs = [kb, train_file, *([dev] if dev else [])]
-    write_metrics(
-        str(out_dir / "metrics.json"), metrics, force=True, seed=seed, inputs=inputs, model=model, params=params
-    )
-    write_metrics(metrics_out, metrics, force=force, seed=seed, inputs=inputs, model=model, params=params)
-    info(f"kg-qa train: model saved to {out_dir} ({result.steps} steps, {seconds:.0f} s)")
+    info(f"kg-qa train: {kg.config['backbone']} model, {kg.num_parameters():,} parameters; KB {len(data.kb):,} keys")
+    message = low_steps_message(len(data.examples), settings.epochs, settings.batch_size)
+    if message:
+        logger.warning(message)
 
 
 # -- predict ----------------------------------------------------------------------------------------------------------
@@ -511,7 +415,7 @@ def predict(
     """
     from nlptool.core.errors import NlptoolError
     from nlptool.core.io import check_output_path, chunked, open_writer
-    from nlptool.core.kgqa import KgqaModel
+    from nlptool.core.kgqa import KgqaModel, prediction_record
 
     model_dir, input = model_and_input(model, input, legacy_input, command="kg-qa predict", required=True)
     check_output_path(output, force)
@@ -522,10 +426,7 @@ def predict(
         for block in chunked(_questions(input, text_col), batch_size):
             cands = kg.answer([r.question for r in block], opts)
             for row, cs in zip(block, cands, strict=True):
-                rec = dict(row.record)
-                rec["answer"] = cs[0].answer if cs else " |||  ||| "
-                rec["candidates"] = [c.as_dict() for c in cs]
-                writer.write(rec)
+                writer.write(prediction_record(row.record, cs))
             writer.fh.flush()
             advance(len(block))
             n += len(block)
@@ -580,78 +481,64 @@ def evaluate(
     Example: nlptool kg-qa eval dev.jsonl --predictions preds.jsonl --metrics-out metrics.json
     """
 
-    from nlptool.core.errors import InputError, NlptoolError
-    from nlptool.core.io import check_output_path, open_writer
-    from nlptool.core.kgqa import KgqaModel, format_answer, kgclue_scores, parse_answer, read_qa
+    from nlptool.core.errors import NlptoolError
+    from nlptool.core.io import check_output_path
+    from nlptool.core.kgqa import format_answer, kgclue_scores, paired_answers, read_qa
 
     model_dir, qa = model_and_input(model, qa, legacy_qa, command="kg-qa eval")
-    paths, predictions_out = ([model_dir, qa] if model_dir is not None else [qa]), output
-    if predictions is not None and len(paths) != 1:
+    if predictions is not None and model_dir is not None:
         raise typer.BadParameter("give --model or --predictions, not both", param_hint="--predictions")
-    if predictions is None and len(paths) != 2:
+    if predictions is None and model_dir is None:
         raise typer.BadParameter("give a model folder (--model DIR) or --predictions FILE", param_hint="--model")
-    qa_path = paths[-1]
-    if metrics_out == "-" and predictions_out == "-":
+    if metrics_out == "-" and output == "-":
         raise NlptoolError("--metrics-out - and -o - both write to stdout; send one of them to a file")
     check_output_path(metrics_out, force)
-    check_output_path(predictions_out, force)
-    gold = read_qa(qa_path)
-    refs = [format_answer(*e.answer) for e in gold]  # type: ignore[misc]
+    check_output_path(output, force)
+    gold = read_qa(qa)
     params: dict[str, Any] = {}
     extra: dict[str, Any] = {}
     if predictions is not None:
         preds = read_qa(predictions, require_answer=False, require_question=False)
-        if len(preds) != len(gold):
-            raise NlptoolError(
-                f"{predictions} has {len(preds)} rows but {qa_path} has {len(gold)}; they pair by "
-                "position, as in KgCLUE's script"
-            )
-        answers = []
-        for p, g in zip(preds, gold, strict=True):
-            if p.answer is None:
-                raise InputError("missing", path=predictions, line=p.line, field="answer")
-            if "id" in p.record and "id" in g.record and p.record["id"] != g.record["id"]:
-                raise InputError(
-                    f"id {p.record['id']!r} where {qa_path} line {g.line} has id {g.record['id']!r}; "
-                    "rows pair by position",
-                    path=predictions,
-                    line=p.line,
-                    field="id",
-                )
-            parse_answer(format_answer(*p.answer))
-            answers.append(format_answer(*p.answer))
-        model_name = None
+        answers = paired_answers(preds, gold, predictions_path=predictions, gold_path=qa)
     else:
         opts = _options(num_beams, 1, no_trie, renormalize, lookahead, subject_in_question, batch_size)
-        kg = KgqaModel.load(paths[0], kb_path=kb, device=_device(device))
-        _report_missing(kg.kb, gold, qa_path)
-        started = time.perf_counter()
-        cands = _answer_all(kg, [e.question for e in gold], opts)
-        extra["decode_seconds"] = time.perf_counter() - started
-        extra["not_in_kb"] = sum(1 for c in cands if c and not c[0].in_kb)
-        answers = [c[0].answer if c else " |||  ||| " for c in cands]
-        params = _decode_params(opts)
-        model_name = paths[0]
-        if predictions_out:
-            with open_writer(predictions_out, "jsonl", force=force) as writer:
-                for e, c in zip(gold, cands, strict=True):
-                    writer.write(
-                        {
-                            **e.record,
-                            "answer": c[0].answer if c else " |||  ||| ",
-                            "candidates": [x.as_dict() for x in c],
-                        }
-                    )
-    scores = kgclue_scores(answers, refs)
-    metrics = {**scores, **extra, "questions": len(gold)}
+        answers, extra = _eval_model(model_dir, kb, device, gold, qa, opts, output, force)
+        params = opts.params()
+    scores = kgclue_scores(answers, [format_answer(*e.answer) for e in gold])  # type: ignore[misc]
     print_table(
         "kg-qa eval (KgCLUE metric)",
         ["", "EM", "F1"],
         [[f, scores[f"EM_{f}"], scores[f"F1_{f}"]] for f in ("S", "P", "O", "All")],
     )
     info(f"Score = 0.5·EM_O + 0.5·F1_O = {scores['Score']:.4f}")
-    inputs = [qa_path, *([predictions] if predictions else [])]
-    write_metrics(metrics_out, metrics, force=force, inputs=inputs, model=model_name, params=params)
+    inputs = [qa, *([predictions] if predictions else [])]
+    metrics = {**scores, **extra, "questions": len(gold)}
+    write_metrics(metrics_out, metrics, force=force, inputs=inputs, model=model_dir, params=params)
+
+
+def _eval_model(
+    model_dir: Any, kb: str | None, device: str, gold: list, qa: str, opts: Any, output: str | None, force: bool
+) -> tuple[list[str], dict[str, Any]]:
+    """Answer the gold questions with the model (writing its predictions to ``output`` when given): the top answers
+    and the decoding figures for the metrics."""
+    import time
+
+    from nlptool.core.io import open_writer
+    from nlptool.core.kgqa import KgqaModel, prediction_record, predictions_of
+
+    kg = KgqaModel.load(model_dir, kb_path=kb, device=_device(device))
+    _report_missing(kg.kb, gold, qa)
+    started = time.perf_counter()
+    cands = _answer_all(kg, [e.question for e in gold], opts)
+    extra = {
+        "decode_seconds": time.perf_counter() - started,
+        "not_in_kb": sum(1 for c in cands if c and not c[0].in_kb),
+    }
+    if output:
+        with open_writer(output, "jsonl", force=force) as writer:
+            for e, c in zip(gold, cands, strict=True):
+                writer.write(prediction_record(e.record, c))
+    return predictions_of(cands), extra
 
 
 # -- ask --------------------------------------------------------------------------------------------------------------
