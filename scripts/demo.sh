@@ -58,4 +58,4 @@ head -n 2 demo_out/ner_pred.jsonl
 "$NLP" kg-qa predict sample_data/kgqa_dev.jsonl --model demo_out/kgqa --renormalize --lookahead \
   -o demo_out/kgqa_dev_preds.jsonl --force
 "$NLP" kg-qa eval sample_data/kgqa_dev.jsonl --predictions demo_out/kgqa_dev_preds.jsonl --metrics-out demo_out/kgqa_dev_metrics.json --force
-"$NLP" kg-qa ask demo_out/kgqa "白鹭是谁导演的？" --renormalize --lookahead
+"$NLP" kg-qa ask "白鹭是谁导演的？" --model demo_out/kgqa --renormalize --lookahead

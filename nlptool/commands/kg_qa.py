@@ -23,6 +23,7 @@ from nlptool.commands._common import (
     OutputOpt,
     SaveEveryOpt,
     SeedOpt,
+    ShardOpt,
     TrainingProgress,
     hidden_alias,
     info,
@@ -31,6 +32,7 @@ from nlptool.commands._common import (
     progress,
     seed_everything,
     warn,
+    warn_empty,
     write_metrics,
 )
 
@@ -49,9 +51,6 @@ class Backbone(str, Enum):
 
 
 # -- shared options ---------------------------------------------------------------------------------------------------
-ModelDirArg = Annotated[
-    str, typer.Argument(help="A model folder written by 'nlptool kg-qa train'.", show_default=False)
-]
 ModelDirOpt = Annotated[
     str | None, typer.Option("--model", "-m", help="A model folder written by 'nlptool kg-qa train'.")
 ]
@@ -389,10 +388,14 @@ def _report_setup(kg: Any, data: Any, settings: Any, logger: Any) -> None:
 # -- predict ----------------------------------------------------------------------------------------------------------
 @app.command("predict")
 def predict(
-    input: Annotated[str, typer.Argument(help="Questions as JSONL ({'question': ...}), or '-' for stdin.")],
+    input: Annotated[
+        str,
+        typer.Argument(help="Questions: JSONL/CSV/TSV rows with --text-col, a .txt file (one per line), or '-'."),
+    ],
     legacy_input: LegacyPositionalArg = None,
     model: ModelDirOpt = None,
     output: OutputOpt = "-",
+    shard: ShardOpt = None,
     kb: KbOverrideOpt = None,
     top_k: TopKOpt = 5,
     num_beams: NumBeamsOpt = 5,
@@ -401,8 +404,11 @@ def predict(
     lookahead: LookaheadOpt = False,
     subject_in_question: SubjectInQuestionOpt = False,
     text_col: Annotated[
-        str, typer.Option("--text-col", help="The field of each input row that holds the question.")
-    ] = "question",
+        str | None,
+        typer.Option(
+            "--text-col", help="The column/field that holds the question (default: question, text, else the first)."
+        ),
+    ] = None,
     batch_size: BatchOpt = 32,
     device: DeviceOpt = "auto",
     force: ForceOpt = False,
@@ -413,33 +419,37 @@ def predict(
 
     Example: nlptool kg-qa predict test.jsonl --model kgqa-model -o predictions.jsonl
     """
-    from nlptool.core.errors import NlptoolError
-    from nlptool.core.io import check_output_path, chunked, open_writer
+    from nlptool.core.io import chunked, open_writer, read_texts
     from nlptool.core.kgqa import KgqaModel, prediction_record
+    from nlptool.core.shard import Shard
 
     model_dir, input = model_and_input(model, input, legacy_input, command="kg-qa predict", required=True)
-    check_output_path(output, force)
+    sh = Shard.resolve(shard)
+    sh.check(input, output, force)
     opts = _options(num_beams, top_k, no_trie, renormalize, lookahead, subject_in_question, batch_size)
     kg = KgqaModel.load(model_dir, kb_path=kb, device=_device(device))
     n = 0
-    with open_writer(output, "jsonl", force=force) as writer, progress("decoding", unit="questions") as advance:
-        for block in chunked(_questions(input, text_col), batch_size):
-            cands = kg.answer([r.question for r in block], opts)
+    with (
+        read_texts(input, text_col=text_col, default_cols=("question", "text")) as reader,
+        sh.output(output, force=force, fmt="jsonl") as out,
+        open_writer(out.path, "jsonl", force=out.force) as writer,
+        progress("decoding", unit="questions") as advance,
+    ):
+        for block in chunked(sh.select(reader), batch_size):
+            cands = kg.answer([r.text for r in block], opts)
             for row, cs in zip(block, cands, strict=True):
-                writer.write(prediction_record(row.record, cs))
+                writer.write(prediction_record(_question_record(row, reader), cs))
             writer.fh.flush()
             advance(len(block))
             n += len(block)
-        if not n:
-            raise NlptoolError(f"QA file {input} has no rows")
+    if (out.rows if sh.torchrun else n) == 0 and sh.main:
+        warn_empty(input)
     info(f"kg-qa predict: {n} questions answered")
 
 
-def _questions(path: str, field: str) -> Any:
-    """The questions of a JSONL file (or '-'), streamed: QAExample rows (.question, .record) in input order."""
-    from nlptool.core.kgqa import iter_qa
-
-    return iter_qa(path, require_answer=False, question_field=field)
+def _question_record(row: Any, reader: Any) -> dict:
+    """The output row's fields: the input row (a .txt line becomes {"question": line})."""
+    return dict(row.data) if getattr(reader, "fmt", None) != "text" else {"question": row.text}
 
 
 # -- eval -------------------------------------------------------------------------------------------------------------
@@ -544,11 +554,12 @@ def _eval_model(
 # -- ask --------------------------------------------------------------------------------------------------------------
 @app.command("ask")
 def ask(
-    model_dir: ModelDirArg,
     question: Annotated[
         str,
         typer.Argument(help="The question, or '-' to read questions from stdin (one per line).", show_default=False),
     ],
+    legacy_question: LegacyPositionalArg = None,
+    model: ModelDirOpt = None,
     output: OutputOpt = "-",
     kb: KbOverrideOpt = None,
     top_k: TopKOpt = 3,
@@ -573,14 +584,15 @@ def ask(
 
     The score is the key's log-probability under the decoding mode (0 = certain; see the README for the scale).
 
-    Example: nlptool kg-qa ask kgqa-model "守望星光是哪家公司出品的？"
+    Example: nlptool kg-qa ask "守望星光是哪家公司出品的？" --model kgqa-model
 
-    Example: cat questions.txt | nlptool kg-qa ask kgqa-model - --min-score -5 > answers.jsonl
+    Example: cat questions.txt | nlptool kg-qa ask - -m kgqa-model --min-score -5 > answers.jsonl
     """
     from nlptool.core.errors import NlptoolError
     from nlptool.core.io import check_output_path, chunked, open_writer
     from nlptool.core.kgqa import KgqaModel
 
+    model_dir, question = model_and_input(model, question, legacy_question, command="kg-qa ask", required=True)
     if not question.strip():
         raise NlptoolError("the question is empty")
     check_output_path(output, force)

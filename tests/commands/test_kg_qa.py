@@ -363,7 +363,8 @@ def test_predict_streams_and_reads_text_col(invoke, model_dir, tmp_path):
     assert res.exit_code == 0, res.stderr
     assert [r["answer"] for r in jsonl(res.stdout)] == [r["answer"] for r in rows]
     res = invoke("kg-qa", "predict", model_dir, renamed, "--top-k", "1", "--num-beams", "2")
-    assert res.exit_code == 1 and f"{renamed}:1: field 'question'" in res.stderr
+    # no 'question' or 'text' field: the first one ('id', a number) is taken, as every predictor does
+    assert res.exit_code == 1 and f"{renamed}:1: field 'id'" in res.stderr
 
 
 # -- train: --resume, checkpoint choice -----------------------------------------------------------------------------
@@ -479,3 +480,59 @@ def test_torchrun_two_processes_match_one(tmp_path):
     two = json.loads((tmp_path / "two" / "metrics.json").read_text(encoding="utf-8"))["metrics"]
     assert one["steps"] == two["steps"] == 10
     assert {p.name for p in (tmp_path / "one").iterdir()} == {p.name for p in (tmp_path / "two").iterdir()}
+
+
+# -- the CLI contract: one reader for predict, the empty-input rule, --model for ask, --shard ------------------------
+def test_predict_reads_every_format_alike(invoke, model_dir, tmp_path):
+    rows = jsonl(DEV.read_text(encoding="utf-8"))[:4]
+    questions = [r["question"] for r in rows]
+    ref = invoke("kg-qa", "predict", DEV, "-m", model_dir, "--top-k", "1", "--num-beams", "2")
+    assert ref.exit_code == 0, ref.stderr
+    expected = [r["answer"] for r in jsonl(ref.stdout)][:4]
+    (tmp_path / "q.txt").write_text("\n".join(questions) + "\n", encoding="utf-8")
+    (tmp_path / "q.csv").write_text("id,question\n" + "".join(f"{i},{q}\n" for i, q in enumerate(questions)), "utf-8")
+    (tmp_path / "q.tsv").write_text("question\tid\n" + "".join(f"{q}\t{i}\n" for i, q in enumerate(questions)), "utf-8")
+    for name in ("q.txt", "q.csv", "q.tsv"):
+        res = invoke("kg-qa", "predict", tmp_path / name, "-m", model_dir, "--top-k", "1", "--num-beams", "2")
+        assert res.exit_code == 0, (name, res.stderr)
+        got = jsonl(res.stdout)
+        assert [r["answer"] for r in got] == expected and [r["question"] for r in got] == questions, name
+    res = invoke(
+        "kg-qa", "predict", "-", "-m", model_dir, "--top-k", "1", "--num-beams", "2", input="\n".join(questions)
+    )
+    assert [r["answer"] for r in jsonl(res.stdout)] == expected  # stdin lines: plain text
+
+
+def test_predict_empty_input_writes_empty_output(invoke, model_dir, tmp_path):
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n", encoding="utf-8")
+    out = tmp_path / "out.jsonl"
+    res = invoke("kg-qa", "predict", empty, "-m", model_dir, "-o", out)
+    assert res.exit_code == 0, res.stderr
+    assert out.read_text(encoding="utf-8") == "" and "no rows in" in res.stderr
+
+
+def test_ask_takes_the_model_as_an_option(invoke, model_dir):
+    new = invoke("kg-qa", "ask", "陆远舟是做什么的？", "--model", model_dir, "--top-k", "2")
+    old = invoke("kg-qa", "ask", model_dir, "陆远舟是做什么的？", "--top-k", "2")
+    assert new.exit_code == 0 and old.exit_code == 0, new.stderr + old.stderr
+    assert jsonl(new.stdout) == jsonl(old.stdout) and "deprecated" in old.stderr and "deprecated" not in new.stderr
+    missing = invoke("kg-qa", "ask", "陆远舟是做什么的？")
+    assert missing.exit_code == 2 and "--model" in missing.stderr
+
+
+def test_predict_shards_merge_to_one_process(invoke, model_dir, tmp_path):
+    args = ["-m", model_dir, "--top-k", "2", "--num-beams", "2"]
+    one = invoke("kg-qa", "predict", DEV, *args)
+    assert one.exit_code == 0, one.stderr
+    out = tmp_path / "p.jsonl"
+    for i in range(2):
+        res = invoke("kg-qa", "predict", DEV, *args, "-o", out, "--shard", f"{i}/2")
+        assert res.exit_code == 0, res.stderr
+    merged = invoke("merge-shards", out)
+    assert merged.exit_code == 0, merged.stderr
+    got, expected = jsonl(out.read_text(encoding="utf-8")), jsonl(one.stdout)
+    assert [r["id"] for r in got] == [r["id"] for r in expected]  # the same rows in the same order
+    for a, b in zip(got, expected, strict=True):  # batches differ, so scores agree to float rounding
+        assert [c["answer"] for c in a["candidates"]] == [c["answer"] for c in b["candidates"]]
+        assert [c["score"] for c in a["candidates"]] == pytest.approx([c["score"] for c in b["candidates"]], abs=1e-5)

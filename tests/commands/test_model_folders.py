@@ -144,7 +144,7 @@ def test_kgqa_loader_names_the_kind(invoke, kinds, kind, expected):
 def test_missing_model_folder_does_not_exist(invoke, texts, tmp_path):
     gone = tmp_path / "gone"
     one_line_error(invoke("ner", "predict", texts, "-m", gone), f"model folder {gone} does not exist")
-    one_line_error(invoke("kg-qa", "ask", gone, "q?", "--device", "cpu"), f"model folder {gone} does not exist")
+    one_line_error(invoke("kg-qa", "ask", "q?", "-m", gone, "--device", "cpu"), f"model folder {gone} does not exist")
     empty = tmp_path / "empty"
     empty.mkdir()
     one_line_error(invoke("ner", "predict", texts, "-m", empty), f"{empty} is not a model folder")
