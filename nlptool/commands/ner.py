@@ -227,30 +227,16 @@ def train(
 
     Reference: Su Jianlin, https://kexue.fm/archives/8373 (GlobalPointer), https://kexue.fm/archives/8877 (EGP)
     """
-    from nlptool.core.ner import NerTask, TokenEncoder, default_stride, fit, label_set
+    from nlptool.core.ner import TokenEncoder, fit
 
     run = TrainingRun(out, force=force, resume=resume, seed=seed, save_every=save_every, metrics_out=metrics_out)
     if head_size % 2:
         raise typer.BadParameter("must be even (RoPE rotates pairs)", param_hint="--head-size")
-    stride = default_stride(max_length) if stride is None else stride
     data, dev_data = _read_train_files(train_file, dev)
     encoder = TokenEncoder.load(model_spec(model), role="a base encoder for 'ner train'")
     dev_name = resolve_device(device)
-    task = NerTask(
-        encoder,
-        label_set(data),
-        head=head.value,
-        head_size=head_size,
-        max_length=max_length,
-        stride=stride,
-        eval_device=dev_name,
-    )
-    windows, stats = task.windows(data)
-    if run.main:
-        report_alignment(stats, f"training data {train_file}")
-    run.make_out_dir()
-    if run.main:
-        info(_summary(train_file, data, windows, stats, encoder, task))
+    settings = {"head": head.value, "head_size": head_size, "max_length": max_length, "stride": stride}
+    task, windows, stats = _prepare(run, encoder, data, train_file, settings, dev_name)
     config = run.config(
         epochs=epochs,
         batch_size=batch_size,
@@ -280,25 +266,7 @@ def train(
         return
     if "dev_f1" in result.metrics:
         _print_dev_table(result.evaluations)
-    params = {
-        "head": head.value,
-        "head_size": head_size,
-        "epochs": epochs,
-        "batch_size": batch_size,
-        "lr": lr,
-        "head_lr_scale": head_lr_scale,
-        "warmup": warmup,
-        "weight_decay": weight_decay,
-        "max_grad_norm": max_grad_norm,
-        "grad_accum": grad_accum,
-        "max_length": max_length,
-        "stride": stride,
-        "max_span_tokens": task.max_span_tokens,
-        "group_by_length": group_by_length,
-        "world_size": run.world,
-        "device": dev_name,
-        "precision": precision.value,
-    }
+    params = _params(config, task, head_lr_scale=head_lr_scale, max_grad_norm=max_grad_norm, world_size=run.world)
     inputs = [train_file, *([dev] if dev else [])]
     # write=: this module's name for write_metrics, which tests may replace to interrupt a finished run
     run.finish(result.metrics, inputs=inputs, model=encoder.name, params=params, write=write_metrics)
@@ -322,6 +290,21 @@ def _read_train_files(train_file: str, dev: str | None) -> tuple[Any, Any]:
     return data, dev_data
 
 
+def _prepare(run: Any, encoder: Any, data: Any, train_file: str, settings: dict, device: str) -> tuple[Any, Any, Any]:
+    """The :class:`~nlptool.core.ner.NerTask` (a fresh head: after seeding and loading, as always) and its training
+    windows, with warnings about entities that cannot be trained on; creates --out and says what will be trained."""
+    from nlptool.core.ner import NerTask, label_set
+
+    task = NerTask(encoder, label_set(data), **settings, eval_device=device)
+    windows, stats = task.windows(data)
+    if run.main:
+        report_alignment(stats, f"training data {train_file}")
+    run.make_out_dir()
+    if run.main:
+        info(_summary(train_file, data, windows, stats, encoder, task))
+    return task, windows, stats
+
+
 def _summary(train_file: str, data: Any, windows: Any, stats: Any, encoder: Any, task: Any) -> str:
     """The line that says what is about to be trained."""
     return (
@@ -329,6 +312,29 @@ def _summary(train_file: str, data: Any, windows: Any, stats: Any, encoder: Any,
         f"{len(task.labels)} types: {', '.join(task.labels)}) from {train_file}; model {encoder.name}; head "
         f"{task.head_kind} (d={task.head_size}); max length {task.max_length}"
     )
+
+
+def _params(config: Any, task: Any, *, head_lr_scale: float, max_grad_norm: float, world_size: int) -> dict[str, Any]:
+    """The run's parameters for metrics.json (the option values, and the span cap taken from the training data)."""
+    return {
+        "head": task.head_kind,
+        "head_size": task.head_size,
+        "epochs": config.epochs,
+        "batch_size": config.batch_size,
+        "lr": config.lr,
+        "head_lr_scale": head_lr_scale,
+        "warmup": config.warmup_ratio,
+        "weight_decay": config.weight_decay,
+        "max_grad_norm": max_grad_norm,
+        "grad_accum": config.grad_accum,
+        "max_length": task.max_length,
+        "stride": task.stride,
+        "max_span_tokens": task.max_span_tokens,
+        "group_by_length": config.group_by_length,
+        "world_size": world_size,
+        "device": config.device,
+        "precision": config.precision,
+    }
 
 
 def _print_dev_table(evals: list[dict]) -> None:
@@ -348,32 +354,51 @@ def _load(model_dir: str) -> tuple[Any, Any, dict]:
     return SpanNerModel.load(model_dir)
 
 
+# ``ner predict``'s and ``ner eval``'s own options.
+TextsArg = Annotated[
+    str,
+    typer.Argument(
+        help="Texts: a .txt file (one text per line), CSV/TSV/JSONL with a 'text' column (or --text-col; other "
+        "fields are kept), or '-' (JSONL if line 1 starts with '{', else lines; a table with --text-col).",
+        show_default=False,
+    ),
+]
+TextColOpt = Annotated[
+    str | None,
+    typer.Option("--text-col", help="Column/field with the text (default: text, sentence, else the first)."),
+]
+ChunkOpt = Annotated[
+    int, typer.Option("--chunk", help="Texts read, length-sorted and written together (streaming).", min=1)
+]
+GoldArg = Annotated[
+    str,
+    typer.Argument(help='Gold JSONL {"text", "entities": [...]} (see ner convert), or \'-\'.', show_default=False),
+]
+PredictionsOutOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--output",
+        "-o",
+        hidden_alias("--predictions-out"),
+        help="Also write the predictions as JSONL here ('-': stdout). Default: no predictions.",
+    ),
+]
+
+
 @app.command("predict")
 def predict(
-    input: Annotated[
-        str,
-        typer.Argument(
-            help="Texts: a .txt file (one text per line), CSV/TSV/JSONL with a 'text' column (or --text-col; other "
-            "fields are kept), or '-' (JSONL if line 1 starts with '{', else lines; a table with --text-col).",
-            show_default=False,
-        ),
-    ],
+    input: TextsArg,
     legacy_input: LegacyPositionalArg = None,
     model: ModelDirOpt = None,
     output: OutputOpt = "-",
-    text_col: Annotated[
-        str | None,
-        typer.Option("--text-col", help="Column/field with the text (default: text, sentence, else the first)."),
-    ] = None,
+    text_col: TextColOpt = None,
     flat: FlatOpt = False,
     threshold: ThresholdOpt = 0.0,
     batch_size: BatchOpt = 64,
     max_batch_tokens: MaxBatchTokensOpt = None,
     max_span_tokens: MaxSpanTokensOpt = None,
     stride: StrideOpt = None,
-    chunk: Annotated[
-        int, typer.Option("--chunk", help="Texts read, length-sorted and written together (streaming).", min=1)
-    ] = 4096,
+    chunk: ChunkOpt = 4096,
     device: DeviceOpt = "auto",
     force: ForceOpt = False,
 ) -> None:
@@ -388,7 +413,7 @@ def predict(
     Reference: Su Jianlin, https://kexue.fm/archives/8373
     """
     from nlptool.core.io import check_output_path, chunked, open_writer, read_texts
-    from nlptool.core.ner import AlignmentStats, predict_spans, resolve_overlaps
+    from nlptool.core.ner import AlignmentStats, predict_spans
 
     model_dir, input = model_and_input(model, input, legacy_input, command="ner predict", required=True)
     check_output_path(output, force)
@@ -418,17 +443,7 @@ def predict(
                 max_span_tokens=span_limit,
             )
             total.merge(stats)
-            for rec, ents in zip(block, preds, strict=True):
-                if flat:
-                    ents = resolve_overlaps(ents)
-                n_ent += len(ents)
-                writer.write(
-                    {
-                        "text": rec.text,
-                        "entities": ents,
-                        **{k: v for k, v in rec.data.items() if k not in ("text", "entities")},
-                    }
-                )
+            n_ent += _write_entities(writer, block, preds, flat)
             advance(len(block))
     if total.texts == 0:
         warn_empty(input)
@@ -436,23 +451,27 @@ def predict(
     info(f"ner predict: {total.texts} texts, {n_ent} entities ({', '.join(cfg['labels'])})")
 
 
+def _write_entities(writer: Any, block: list[Any], preds: list[list[dict]], flat: bool) -> int:
+    """One output row per input record (its other fields kept); returns the number of entities written."""
+    from nlptool.core.ner import resolve_overlaps
+
+    n_ent = 0
+    for rec, ents in zip(block, preds, strict=True):
+        if flat:
+            ents = resolve_overlaps(ents)
+        n_ent += len(ents)
+        writer.write(
+            {"text": rec.text, "entities": ents, **{k: v for k, v in rec.data.items() if k not in ("text", "entities")}}
+        )
+    return n_ent
+
+
 @app.command("eval")
 def eval_(
-    gold: Annotated[
-        str,
-        typer.Argument(help='Gold JSONL {"text", "entities": [...]} (see ner convert), or \'-\'.', show_default=False),
-    ],
+    gold: GoldArg,
     legacy_gold: LegacyPositionalArg = None,
     model: ModelDirOpt = None,
-    output: Annotated[
-        str | None,
-        typer.Option(
-            "--output",
-            "-o",
-            hidden_alias("--predictions-out"),
-            help="Also write the predictions as JSONL here ('-': stdout). Default: no predictions.",
-        ),
-    ] = None,
+    output: PredictionsOutOpt = None,
     metrics_out: MetricsOutOpt = None,
     flat: FlatOpt = False,
     threshold: ThresholdOpt = 0.0,
