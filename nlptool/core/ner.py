@@ -576,6 +576,13 @@ class TokenEncoder(torch.nn.Module):
         """The transformer and tokenizer, ``save_pretrained`` into ``path``."""
         save_transformer(self.model, self.tokenizer, path)
 
+    def _load_from_state_dict(self, state_dict: dict, prefix: str, *args: Any) -> None:
+        # Checkpoints of ``ner train`` before the task layer held a SpanNerModel, whose transformer parameters are
+        # ``encoder.*`` where this module has ``encoder.model.*``: rename them, so --resume continues those runs.
+        for key in [k for k in state_dict if k.startswith(prefix) and not k.startswith(prefix + "model.")]:
+            state_dict[prefix + "model." + key[len(prefix) :]] = state_dict.pop(key)
+        super()._load_from_state_dict(state_dict, prefix, *args)
+
 
 def token_states(encoder: Any, input_ids: Any, attention_mask: Any) -> Any:
     """The last hidden states of ``encoder``'s transformer: its ``model`` (a :class:`TokenEncoder` or a

@@ -394,3 +394,25 @@ def test_alignment_stats_merge_adds_counts_and_keeps_five_samples():
     assert (total.texts, total.windows, total.split_texts, total.entities) == (3, 4, 1, 3)
     assert (total.misaligned, total.unrepresentable, total.content_tokens, total.unk_tokens) == (1, 2, 9, 1)
     assert total.examples == [(1, "a", "boundary")] * 4 + [(7, "b", "longer than a window")]
+
+
+def test_task_model_loads_a_checkpoint_of_the_span_ner_model(ner_task):
+    """Checkpoints written before the task layer (a SpanNerModel: ``encoder.*``, ``head.*``) load into the TaskModel
+    that ner train now checkpoints (``encoder.model.*``), so --resume continues them."""
+    import copy
+
+    from nlptool.core.tasks import TaskModel
+
+    encoder, task = ner_task
+    old = SpanNerModel(copy.deepcopy(encoder.model), task.labels, head_size=8, max_length=16)
+    with torch.no_grad():
+        for p in old.parameters():
+            p.normal_()
+    model = TaskModel(encoder, task)
+    state = {k: v.clone() for k, v in old.state_dict().items()}
+    assert any(k.startswith("encoder.embeddings.") for k in state)
+    model.load_state_dict(state)  # strict
+    assert all(
+        torch.equal(model.state_dict()["encoder.model." + k[8:]], v) for k, v in state.items() if k[:8] == "encoder."
+    )
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in state.items() if k.startswith("head."))
