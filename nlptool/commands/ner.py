@@ -1,7 +1,8 @@
 """``nlptool ner``: named-entity recognition with GlobalPointer / Efficient GlobalPointer (flat and nested).
 
-Subcommands: ``train``, ``predict``, ``eval``, ``convert``. The math lives in :mod:`nlptool.core.globalpointer`, data,
-alignment, windows and the model in :mod:`nlptool.core.ner`, converters in :mod:`nlptool.core.ner_convert`.
+Subcommands: ``train``, ``predict``, ``eval``, ``convert``, each options, input, a call into core and output. The math
+lives in :mod:`nlptool.core.globalpointer`; data, alignment, windows, the model, the task (``NerTask``), ``fit``
+and ``evaluate_examples`` in :mod:`nlptool.core.ner`; converters in :mod:`nlptool.core.ner_convert`.
 """
 
 from __future__ import annotations

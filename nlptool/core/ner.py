@@ -1,4 +1,4 @@
-r"""Named-entity recognition with GlobalPointer heads: data, alignment, windows, the model and prediction.
+r"""Named-entity recognition with GlobalPointer heads: data, alignment, windows, the model, prediction and training.
 
 The canonical format is JSONL, one text per line, with character offsets (``end`` exclusive) into ``text``::
 
@@ -29,6 +29,35 @@ The head scores every (type, start, end) of a window, a ``(B, H, L, L)`` tensor,
 ``L <= max_length`` bounds it: at ``max_length=512`` with 10 types, one example's scores and their gradient take
 ``2 · 10 · 512² · 4`` bytes ≈ 21 MB. Gold labels are built per batch in :func:`collate_windows` (a dense
 ``(B, H, L, L)`` 0/1 tensor of that batch only), never for the whole data set.
+
+Training (the task layer)
+-------------------------
+- :class:`TokenEncoder` is the shared encoder of token-level tasks: a transformer and its fast tokenizer, token
+  states out, ``save`` as ``save_pretrained`` folders.
+- :class:`NerTask` is the :class:`nlptool.core.tasks.Task` of span NER: :meth:`NerTask.windows` turns texts into
+  training windows, :meth:`NerTask.collate` pads them and builds the batch's gold tensor, :meth:`NerTask.loss` is
+  :func:`~nlptool.core.globalpointer.global_pointer_loss` of its head on the encoder's token states,
+  :meth:`NerTask.evaluate` is :func:`evaluate_examples`' micro F1 (the main metric), :meth:`NerTask.save` writes the
+  head and ``ner_config.json``.
+- :func:`fit` trains a :class:`TokenEncoder` and a fresh head through the shared loop (:mod:`nlptool.core.train`,
+  via :func:`nlptool.core.tasks.fit_task`; the head at ``lr × head_lr_scale``) and returns a :class:`FitResult`;
+  ``nlptool ner train`` is a thin wrapper over it. :func:`evaluate_examples` is what ``nlptool ner eval`` reports,
+  :class:`SpanNerModel` the saved model (:meth:`SpanNerModel.load`) and :func:`predict_spans` what ``ner predict``
+  writes.
+
+Example (from Python)::
+
+    from nlptool.core.ner import SpanNerModel, TokenEncoder, fit, predict_spans, read_ner_jsonl
+    from nlptool.core.seeding import seed_everything
+    from nlptool.core.train import TrainConfig
+
+    seed_everything(0)  # before the encoder is loaded and the head built, as `ner train --seed 0`
+    encoder = TokenEncoder.load("my-base-model")
+    result = fit(encoder, read_ner_jsonl("train.jsonl"), "ner-model", dev=read_ner_jsonl("dev.jsonl"),
+                 config=TrainConfig(epochs=3, batch_size=16, lr=5e-5, group_by_length=True))
+    model, tokenizer, cfg = SpanNerModel.load(result.model_dir)
+    entities, stats = predict_spans(model, tokenizer, ["Anna Berg visited Oslo ."],
+                                    max_span_tokens=cfg["max_span_tokens"])
 
 References:
     Su Jianlin, "GlobalPointer:用统一的方式处理嵌套和非嵌套NER", 2021. https://kexue.fm/archives/8373
