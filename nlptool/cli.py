@@ -23,6 +23,7 @@ from nlptool.commands import (
     eval_sts,
     gradcheck,
     kg_qa,
+    merge_shards,
     nsp_adapt,
     train_cosent,
     zero_shot,
@@ -342,6 +343,7 @@ app.command("entropy-normalize")(entropy_normalize.entropy_normalize)
 app.command("calibrate-can")(calibrate_can.calibrate_can)
 app.command("gradcheck")(gradcheck.gradcheck)
 app.command("encode")(encode.encode)
+app.command("merge-shards")(merge_shards.merge_shards)
 app.command("eval-sts")(eval_sts.eval_sts)
 app.command("train-cosent")(train_cosent.train_cosent)
 app.command("zero-shot")(zero_shot.zero_shot)

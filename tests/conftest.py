@@ -58,6 +58,7 @@ def tiny_bert_config(vocab_size: int = len(TINY_VOCAB)):
 @pytest.fixture(scope="session")
 def tiny_bert_dir(tmp_path_factory) -> Path:
     """A randomly initialised 2-layer BERT with MLM+NSP heads (BertForPreTraining) and a WordPiece tokenizer."""
+    import torch
     from transformers import BertForPreTraining, BertTokenizerFast
 
     path = tmp_path_factory.mktemp("tiny-bert")
@@ -65,7 +66,11 @@ def tiny_bert_dir(tmp_path_factory) -> Path:
     tok = BertTokenizerFast.from_pretrained(path)  # reads vocab.txt (transformers 5 ignores vocab_file=)
     assert tok.convert_ids_to_tokens(tok("w1 a")["input_ids"]) == ["[CLS]", "w1", "a", "[SEP]"]
     tok.save_pretrained(path)
-    BertForPreTraining(tiny_bert_config()).save_pretrained(path)
+    # seeded: the weights must not depend on which test asked for the fixture first (the global RNG state then)
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model = BertForPreTraining(tiny_bert_config())
+    model.save_pretrained(path)
     return path
 
 

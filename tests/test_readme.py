@@ -35,6 +35,52 @@ def test_cosent_from_python(tiny_bert_dir, tmp_path, monkeypatch, capsys):
     assert float(after) == pytest.approx(result.metrics["dev_spearman"]) and -1 <= float(before) <= 1
 
 
+def run_example(marker: str, tmp_path, monkeypatch) -> dict:
+    """Run the block marked ``marker`` in ``tmp_path`` (where it may write files); its globals afterwards."""
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    exec(compile(readme_example(marker), f"README.md:{marker}", "exec"), namespace)  # noqa: S102
+    return namespace
+
+
+def test_entropy_normalize_from_python(tmp_path, monkeypatch):
+    import numpy as np
+
+    ns = run_example("entropy-normalize-from-python", tmp_path, monkeypatch)
+    assert ns["entropy"](ns["flat"]) == pytest.approx([0.5 * np.log(3)] * 2, abs=1e-8)
+    assert ns["gamma"].shape == (2,) and (np.argmax(ns["flat"], axis=1) == [0, 0]).all()
+
+
+def test_calibrate_can_from_python(tmp_path, monkeypatch):
+    ns = run_example("calibrate-can-from-python", tmp_path, monkeypatch)
+    assert ns["mask"].tolist() == [False, False, False, True]
+    assert ns["adjusted"][:3].tolist() == ns["probs"][:3].tolist()
+    assert ns["adjusted"][3].argmax() == 2 and ns["adjusted"][3, 2] > ns["probs"][3, 2]
+
+
+def test_gradcheck_from_python(tmp_path, monkeypatch):
+    ns = run_example("gradcheck-from-python", tmp_path, monkeypatch)
+    assert (tmp_path / "mlp.pt").is_file() and len(ns["rows"]) == 8
+    assert ns["summarize"](ns["rows"])["violations"] == 0 and all(row["holds"] for row in ns["rows"])
+
+
+def test_zero_shot_from_python(tiny_bert_dir, tmp_path, monkeypatch, capsys):
+    """Classify as the README shows: "minilm-nsp" is the tiny BERT (it has an NSP head), and so is the default model."""
+    import nlptool.core.models as models
+
+    monkeypatch.setattr(models, "default_model_path", lambda: tiny_bert_dir)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "minilm-nsp").symlink_to(tiny_bert_dir)
+    code = readme_example("zero-shot-from-python")
+    namespace: dict = {}
+    exec(compile(code, "README.md:zero-shot-from-python", "exec"), namespace)  # noqa: S102
+    result, baseline = namespace["result"], namespace["baseline"]
+    assert result.labels == baseline.labels == ["Sports", "Business"]
+    assert result.probs.shape == baseline.probs.shape == (2, 2) and result.content_free_prior.shape == (2,)
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 3 and float(lines[1]) == result.metrics([0, 1])["accuracy"]
+
+
 def test_ner_from_python(tiny_bert_dir, tmp_path, monkeypatch, capsys):
     """Train, load and predict as the README shows (NER); the bundled default model is replaced by the tiny BERT."""
     import nlptool.core.models as models

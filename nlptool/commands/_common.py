@@ -105,6 +105,31 @@ DeviceOpt = Annotated[
     ),
 ]
 
+
+def _shard_value(value: Any) -> str | None:
+    from nlptool.core.shard import parse_shard
+
+    if value is None:
+        return None
+    try:
+        index, count = parse_shard(value)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    return f"{index}/{count}"
+
+
+ShardOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--shard",
+        help="Process shard i of n (0-based) of the input rows (row k goes to shard k mod n) and write "
+        "OUTPUT.part-i-of-n; 'nlptool merge-shards OUTPUT' joins the parts in input order. Under torchrun the ranks "
+        "shard and merge by themselves.",
+        parser=_shard_value,
+        metavar="i/n",
+    ),
+]
+
 #: The model as a leading positional argument (``nlptool encode MODEL INPUT``), the spelling before ``--model``:
 #: still accepted (with a deprecation note), hidden from ``--help``. Resolve it with :func:`model_and_input`.
 LegacyPositionalArg = Annotated[

@@ -17,12 +17,14 @@ from nlptool.commands._common import (
     LegacyPositionalArg,
     ModelOpt,
     OutputOpt,
+    ShardOpt,
     info,
     model_and_input,
     progress,
     warn_empty,
 )
 from nlptool.core.device import Device, resolve_device  # noqa: F401 - Device: re-exported for old imports
+from nlptool.core.models import model_spec  # noqa: F401 - re-exported for the commands
 
 
 class TextFormat(str, Enum):
@@ -49,11 +51,6 @@ MaxLengthOpt = Annotated[
     int | None, typer.Option("--max-length", help="Max tokens per text (default: the model's setting).", min=1)
 ]
 BatchSizeOpt = Annotated[int, typer.Option("--batch-size", help="Texts per forward pass.", min=1)]
-
-
-def model_spec(model: str | None) -> str | None:
-    """'default' (or nothing) selects the bundled default model."""
-    return None if model is None or model.strip().lower() in ("", "default") else model
 
 
 def encode(
@@ -91,13 +88,15 @@ def encode(
     max_length: MaxLengthOpt = None,
     device: DeviceOpt = "auto",
     header: HeaderOpt = None,
+    shard: ShardOpt = None,
     force: ForceOpt = False,
 ) -> None:
     """Embed texts with a sentence encoder: JSONL rows {"line", "embedding"} on stdout, or .npy/.npz with -o.
 
     Texts are batched, sorted by length within each chunk (results keep the input order) and streamed, so inputs
     larger than memory work. With -o FILE.npy: a float32 (n, dim) array; FILE.npz: arrays "embeddings" and "lines"
-    (1-based input line of each text); other names: JSONL.
+    (1-based input line of each text); other names: JSONL. Under torchrun (or with --shard i/n) each process embeds
+    every n-th text and rank 0 merges the parts into the same output as one process (see nlptool merge-shards).
 
     Example: nlptool encode sentences.txt --model my-model/ -o embeddings.npy
 
@@ -106,21 +105,24 @@ def encode(
     import numpy as np
 
     from nlptool.core.encoder import SentenceEncoder
-    from nlptool.core.io import atomic_output, check_output_path, chunked, iter_texts
+    from nlptool.core.io import atomic_output, chunked, iter_texts
+    from nlptool.core.shard import Shard
 
     model, input = model_and_input(model, input, legacy_input, command="encode")
-    check_output_path(output, force)
+    sh = Shard.resolve(shard)
+    sh.check(input, output, force)
     suffix = Path(output).suffix.lower() if output != "-" else ""
+    suffix = suffix if suffix in (".npy", ".npz") else ""
     encoder = SentenceEncoder.load(model_spec(model), pooling=pooling.value if pooling else None, max_length=max_length)
     dev = resolve_device(device)
     if normalize is None:
         normalize = encoder.normalizes
-    texts = iter_texts(input, text_col, input_format.value, header=header)
+    texts = sh.select(iter_texts(input, text_col, input_format.value, header=header))
 
     total = 0
-    with progress("encode", unit="texts") as advance:
+    with progress("encode", unit="texts") as advance, sh.output(output, force=force, fmt=suffix[1:] or "jsonl") as out:
         if suffix in (".npy", ".npz"):
-            spool_fd, spool = _spool_path(output)
+            spool_fd, spool = _spool_path(out.path)
             lines_all: list[int] = []
             try:
                 with os.fdopen(spool_fd, "wb") as raw:
@@ -140,7 +142,7 @@ def encode(
                     if total
                     else (np.zeros((0, encoder.dim), dtype=np.float32))
                 )
-                with atomic_output(output, force=force, binary=True) as fh:
+                with atomic_output(out.path, force=out.force, binary=True) as fh:
                     if suffix == ".npy":
                         np.save(fh, matrix)
                     else:
@@ -152,7 +154,7 @@ def encode(
         else:
             from nlptool.core.io import open_writer
 
-            with open_writer(output, "jsonl", force=force) as writer:
+            with open_writer(out.path, "jsonl", force=out.force) as writer:
                 for chunk in chunked(texts, chunk_size):
                     emb = encoder.encode(
                         [t for _, t in chunk], batch_size=batch_size, normalize=normalize, device=dev, progress=advance
@@ -161,10 +163,12 @@ def encode(
                         writer.fh.write(f'{{"line": {line}, "embedding": [{", ".join(map(str, vec))}]}}\n')
                     writer.fh.flush()
                     total += len(chunk)
-    if total == 0:
+    if (out.rows if sh.torchrun else total) == 0 and sh.main:
         warn_empty(input)
     if output != "-":
-        info(f"encode: {total} texts × {encoder.dim} dims from {encoder.name} written to {output}")
+        info(f"encode: {total} texts × {encoder.dim} dims from {encoder.name} written to {out.path}")
+    if out.rows is not None and output != "-":
+        info(f"encode: {out.rows} texts of {sh.count} shards merged into {output}")
 
 
 def _spool_path(output: str) -> tuple[int, str]:

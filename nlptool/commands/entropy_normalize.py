@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections import defaultdict
 from typing import Annotated
 
 import typer
@@ -21,34 +20,44 @@ from nlptool.commands._common import (
     warn_empty,
 )
 
+# The command's options (help texts are the --help reference).
+TargetOpt = Annotated[
+    float | None, typer.Option("--target", "-t", help="Target entropy H* in nats.", show_default=False)
+]
+TargetRatioOpt = Annotated[
+    float | None,
+    typer.Option("--target-ratio", "-r", help="Target as a fraction of the maximum: H* = r·log(n).", min=0.0),
+]
+FieldOpt = Annotated[str, typer.Option("--field", help="JSONL field (or CSV cell) holding the list.")]
+ColumnsOpt = Annotated[
+    str | None,
+    typer.Option("--columns", help="Probability columns instead of a list: 'p0,p1,p2' or a glob 'prob_*'."),
+]
+OutputFieldOpt = Annotated[str, typer.Option("--output-field", help="Field for the normalised list (list input).")]
+LogitsOpt = Annotated[bool, typer.Option("--logits", help="Rows are logits: softmax them first.")]
+ClipOpt = Annotated[
+    bool, typer.Option("--clip", help="Clamp targets outside a row's reachable range instead of failing.")
+]
+RenormalizeOpt = Annotated[
+    bool, typer.Option("--renormalize", help="Divide rows that do not sum to 1 by their sum instead of failing.")
+]
+TolOpt = Annotated[float, typer.Option("--tol", help="Convergence: |H(p~) - H*| <= tol (nats).", min=0.0)]
+BatchSizeOpt = Annotated[int, typer.Option("--batch-size", help="Rows per vectorised batch.", min=1)]
+
 
 def entropy_normalize(
     input: InputArg,
-    target: Annotated[
-        float | None, typer.Option("--target", "-t", help="Target entropy H* in nats.", show_default=False)
-    ] = None,
-    target_ratio: Annotated[
-        float | None,
-        typer.Option("--target-ratio", "-r", help="Target as a fraction of the maximum: H* = r·log(n).", min=0.0),
-    ] = None,
+    target: TargetOpt = None,
+    target_ratio: TargetRatioOpt = None,
     output: OutputOpt = "-",
-    field: Annotated[str, typer.Option("--field", help="JSONL field (or CSV cell) holding the list.")] = "probs",
-    columns: Annotated[
-        str | None,
-        typer.Option("--columns", help="Probability columns instead of a list: 'p0,p1,p2' or a glob 'prob_*'."),
-    ] = None,
-    output_field: Annotated[
-        str, typer.Option("--output-field", help="Field for the normalised list (list input).")
-    ] = "probs",
-    logits: Annotated[bool, typer.Option("--logits", help="Rows are logits: softmax them first.")] = False,
-    clip: Annotated[
-        bool, typer.Option("--clip", help="Clamp targets outside a row's reachable range instead of failing.")
-    ] = False,
-    renormalize: Annotated[
-        bool, typer.Option("--renormalize", help="Divide rows that do not sum to 1 by their sum instead of failing.")
-    ] = False,
-    tol: Annotated[float, typer.Option("--tol", help="Convergence: |H(p~) - H*| <= tol (nats).", min=0.0)] = 1e-9,
-    batch_size: Annotated[int, typer.Option("--batch-size", help="Rows per vectorised batch.", min=1)] = 20000,
+    field: FieldOpt = "probs",
+    columns: ColumnsOpt = None,
+    output_field: OutputFieldOpt = "probs",
+    logits: LogitsOpt = False,
+    clip: ClipOpt = False,
+    renormalize: RenormalizeOpt = False,
+    tol: TolOpt = 1e-9,
+    batch_size: BatchSizeOpt = 20000,
     format: FormatOpt = Format.auto,
     output_format: OutputFormatOpt = Format.auto,
     header: HeaderOpt = None,
@@ -64,10 +73,8 @@ def entropy_normalize(
 
     Reference: Su Jianlin, "概率分布的熵归一化 (Entropy Normalization)", https://kexue.fm/archives/8829
     """
-    import numpy as np
-
     from nlptool.commands._distributions import choose_layout, cli_hint, read_row, write_row
-    from nlptool.core.entropy import entropy, normalize
+    from nlptool.core.entropy import entropy, normalize_rows
     from nlptool.core.errors import InputError, RowError
     from nlptool.core.io import check_output_path, chunked, open_writer, read_records
 
@@ -87,31 +94,19 @@ def entropy_normalize(
         ):
             for chunk in chunked(reader, batch_size):
                 rows = [read_row(r, layout, input) for r in chunk]
-                by_len: dict[int, list[int]] = defaultdict(list)
-                for i, row in enumerate(rows):
-                    by_len[len(row)].append(i)
-                out_probs: list = [None] * len(rows)
-                out_gamma = np.empty(len(rows))
-                for idx in by_len.values():
-                    batch = np.asarray([rows[i] for i in idx], dtype=np.float64)
-                    try:
-                        p, g = normalize(
-                            batch,
-                            target,
-                            target_ratio=target_ratio,
-                            logits=logits,
-                            tol=tol,
-                            clip=clip,
-                            renormalize=renormalize,
-                        )
-                    except RowError as exc:
-                        record = chunk[idx[exc.row]]
-                        raise InputError(
-                            cli_hint(exc.message), path=input, line=record.line, field=layout.label
-                        ) from None
-                    for j, i in enumerate(idx):
-                        out_probs[i] = p[j]
-                    out_gamma[idx] = g
+                try:
+                    out_probs, out_gamma = normalize_rows(
+                        rows,
+                        target,
+                        target_ratio=target_ratio,
+                        logits=logits,
+                        tol=tol,
+                        clip=clip,
+                        renormalize=renormalize,
+                    )
+                except RowError as exc:
+                    line = chunk[exc.row].line
+                    raise InputError(cli_hint(exc.message), path=input, line=line, field=layout.label) from None
                 for record, p, g in zip(chunk, out_probs, out_gamma, strict=True):
                     row = write_row(record, layout, p, output_field)
                     row["gamma"] = float(g)

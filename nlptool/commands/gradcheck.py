@@ -54,61 +54,74 @@ class DType(str, Enum):
 _DEFAULT_LAYERS = "4,16,16,1"
 
 
+# The command's options (help texts are the --help reference).
+LayersOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--layers",
+        help="MLP sizes, input first. With --checkpoint the saved shapes are used; a --layers that disagrees "
+        "with them is an error.",
+        show_default=_DEFAULT_LAYERS,
+    ),
+]
+ActivationOpt = Annotated[Activation, typer.Option("--activation", help="Hidden-layer activation g.")]
+OutputActivationOpt = Annotated[
+    Activation, typer.Option("--output-activation", help="Activation after the last layer.")
+]
+TrialsOpt = Annotated[int, typer.Option("--trials", help="Random networks to build (seeds seed..seed+N-1).", min=1)]
+InputsOpt = Annotated[
+    int, typer.Option("--inputs", help="Random Gaussian inputs per network (without --input).", min=1)
+]
+InputScaleOpt = Annotated[float, typer.Option("--input-scale", help="Std of the random inputs.", min=0.0)]
+InputFileOpt = Annotated[
+    str | None,
+    typer.Option("--input", "-i", help="Inputs from a CSV/TSV/JSONL file ('-' for stdin) instead of random ones."),
+]
+FieldOpt = Annotated[str, typer.Option("--field", help="Field holding each input vector (list).")]
+ColumnsOpt = Annotated[
+    str | None, typer.Option("--columns", help="Input columns instead of a list field: 'x0,x1' or 'x*'.")
+]
+CheckpointOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--checkpoint",
+        help="A torch.save'd nn.Sequential of Linear/activation layers, or its state_dict (uses --activation).",
+    ),
+]
+UnsafeLoadOpt = Annotated[
+    bool,
+    typer.Option("--unsafe-load", help="Allow unpickling a whole module from --checkpoint (runs its code)."),
+]
+ObjectiveOpt = Annotated[
+    Objective,
+    typer.Option(
+        "--f",
+        help="Scalar f: the output (scalar nets), its squared norm, or its sum. auto: output "
+        "for one output, else sqnorm.",
+    ),
+]
+SpectralOpt = Annotated[
+    Spectral,
+    typer.Option("--spectral", help="‖∂h/∂x‖₂: exact Jacobian, power iteration (JVP/VJP), or auto by input size."),
+]
+DTypeOpt = Annotated[DType, typer.Option("--dtype", help="Floating-point precision.")]
+
+
 def gradcheck(
-    layers: Annotated[
-        str | None,
-        typer.Option(
-            "--layers",
-            help="MLP sizes, input first. With --checkpoint the saved shapes are used; a --layers that disagrees "
-            "with them is an error.",
-            show_default=_DEFAULT_LAYERS,
-        ),
-    ] = None,
-    activation: Annotated[
-        Activation, typer.Option("--activation", help="Hidden-layer activation g.")
-    ] = Activation.tanh,
-    output_activation: Annotated[
-        Activation, typer.Option("--output-activation", help="Activation after the last layer.")
-    ] = Activation.linear,
-    trials: Annotated[
-        int, typer.Option("--trials", help="Random networks to build (seeds seed..seed+N-1).", min=1)
-    ] = 10,
-    inputs: Annotated[
-        int, typer.Option("--inputs", help="Random Gaussian inputs per network (without --input).", min=1)
-    ] = 8,
-    input_scale: Annotated[float, typer.Option("--input-scale", help="Std of the random inputs.", min=0.0)] = 1.0,
-    input_file: Annotated[
-        str | None,
-        typer.Option("--input", "-i", help="Inputs from a CSV/TSV/JSONL file ('-' for stdin) instead of random ones."),
-    ] = None,
-    field: Annotated[str, typer.Option("--field", help="Field holding each input vector (list).")] = "x",
-    columns: Annotated[
-        str | None, typer.Option("--columns", help="Input columns instead of a list field: 'x0,x1' or 'x*'.")
-    ] = None,
-    checkpoint: Annotated[
-        str | None,
-        typer.Option(
-            "--checkpoint",
-            help="A torch.save'd nn.Sequential of Linear/activation layers, or its state_dict (uses --activation).",
-        ),
-    ] = None,
-    unsafe_load: Annotated[
-        bool,
-        typer.Option("--unsafe-load", help="Allow unpickling a whole module from --checkpoint (runs its code)."),
-    ] = False,
-    objective: Annotated[
-        Objective,
-        typer.Option(
-            "--f",
-            help="Scalar f: the output (scalar nets), its squared norm, or its sum. auto: output "
-            "for one output, else sqnorm.",
-        ),
-    ] = Objective.auto,
-    spectral: Annotated[
-        Spectral,
-        typer.Option("--spectral", help="‖∂h/∂x‖₂: exact Jacobian, power iteration (JVP/VJP), or auto by input size."),
-    ] = Spectral.auto,
-    dtype: Annotated[DType, typer.Option("--dtype", help="Floating-point precision.")] = DType.float64,
+    layers: LayersOpt = None,
+    activation: ActivationOpt = Activation.tanh,
+    output_activation: OutputActivationOpt = Activation.linear,
+    trials: TrialsOpt = 10,
+    inputs: InputsOpt = 8,
+    input_scale: InputScaleOpt = 1.0,
+    input_file: InputFileOpt = None,
+    field: FieldOpt = "x",
+    columns: ColumnsOpt = None,
+    checkpoint: CheckpointOpt = None,
+    unsafe_load: UnsafeLoadOpt = False,
+    objective: ObjectiveOpt = Objective.auto,
+    spectral: SpectralOpt = Spectral.auto,
+    dtype: DTypeOpt = DType.float64,
     output: OutputOpt = "-",
     output_format: OutputFormatOpt = Format.auto,
     format: FormatOpt = Format.auto,
@@ -129,43 +142,21 @@ def gradcheck(
     References: Su Jianlin, "输入梯度惩罚与参数梯度惩罚的一个不等式", https://kexue.fm/archives/8796;
     Dherin, Munn and Barrett, "The Geometric Occam's Razor Implicit in Deep Learning", arXiv 2111.15090
     """
-    import torch
-
-    from nlptool.core.gradients import build_mlp, check_inequality, mlp_layers, summarize
+    from nlptool.core.gradients import check_inequality, mlp_layers, summarize
     from nlptool.core.io import check_output_path, open_writer
 
     check_output_path(output, force)
     check_output_path(metrics_out, force)
     seed_everything(seed)
-    torch_dtype = torch.float64 if dtype == DType.float64 else torch.float32
+    torch_dtype = _torch_dtype(dtype)
     sizes = _parse_layers(layers or _DEFAULT_LAYERS)
-
-    if checkpoint is not None:
-        model = _load_checkpoint(checkpoint, activation.value, unsafe_load).to(torch_dtype)
-        pairs = mlp_layers(model)
-        d_in = pairs[0][0].in_features
-        d_out = pairs[-1][0].out_features
-        saved = [d_in] + [lin.out_features for lin, _ in pairs]
-        if layers is not None and sizes != saved:
-            raise typer.BadParameter(
-                f"'{layers}' disagrees with the layer sizes of --checkpoint {checkpoint}, "
-                f"'{','.join(map(str, saved))}'; leave --layers out (the checkpoint gives the shapes) or match them",
-                param_hint="--layers",
-            )
-        models = [model]
-    else:
-        d_in, d_out = sizes[0], sizes[-1]
-        models = [
-            build_mlp(
-                sizes, activation.value, output_activation=output_activation.value, seed=seed + t, dtype=torch_dtype
-            )
-            for t in range(trials)
-        ]
+    models = _networks(layers, sizes, checkpoint, unsafe_load, activation, output_activation, trials, seed, torch_dtype)
+    pairs = mlp_layers(models[0])
+    d_in, d_out = pairs[0][0].in_features, pairs[-1][0].out_features
+    x_all, lines = None, None
     if input_file is not None:
         x_all, lines = _read_inputs(input_file, field, columns, fmt_value(format), header, d_in)
         x_all = x_all.to(torch_dtype)
-    else:
-        lines = None
     f_name = objective.value
     if f_name == "auto":
         f_name = "output" if d_out == 1 else "sqnorm"
@@ -174,24 +165,11 @@ def gradcheck(
     with open_writer(output, fmt_value(output_format), force=force) as writer:
         with progress("gradcheck", total=len(models), unit="nets") as advance:
             for t, model in enumerate(models):
-                if input_file is None:
-                    gen = torch.Generator().manual_seed(seed * 1_000_003 + t)
-                    x = torch.randn(inputs, d_in, generator=gen, dtype=torch.float64).to(torch_dtype) * input_scale
-                    if not bool(torch.isfinite(x).all()):
-                        raise NlptoolError(
-                            f"--input-scale {input_scale:g} makes random inputs that overflow {dtype.value}; "
-                            "pass a smaller --input-scale" + (" or --dtype float64" if dtype != DType.float64 else "")
-                        )
-                else:
-                    x = x_all
+                x = x_all if x_all is not None else _random_inputs(inputs, d_in, seed, t, input_scale, dtype)
                 rows = check_inequality(model, x, f=f_name, spectral=spectral.value, seed=seed)
                 for i, row in enumerate(rows):
-                    out = {"trial": t, "input": i}
-                    if lines is not None:
-                        out["line"] = lines[i]
-                    out.update(row)
-                    writer.write(out)
-                    all_rows.append(row)
+                    writer.write({"trial": t, "input": i, **({"line": lines[i]} if lines else {}), **row})
+                all_rows += rows
                 advance(1)
 
     summary = summarize(all_rows)
@@ -209,6 +187,59 @@ def gradcheck(
     inputs_used = [p for p in (input_file, checkpoint) if p]
     write_metrics(metrics_out, summary, force=force, seed=seed, inputs=inputs_used, params=params)
     _raise_for_verdict(summary, dtype.value)
+
+
+def _networks(
+    layers: str | None,
+    sizes: list[int],
+    checkpoint: str | None,
+    unsafe_load: bool,
+    activation: Activation,
+    output_activation: Activation,
+    trials: int,
+    seed: int,
+    dtype: Any,
+) -> list[Any]:
+    """The networks to check: the --checkpoint's (whose shapes --layers, if given, must match), else ``trials``
+    random MLPs of ``sizes`` seeded seed, seed+1, ..."""
+    from nlptool.core.gradients import build_mlp, load_checkpoint, mlp_layers
+
+    if checkpoint is None:
+        return [
+            build_mlp(sizes, activation.value, output_activation=output_activation.value, seed=seed + t, dtype=dtype)
+            for t in range(trials)
+        ]
+    model = load_checkpoint(checkpoint, activation.value, unsafe=unsafe_load).to(dtype)
+    pairs = mlp_layers(model)
+    saved = [pairs[0][0].in_features] + [lin.out_features for lin, _ in pairs]
+    if layers is not None and sizes != saved:
+        raise typer.BadParameter(
+            f"'{layers}' disagrees with the layer sizes of --checkpoint {checkpoint}, "
+            f"'{','.join(map(str, saved))}'; leave --layers out (the checkpoint gives the shapes) or match them",
+            param_hint="--layers",
+        )
+    return [model]
+
+
+def _random_inputs(n: int, d_in: int, seed: int, trial: int, scale: float, dtype: DType) -> Any:
+    """The random inputs of network ``trial`` (core.gradients.random_inputs); an overflow of ``dtype`` is an error."""
+    import torch
+
+    from nlptool.core.gradients import random_inputs
+
+    x = random_inputs(n, d_in, seed=seed, trial=trial, scale=scale, dtype=_torch_dtype(dtype))
+    if not bool(torch.isfinite(x).all()):
+        raise NlptoolError(
+            f"--input-scale {scale:g} makes random inputs that overflow {dtype.value}; "
+            "pass a smaller --input-scale" + (" or --dtype float64" if dtype != DType.float64 else "")
+        )
+    return x
+
+
+def _torch_dtype(dtype: DType) -> Any:
+    import torch
+
+    return torch.float64 if dtype == DType.float64 else torch.float32
 
 
 def _raise_for_verdict(summary: dict[str, Any], dtype: str) -> None:
@@ -250,103 +281,6 @@ def _print_summary(summary: dict[str, Any]) -> None:
     keys = ["total", "holding", "violations", "overflow", "max_ratio", "median_ratio", "min_ratio", "tightest_layer"]
     rows = [[k, summary[k]] for k in keys if k in summary]
     print_table("gradcheck summary", ["", "value"], rows)
-
-
-def _load_checkpoint(path: str, activation: str, unsafe: bool) -> Any:
-    """A Sequential from a saved module (``--unsafe-load``) or a state_dict of Linear layers ('N.weight', 'N.bias')."""
-    import pickle
-    from pathlib import Path
-
-    import torch
-    from torch import nn
-
-    from nlptool.core.gradients import ACTIVATIONS
-
-    expected = (
-        "a file saved with torch.save(model.state_dict(), PATH) from an nn.Sequential of Linear layers "
-        "(or, with --unsafe-load, torch.save(model, PATH))"
-    )
-    p = Path(path)
-    if p.is_dir():
-        raise NlptoolError(f"checkpoint {path} is a folder; --checkpoint expects {expected}")
-    if not p.is_file():
-        raise NlptoolError(f"checkpoint {path} does not exist; check the path (--checkpoint expects {expected})")
-
-    def damaged(exc: BaseException) -> NlptoolError:
-        first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else ""
-        return NlptoolError(
-            f"checkpoint {path} is not a PyTorch file that torch.load can read ({type(exc).__name__}: {first}); "
-            f"it is damaged or of another format: re-save it as {expected}"
-        )
-
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        # weights_only refuses a pickle of arbitrary objects (a whole module) with its own message; anything else
-        # (garbage, a truncated file) is a damaged file that --unsafe-load would not help
-        if "unsupported global" not in str(exc).lower():
-            raise damaged(exc) from None
-        if not unsafe:
-            raise NlptoolError(
-                f"checkpoint {path} is not a plain state_dict ({str(exc).splitlines()[0][:120]}); "
-                "a pickled module runs code when loaded: pass --unsafe-load if you trust the file, "
-                "or save model.state_dict() instead"
-            ) from None
-        try:
-            obj = torch.load(path, map_location="cpu", weights_only=False)
-        except Exception as exc2:  # noqa: BLE001 - unpickling fails in arbitrary ways
-            raise damaged(exc2) from None
-    except Exception as exc:  # noqa: BLE001 - truncated zip, bad magic number, EOF ...
-        raise damaged(exc) from None
-    if isinstance(obj, nn.Module):
-        if not isinstance(obj, nn.Sequential):
-            raise NlptoolError(f"checkpoint {path} holds a {type(obj).__name__}; gradcheck needs an nn.Sequential")
-        return obj.eval()
-    if (
-        not isinstance(obj, dict)
-        or not obj
-        or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items())
-    ):
-        raise NlptoolError(
-            f"checkpoint {path} holds neither an nn.Sequential nor a state_dict (names to tensors); "
-            f"--checkpoint expects {expected}"
-        )
-    linear_ids = sorted({int(k.split(".")[0]) for k in obj if k.split(".")[0].isdigit() and k.endswith(".weight")})
-    if not linear_ids or len(linear_ids) * 2 < sum(1 for k in obj if k.endswith((".weight", ".bias"))) - len(
-        linear_ids
-    ):
-        raise NlptoolError(
-            f"state_dict in {path} does not look like a Sequential of Linear layers (keys like '0.weight', '0.bias')"
-        )
-    modules: list[nn.Module] = []
-    prev_out: int | None = None
-    for n, idx in enumerate(linear_ids):
-        w = obj[f"{idx}.weight"]
-        if w.ndim != 2 or not w.is_floating_point():
-            raise NlptoolError(
-                f"state_dict in {path}: '{idx}.weight' is a {w.dtype} tensor of shape {tuple(w.shape)}, not a "
-                "Linear weight"
-            )
-        b = obj.get(f"{idx}.bias")
-        if b is not None and tuple(b.shape) != (w.shape[0],):
-            raise NlptoolError(
-                f"state_dict in {path}: '{idx}.bias' has shape {tuple(b.shape)}, but '{idx}.weight' has "
-                f"{w.shape[0]} outputs"
-            )
-        if prev_out is not None and prev_out != w.shape[1]:
-            raise NlptoolError(
-                f"state_dict in {path}: '{idx}.weight' takes {w.shape[1]} inputs, but the layer before gives {prev_out}"
-            )
-        prev_out = int(w.shape[0])
-        lin = nn.Linear(w.shape[1], w.shape[0], bias=b is not None, dtype=w.dtype)
-        with torch.no_grad():
-            lin.weight.copy_(w)
-            if b is not None:
-                lin.bias.copy_(b)
-        modules.append(lin)
-        if n < len(linear_ids) - 1:
-            modules.append(ACTIVATIONS[activation]())
-    return nn.Sequential(*modules).eval()
 
 
 def _read_inputs(path: str, field: str, columns: str | None, fmt: str | None, header: bool | None, d_in: int):

@@ -1,8 +1,12 @@
-"""``nlptool zero-shot``: prompt-based zero-shot classification with BERT's NSP head (NSP-BERT), or by embeddings."""
+"""``nlptool zero-shot``: prompt-based zero-shot classification with BERT's NSP head (NSP-BERT), or by embeddings.
+
+The technique (prompt scoring, calibration, probabilities, metrics) is :func:`nlptool.core.nsp.classify_nsp` and
+:func:`nlptool.core.nsp.classify_embedding`; this module reads the rows, calls them and writes rows, metrics and the
+table.
+"""
 
 from __future__ import annotations
 
-import time
 from enum import Enum
 from typing import Annotated, Any
 
@@ -52,83 +56,95 @@ class Calibration(str, Enum):
     content_free = "content-free"
 
 
-#: Zhao et al. (2021)'s content-free inputs; ``{mask}`` becomes the tokenizer's mask token (dropped if it has none).
-CONTENT_FREE_TEXTS = ("N/A", "", "{mask}")
+# The command's options (help texts are the --help reference).
+LabelsOpt = Annotated[
+    str | None,
+    typer.Option("--labels", help="Labels in order, 'World,Sports,Business'; each fills the template's {}."),
+]
+LabelsFileOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--labels-file",
+        help="YAML/JSON: label -> word, {word: ...} or {prompt: ...} (optionally under 'labels:' with a "
+        "'template:'); see the README.",
+    ),
+]
+TemplateOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--template",
+        help="Prompt template with one {} for the label word. Default: the labels file's, else "
+        "'This text is about {}.'",
+        show_default=False,
+    ),
+]
+PositionOpt = Annotated[
+    Position, typer.Option("--position", help="prefix: prompt is segment A, text B; suffix: text A, prompt B.")
+]
+MethodOpt = Annotated[
+    Method,
+    typer.Option("--method", help="nsp: P(IsNext) from an NSP head; embedding: cosine to each filled prompt."),
+]
+MappingOpt = Annotated[
+    Mapping,
+    typer.Option(
+        "--mapping",
+        help="candidates: argmax over the labels; samples: rank all rows by the first label's score (or the "
+        "pair's, with --text2-col) and cut into equal bins, one per label in order (nsp only).",
+    ),
+]
+CalibrateOpt = Annotated[
+    Calibration,
+    typer.Option(
+        "--calibrate",
+        help="content-free: divide each row's probs by the label distribution the prompts give the content-free "
+        "texts 'N/A', '' and [MASK], then renormalise (Zhao et al. 2021); pred = argmax of the result. Uses no "
+        "labels. candidates mapping only.",
+    ),
+]
+TextColOpt = Annotated[
+    str | None,
+    typer.Option("--text-col", help="Text column (default: text, sentence, content, description, else the first)."),
+]
+Text2ColOpt = Annotated[
+    str | None,
+    typer.Option("--text2-col", help="Second text of a pair task: A = text, B = text2 (needs --mapping samples)."),
+]
+LabelColOpt = Annotated[
+    str | None,
+    typer.Option("--label-col", help="Gold label column: accuracy, macro-F1 and confusion matrix on stderr."),
+]
+BatchSizeOpt = Annotated[int, typer.Option("--batch-size", help="Pairs (or texts) per forward pass.", min=1)]
+MaxLengthOpt = Annotated[
+    int, typer.Option("--max-length", help="Max tokens of a (prompt, text) pair; only the text is cut.", min=8)
+]
+TemperatureOpt = Annotated[
+    float,
+    typer.Option(
+        "--temperature",
+        help="embedding: probs = softmax(cos / T). 0.05 is the scale (20) all-MiniLM-L6-v2 was trained with.",
+        min=1e-6,
+    ),
+]
 
 
 def zero_shot(
     input: InputArg,
     output: OutputOpt = "-",
-    labels: Annotated[
-        str | None,
-        typer.Option("--labels", help="Labels in order, 'World,Sports,Business'; each fills the template's {}."),
-    ] = None,
-    labels_file: Annotated[
-        str | None,
-        typer.Option(
-            "--labels-file",
-            help="YAML/JSON: label -> word, {word: ...} or {prompt: ...} (optionally under 'labels:' with a "
-            "'template:'); see the README.",
-        ),
-    ] = None,
-    template: Annotated[
-        str | None,
-        typer.Option(
-            "--template",
-            help="Prompt template with one {} for the label word. Default: the labels file's, else "
-            "'This text is about {}.'",
-            show_default=False,
-        ),
-    ] = None,
-    position: Annotated[
-        Position, typer.Option("--position", help="prefix: prompt is segment A, text B; suffix: text A, prompt B.")
-    ] = Position.prefix,
-    method: Annotated[
-        Method,
-        typer.Option("--method", help="nsp: P(IsNext) from an NSP head; embedding: cosine to each filled prompt."),
-    ] = Method.nsp,
-    mapping: Annotated[
-        Mapping,
-        typer.Option(
-            "--mapping",
-            help="candidates: argmax over the labels; samples: rank all rows by the first label's score (or the "
-            "pair's, with --text2-col) and cut into equal bins, one per label in order (nsp only).",
-        ),
-    ] = Mapping.candidates,
-    calibrate: Annotated[
-        Calibration,
-        typer.Option(
-            "--calibrate",
-            help="content-free: divide each row's probs by the label distribution the prompts give the content-free "
-            "texts 'N/A', '' and [MASK], then renormalise (Zhao et al. 2021); pred = argmax of the result. Uses no "
-            "labels. candidates mapping only.",
-        ),
-    ] = Calibration.none,
+    labels: LabelsOpt = None,
+    labels_file: LabelsFileOpt = None,
+    template: TemplateOpt = None,
+    position: PositionOpt = Position.prefix,
+    method: MethodOpt = Method.nsp,
+    mapping: MappingOpt = Mapping.candidates,
+    calibrate: CalibrateOpt = Calibration.none,
     model: ModelOpt = None,
-    text_col: Annotated[
-        str | None,
-        typer.Option("--text-col", help="Text column (default: text, sentence, content, description, else the first)."),
-    ] = None,
-    text2_col: Annotated[
-        str | None,
-        typer.Option("--text2-col", help="Second text of a pair task: A = text, B = text2 (needs --mapping samples)."),
-    ] = None,
-    label_col: Annotated[
-        str | None,
-        typer.Option("--label-col", help="Gold label column: accuracy, macro-F1 and confusion matrix on stderr."),
-    ] = None,
-    batch_size: Annotated[int, typer.Option("--batch-size", help="Pairs (or texts) per forward pass.", min=1)] = 64,
-    max_length: Annotated[
-        int, typer.Option("--max-length", help="Max tokens of a (prompt, text) pair; only the text is cut.", min=8)
-    ] = 256,
-    temperature: Annotated[
-        float,
-        typer.Option(
-            "--temperature",
-            help="embedding: probs = softmax(cos / T). 0.05 is the scale (20) all-MiniLM-L6-v2 was trained with.",
-            min=1e-6,
-        ),
-    ] = 0.05,
+    text_col: TextColOpt = None,
+    text2_col: Text2ColOpt = None,
+    label_col: LabelColOpt = None,
+    batch_size: BatchSizeOpt = 64,
+    max_length: MaxLengthOpt = 256,
+    temperature: TemperatureOpt = 0.05,
     device: DeviceOpt = "auto",
     metrics_out: MetricsOutOpt = None,
     format: FormatOpt = Format.auto,
@@ -153,12 +169,111 @@ def zero_shot(
     """
     import numpy as np
 
-    from nlptool.commands.encode import model_spec
     from nlptool.core.device import resolve_device
-    from nlptool.core.io import check_output_path, open_writer, read_texts
-    from nlptool.core.metrics import accuracy, confusion_matrix, macro_f1
-    from nlptool.core.nsp import DEFAULT_TEMPLATE, make_prompts, read_labels_file, samples_contrast
+    from nlptool.core.io import check_output_path, read_texts
 
+    _check_options(labels, labels_file, text2_col, method, mapping, calibrate)
+    check_output_path(output, force)
+    check_output_path(metrics_out, force)
+    prompts, used_template = _prompts(labels, labels_file, template)
+    label_names = [p.label for p in prompts]
+    with read_texts(
+        input, text_col=text_col, fmt=fmt_value(format), header=header, table=True, default_cols=TEXT_COLUMNS
+    ) as reader:
+        rows = list(reader)  # all: every text is scored against every prompt
+        fieldnames = reader.fieldnames
+        col = reader.text_col or "text"
+    if not rows:
+        _write_empty(input, output, output_format, fieldnames, metrics_out, label_names, force)
+        return
+    texts = [_text(r, col, input) for r in rows]
+    texts2 = [_text(r, text2_col, input) for r in rows] if text2_col else None
+    gold = None
+    if label_col is not None:
+        gold = np.array([_gold_index(r, label_col, label_names, input) for r in rows], dtype=np.int64)
+    dev = resolve_device(device)
+    options = {"calibrate": calibrate, "batch_size": batch_size}
+    if method == Method.nsp:
+        layout = {"position": position, "mapping": mapping, "max_length": max_length}
+        result = _classify_nsp(model, texts, texts2, prompts, dev, **layout, **options)
+    else:
+        result = _classify_embedding(model, texts, prompts, dev, temperature=temperature, **options)
+    _report_prior(result)
+    _write_rows(output, output_format, force, rows, fieldnames, result)
+    metrics = result.metrics(gold)
+    _report(result, metrics, method, mapping, gold is not None)
+    params = {"method": method.value, "mapping": mapping.value, "position": position.value, "template": used_template}
+    params |= {"text_col": col, "text2_col": text2_col, "label_col": label_col, "batch_size": batch_size}
+    params |= {"max_length": max_length, "temperature": temperature if method == Method.embedding else None}
+    params |= {"calibrate": calibrate.value, "device": dev}
+    inputs = [input, *([labels_file] if labels_file else [])]
+    write_metrics(metrics_out, metrics, force=force, inputs=inputs, model=result.model, params=params)
+
+
+def _write_empty(
+    input: str,
+    output: str,
+    output_format: Format,
+    fieldnames: list[str] | None,
+    metrics_out: str | None,
+    label_names: list[str],
+    force: bool,
+) -> None:
+    """No rows: a warning, an empty output (the header alone for CSV/TSV) and metrics that say so."""
+    from nlptool.core.io import open_writer
+
+    warn_empty(input)
+    with open_writer(output, fmt_value(output_format), force=force, fieldnames=fieldnames):
+        pass
+    write_metrics(metrics_out, {"rows": 0, "labels": label_names}, force=force, inputs=[input])
+
+
+def _write_rows(
+    output: str, output_format: Format, force: bool, rows: list[Any], fieldnames: list[str] | None, result: Any
+) -> None:
+    """Each input row plus the result's fields for it (scores, probs, pred; samples: score, pred)."""
+    from nlptool.core.io import open_writer
+
+    out_fields = None
+    if fieldnames is not None:
+        extra = ["score", "pred"] if result.mapping == Mapping.samples.value else ["scores", "probs", "pred"]
+        out_fields = [*fieldnames, *[e for e in extra if e not in fieldnames]]
+    with open_writer(output, fmt_value(output_format), force=force, fieldnames=out_fields) as writer:
+        for i, record in enumerate(rows):
+            writer.write({**record.data, **result.row(i)})
+
+
+def _report_prior(result: Any) -> None:
+    """The content-free prior on stderr (when calibrated)."""
+    if result.content_free_prior is not None:
+        info(
+            "content-free calibration: label prior on "
+            + ", ".join(repr(t) for t in result.content_free_texts or [])
+            + ": "
+            + ", ".join(f"{y} {v:.3f}" for y, v in zip(result.labels, result.content_free_prior, strict=True))
+        )
+
+
+def _report(result: Any, metrics: dict[str, Any], method: Method, mapping: Mapping, with_gold: bool) -> None:
+    """stderr for people: the speed line and, with gold labels, the confusion table."""
+    prompts_per_row = len(result.labels) if mapping == Mapping.candidates else 1
+    info(
+        f"zero-shot ({method.value}, {mapping.value}): {len(result.pred)} rows x {prompts_per_row} prompt(s) = "
+        f"{result.pairs} pairs in {result.seconds:.2f} s ({result.pairs_per_s:.1f} pairs/s); model {result.model}"
+    )
+    if with_gold:
+        _print_confusion(metrics, result.labels)
+
+
+def _check_options(
+    labels: str | None,
+    labels_file: str | None,
+    text2_col: str | None,
+    method: Method,
+    mapping: Mapping,
+    calibrate: Calibration,
+) -> None:
+    """Usage errors (exit 2) for option combinations that do not go together."""
     if (labels is None) == (labels_file is None):
         raise typer.BadParameter("give --labels or --labels-file (one of them)", param_hint="--labels")
     if text2_col is not None and mapping != Mapping.samples:
@@ -167,185 +282,89 @@ def zero_shot(
         raise typer.BadParameter("--mapping samples ranks NSP scores; use it with --method nsp", param_hint="--mapping")
     if mapping == Mapping.samples and calibrate != Calibration.none:
         raise typer.BadParameter("--calibrate applies to --mapping candidates", param_hint="--calibrate")
-    check_output_path(output, force)
-    check_output_path(metrics_out, force)
+
+
+def _prompts(labels: str | None, labels_file: str | None, template: str | None) -> tuple[list[Any], str | None]:
+    """The label prompts and the template used (``None`` when the labels file gives whole prompts)."""
+    from nlptool.core.nsp import DEFAULT_TEMPLATE, make_prompts, read_labels_file
+
     if labels_file is not None:
-        prompts, used_template = read_labels_file(labels_file, template)
-    else:
-        names = parse_csv_list(labels) or []
-        prompts = make_prompts(names, template)
-        used_template = template if template is not None else DEFAULT_TEMPLATE
-    label_names = [p.label for p in prompts]
+        return read_labels_file(labels_file, template)
+    prompts = make_prompts(parse_csv_list(labels) or [], template)
+    return prompts, template if template is not None else DEFAULT_TEMPLATE
 
-    # -- read the rows (all: every text is scored against every prompt)
-    with read_texts(
-        input, text_col=text_col, fmt=fmt_value(format), header=header, table=True, default_cols=TEXT_COLUMNS
-    ) as reader:
-        rows = list(reader)
-        fieldnames = reader.fieldnames
-        col = reader.text_col or "text"
-    if not rows:
-        warn_empty(input)
-        with open_writer(output, fmt_value(output_format), force=force, fieldnames=fieldnames):
-            pass
-        write_metrics(metrics_out, {"rows": 0, "labels": label_names}, force=force, inputs=[input])
-        return
-    texts = [_text(r, col, input) for r in rows]
-    texts2 = [_text(r, text2_col, input) for r in rows] if text2_col else None
-    gold = None
-    if label_col is not None:
-        gold = np.array([_gold_index(r, label_col, label_names, input) for r in rows], dtype=np.int64)
-    dev = resolve_device(device)
-    n, n_labels = len(texts), len(prompts)
-    scores: Any
-    if method == Method.nsp:
-        from nlptool.core.nsp import NSPScorer, normalise_scores, pair_order
 
-        scorer = NSPScorer.load(model_spec(model), max_length=max_length)
-        scorer.model.to(dev)
-        model_name = scorer.name
-        if mapping == Mapping.samples:
-            if texts2 is not None:
-                firsts, seconds = texts, texts2
-                shorten = "longest"
-            else:
-                pairs = [pair_order(prompts[0].prompt, t, position.value) for t in texts]
-                firsts, seconds = [a for a, _ in pairs], [b for _, b in pairs]
-                shorten = "second" if position == Position.prefix else "first"
-            t0 = time.perf_counter()
-            with progress("scoring", total=n, unit="pairs") as advance:
-                single = scorer.score_pairs(firsts, seconds, shorten=shorten, batch_size=batch_size, progress=advance)
-            seconds_taken = time.perf_counter() - t0
-            n_pairs = n
-            pred = samples_contrast(single, n_labels)
-            scores = single
-        else:
-            texts_in = [p.prompt for p in prompts]
-            t0 = time.perf_counter()
-            with progress("scoring", total=n * n_labels, unit="pairs") as advance:
-                scores = scorer.score(texts, texts_in, position=position.value, batch_size=batch_size, progress=advance)
-            seconds_taken = time.perf_counter() - t0
-            n_pairs = n * n_labels
-            probs = normalise_scores(scores)
-            pred = scores.argmax(axis=1)
-            if calibrate == Calibration.content_free:
-                cf_texts = _content_free_texts(scorer.tokenizer)
-                cf_probs = normalise_scores(scorer.score(cf_texts, texts_in, position=position.value))
-    else:
-        from nlptool.core.encoder import SentenceEncoder
+def _classify_nsp(
+    model: str | None,
+    texts: list[str],
+    texts2: list[str] | None,
+    prompts: list[Any],
+    dev: str,
+    *,
+    max_length: int,
+    position: Position,
+    mapping: Mapping,
+    calibrate: Calibration,
+    batch_size: int,
+) -> Any:
+    """Load the NSP model and run :func:`nlptool.core.nsp.classify_nsp` with a progress bar."""
+    from nlptool.commands.encode import model_spec
+    from nlptool.core.nsp import NSPScorer, classify_nsp
 
-        encoder = SentenceEncoder.load(model_spec(model))
-        model_name = encoder.name
-        t0 = time.perf_counter()
-        with progress("encoding", total=n + n_labels, unit="texts") as advance:
-            text_emb = encoder.encode(texts, batch_size=batch_size, normalize=True, device=dev, progress=advance)
-            prompt_emb = encoder.encode(
-                [p.prompt for p in prompts], batch_size=batch_size, normalize=True, device=dev, progress=advance
-            )
-        seconds_taken = time.perf_counter() - t0
-        n_pairs = n * n_labels
-        prompt_emb = prompt_emb.astype(np.float64)
-        scores = text_emb.astype(np.float64) @ prompt_emb.T
-        probs = _softmax(scores / temperature)
-        pred = scores.argmax(axis=1)
-        if calibrate == Calibration.content_free:
-            cf_texts = _content_free_texts(encoder.tokenizer)
-            cf_emb = encoder.encode(cf_texts, batch_size=batch_size, normalize=True, device=dev)
-            cf_probs = _softmax(cf_emb.astype(np.float64) @ prompt_emb.T / temperature)
-    content_free_prior = None
-    if calibrate == Calibration.content_free:
-        from nlptool.core.nsp import calibrate_content_free
-
-        probs, content_free_prior = calibrate_content_free(probs, cf_probs)
-        pred = probs.argmax(axis=1)
-        info(
-            "content-free calibration: label prior on "
-            + ", ".join(repr(t) for t in cf_texts)
-            + ": "
-            + ", ".join(f"{y} {v:.3f}" for y, v in zip(label_names, content_free_prior, strict=True))
+    scorer = NSPScorer.load(model_spec(model), max_length=max_length)
+    scorer.model.to(dev)
+    total = len(texts) * (len(prompts) if mapping == Mapping.candidates else 1)
+    with progress("scoring", total=total, unit="pairs") as advance:
+        return classify_nsp(
+            scorer,
+            texts,
+            prompts,
+            position=position.value,
+            mapping=mapping.value,
+            texts2=texts2,
+            calibrate=calibrate.value,
+            batch_size=batch_size,
+            progress=advance,
         )
 
-    # -- write
-    out_fields = None
-    if fieldnames is not None:
-        extra = ["score", "pred"] if mapping == Mapping.samples else ["scores", "probs", "pred"]
-        out_fields = [*fieldnames, *[e for e in extra if e not in fieldnames]]
-    with open_writer(output, fmt_value(output_format), force=force, fieldnames=out_fields) as writer:
-        for i, record in enumerate(rows):
-            row = dict(record.data)
-            if mapping == Mapping.samples:
-                row["score"] = float(scores[i])
-            else:
-                row["scores"] = {y: float(s) for y, s in zip(label_names, scores[i], strict=True)}
-                row["probs"] = [float(v) for v in probs[i]]
-            row["pred"] = label_names[int(pred[i])]
-            writer.write(row)
 
-    rate = n_pairs / seconds_taken if seconds_taken > 0 else float("nan")
-    metrics: dict[str, Any] = {
-        "rows": n,
-        "labels": label_names,
-        "prompts": [p.prompt for p in prompts],
-        "pairs": n_pairs,
-        "seconds": seconds_taken,
-        "pairs_per_s": rate,
-        "predicted_counts": {y: int((pred == k).sum()) for k, y in enumerate(label_names)},
-    }
-    if content_free_prior is not None:
-        metrics["content_free_prior"] = {y: float(v) for y, v in zip(label_names, content_free_prior, strict=True)}
-    info(
-        f"zero-shot ({method.value}, {mapping.value}): {n} rows x {n_labels if mapping == Mapping.candidates else 1} "
-        f"prompt(s) = {n_pairs} pairs in {seconds_taken:.2f} s ({rate:.1f} pairs/s); model {model_name}"
+def _classify_embedding(
+    model: str | None,
+    texts: list[str],
+    prompts: list[Any],
+    dev: str,
+    *,
+    temperature: float,
+    calibrate: Calibration,
+    batch_size: int,
+) -> Any:
+    """Load the sentence encoder and run :func:`nlptool.core.nsp.classify_embedding` with a progress bar."""
+    from nlptool.commands.encode import model_spec
+    from nlptool.core.encoder import SentenceEncoder
+    from nlptool.core.nsp import classify_embedding
+
+    encoder = SentenceEncoder.load(model_spec(model))
+    with progress("encoding", total=len(texts) + len(prompts), unit="texts") as advance:
+        return classify_embedding(
+            encoder,
+            texts,
+            prompts,
+            temperature=temperature,
+            calibrate=calibrate.value,
+            batch_size=batch_size,
+            device=dev,
+            progress=advance,
+        )
+
+
+def _print_confusion(metrics: dict[str, Any], label_names: list[str]) -> None:
+    cm = metrics["confusion_matrix"]
+    print_table(
+        f"zero-shot: accuracy {100 * metrics['accuracy']:.2f} %, macro-F1 {100 * metrics['macro_f1']:.2f} "
+        f"(rows: gold, columns: predicted)",
+        ["gold \\ pred", *label_names],
+        [[y, *[int(v) for v in cm[k]]] for k, y in enumerate(label_names)],
     )
-    if gold is not None:
-        cm = confusion_matrix(gold, pred, n_labels)
-        metrics["accuracy"] = accuracy(gold, pred)
-        metrics["macro_f1"] = macro_f1(gold, pred, n_labels)
-        metrics["confusion_matrix"] = cm.tolist()
-        metrics["majority_accuracy"] = float(np.bincount(gold, minlength=n_labels).max() / n)
-        print_table(
-            f"zero-shot: accuracy {100 * metrics['accuracy']:.2f} %, macro-F1 {100 * metrics['macro_f1']:.2f} "
-            f"(rows: gold, columns: predicted)",
-            ["gold \\ pred", *label_names],
-            [[y, *[int(v) for v in cm[k]]] for k, y in enumerate(label_names)],
-        )
-    params = {
-        "method": method.value,
-        "mapping": mapping.value,
-        "position": position.value,
-        "template": used_template,
-        "text_col": col,
-        "text2_col": text2_col,
-        "label_col": label_col,
-        "batch_size": batch_size,
-        "max_length": max_length,
-        "temperature": temperature if method == Method.embedding else None,
-        "calibrate": calibrate.value,
-        "device": dev,
-    }
-    inputs = [input, *([labels_file] if labels_file else [])]
-    write_metrics(metrics_out, metrics, force=force, inputs=inputs, model=model_name, params=params)
-
-
-def _softmax(logits: Any) -> Any:
-    import numpy as np
-
-    z = logits - logits.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
-
-
-def _content_free_texts(tokenizer: Any) -> list[str]:
-    """:data:`CONTENT_FREE_TEXTS` with ``{mask}`` replaced by the tokenizer's mask token (left out if it has none)."""
-    mask = getattr(tokenizer, "mask_token", None)
-    texts = []
-    for text in CONTENT_FREE_TEXTS:
-        if "{mask}" in text:
-            if not mask:
-                continue
-            text = text.replace("{mask}", mask)
-        texts.append(text)
-    return texts
 
 
 def _text(record: Any, col: str, path: str) -> str:

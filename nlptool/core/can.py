@@ -85,7 +85,15 @@ import numpy as np
 
 from nlptool.core.errors import InputError, NlptoolError, RowError, plain
 
-__all__ = ["calibrate", "calibrate_reference", "class_index", "label_counts", "parse_prior", "topk_uncertainty"]
+__all__ = [
+    "calibrate",
+    "calibrate_reference",
+    "class_index",
+    "evaluate",
+    "label_counts",
+    "parse_prior",
+    "topk_uncertainty",
+]
 
 #: Allowed deviation of a row sum from 1 before ``renormalize=True`` is required.
 SUM_TOLERANCE = 1e-6
@@ -499,6 +507,45 @@ def calibrate_reference(
 
 # --------------------------------------------------------------------------------------------------------------------
 # priors from the command line and from files
+
+
+def evaluate(probs, adjusted, mask, gold=None) -> dict:
+    """What a calibration changed, as ``nlptool calibrate-can --metrics-out`` reports it.
+
+    Args:
+        probs: the ``(n, C)`` probabilities before (as given to :func:`calibrate`).
+        adjusted: :func:`calibrate`'s result.
+        mask: the boolean mask of adjusted (uncertain) rows (``return_mask=True``).
+        gold: optional gold class indices ``(n,)``; adds accuracy before/after over all rows, the confident rows
+            (unchanged, so one number) and the uncertain ones (``None`` for an empty group).
+
+    Returns:
+        ``rows``, ``uncertain_rows``, ``confident_rows``, ``changed_predictions`` and, with ``gold``,
+        ``accuracy_before``, ``accuracy_after``, ``accuracy_confident``, ``accuracy_uncertain_before``,
+        ``accuracy_uncertain_after``.
+    """
+    from nlptool.core.metrics import accuracy
+
+    before = np.asarray(probs).argmax(axis=1)
+    after = np.asarray(adjusted).argmax(axis=1)
+    mask = np.asarray(mask, dtype=bool)
+    n, n_unc = len(before), int(mask.sum())
+    out: dict = {
+        "rows": n,
+        "uncertain_rows": n_unc,
+        "confident_rows": n - n_unc,
+        "changed_predictions": int((after != before).sum()),
+    }
+    if gold is None:
+        return out
+    gold = np.asarray(gold)
+    conf = ~mask
+    out["accuracy_before"] = accuracy(gold, before)
+    out["accuracy_after"] = accuracy(gold, after)
+    out["accuracy_confident"] = accuracy(gold[conf], before[conf]) if conf.any() else None
+    out["accuracy_uncertain_before"] = accuracy(gold[mask], before[mask]) if mask.any() else None
+    out["accuracy_uncertain_after"] = accuracy(gold[mask], after[mask]) if mask.any() else None
+    return out
 
 
 def class_index(

@@ -56,33 +56,18 @@ import torch
 from torch import Tensor
 
 from nlptool.core.batching import length_batches
-from nlptool.core.errors import ModelNotFoundError, NlptoolError, RowError
+from nlptool.core.errors import NlptoolError, RowError
 from nlptool.core.models import (
-    ResolvedModel,
-    damaged,
-    hub_offline,
+    NLPTOOL_CONFIG,
+    POOLING_MODES,  # noqa: F401 - re-exported: the pooling modes belong to the encoder's API
     load_model,
     load_tokenizer,
-    read_json_file,
-    resolve_model,
+    resolve_encoder,
 )
+from nlptool.core.models import check_pooling as _check_pooling
 
-POOLING_MODES = ("cls", "mean", "first-last-avg", "pooler")
-
-NLPTOOL_CONFIG = "nlptool_encoder.json"
 DEFAULT_MAX_LENGTH_CAP = 512
 
-# The sentence-transformers Pooling config's boolean keys (the format every release reads) and the mode each names.
-_ST_POOLING_FLAGS = {
-    "pooling_mode_cls_token": "cls",
-    "pooling_mode_max_tokens": "max",
-    "pooling_mode_mean_tokens": "mean",
-    "pooling_mode_mean_sqrt_len_tokens": "mean_sqrt_len_tokens",
-    "pooling_mode_weightedmean_tokens": "weightedmean",
-    "pooling_mode_lasttoken": "lasttoken",
-}
-# sentence-transformers modules whose effect nlptool reproduces when reading a foreign folder.
-_ST_APPLIED = {"Transformer", "Pooling", "Normalize"}
 # What save() writes besides the save_pretrained files: an older save's leftovers under these names are removed.
 _OWNED = (
     "modules.json",
@@ -157,7 +142,8 @@ class SentenceEncoder(torch.nn.Module):
         """Load a model folder, hub id or (``None``) the bundled default as a sentence encoder.
 
         Args:
-            spec: what :func:`nlptool.core.models.resolve_model` accepts.
+            spec: what :func:`nlptool.core.models.resolve_model` accepts; the model and its saved settings are
+                found by :func:`nlptool.core.models.resolve_encoder`.
             pooling: overrides the folder's; otherwise the pooling it was saved or trained with
                 (``nlptool_encoder.json``, else sentence-transformers' ``modules.json`` and ``1_Pooling``), else mean.
             max_length: overrides the folder's; otherwise ``nlptool_encoder.json``'s, else
@@ -168,13 +154,8 @@ class SentenceEncoder(torch.nn.Module):
             NlptoolError: unknown pooling, ``pooler`` on a checkpoint without pooler weights, a folder whose
                 sentence-transformers pipeline nlptool cannot reproduce, a missing model (ModelNotFoundError).
         """
-        resolved = resolve_model(None if spec is None else str(spec), role="a sentence encoder")
-        if pooling is not None:
-            _check_pooling(pooling, "the pooling argument")
-        if resolved.source != "hub":
-            _check_st_files(Path(resolved.location))
-        saved_pooling, saved_length = _saved_settings(resolved, need_pooling=pooling is None)
-        chosen = pooling or saved_pooling or "mean"
+        resolved, settings = resolve_encoder(spec, pooling=pooling, max_length=max_length)
+        chosen = settings.pooling
         tokenizer = load_tokenizer(resolved)
         recorder = _AutoModelWithLoadingInfo()
         model = load_model(
@@ -184,15 +165,11 @@ class SentenceEncoder(torch.nn.Module):
             head_name="pooler (the dense+tanh layer over the first token)",
             fix_hint="choose pooling cls, mean or first-last-avg, or a checkpoint saved with its pooler",
         )
-        if max_length is None:
-            max_length = saved_length or _default_max_length(tokenizer, model)
-        encoder = cls(model, tokenizer, pooling=chosen, max_length=max_length)
+        length = settings.max_length if settings.max_length is not None else _default_max_length(tokenizer, model)
+        encoder = cls(model, tokenizer, pooling=chosen, max_length=length)
         encoder.name = resolved.name
-        modules = _read_json(resolved, "modules.json")
-        encoder.sentence_model = isinstance(modules, list)
-        encoder.normalizes = isinstance(modules, list) and any(
-            isinstance(m, dict) and str(m.get("type", "")).rsplit(".", 1)[-1] == "Normalize" for m in modules
-        )
+        encoder.sentence_model = settings.sentence_model
+        encoder.normalizes = settings.normalizes
         if chosen != "pooler":
             encoder._untrained_pooler_keys = frozenset(k for k in recorder.missing if "pooler" in k.split("."))
         return encoder
@@ -449,11 +426,6 @@ class _AutoModelWithLoadingInfo:
         return result
 
 
-def _check_pooling(pooling: Any, where: str) -> None:
-    if pooling not in POOLING_MODES:
-        raise NlptoolError(f"unknown pooling {pooling!r} in {where}; choose one of: {', '.join(POOLING_MODES)}")
-
-
 def _positions(model: Any) -> int | None:
     value = getattr(getattr(model, "config", None), "max_position_embeddings", None)
     return value if isinstance(value, int) and value > 0 else None
@@ -486,136 +458,6 @@ def _device_of(model: torch.nn.Module) -> torch.device:
     for param in model.parameters():
         return param.device
     return torch.device("cpu")  # pragma: no cover - a model without parameters
-
-
-def _read_json(resolved: ResolvedModel, name: str) -> Any | None:
-    """A JSON file of the model folder (or hub repo), or ``None`` if the model has no such file."""
-    if resolved.source == "hub":
-        try:
-            from huggingface_hub import hf_hub_download
-            from huggingface_hub.utils import EntryNotFoundError
-        except ImportError:  # pragma: no cover - transformers depends on huggingface_hub
-            return None
-        try:
-            local = hf_hub_download(resolved.location, name, local_files_only=hub_offline())
-        except EntryNotFoundError:  # absent in the repo, or (offline) never downloaded
-            return None
-        except Exception as exc:  # noqa: BLE001 - network and auth failures are the user's to fix
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ModelNotFoundError(
-                f"could not fetch {name} of model '{resolved.name}' ({first}); check the id and your network, "
-                "or set HF_HUB_OFFLINE=1 and pass a local folder"
-            ) from None
-        path = Path(local)
-    else:
-        path = Path(resolved.location) / name
-        if not path.is_file():
-            return None
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise NlptoolError(
-            f"{path} is not valid JSON ({exc}); fix or delete the file, or pass the pooling explicitly"
-        ) from None
-
-
-def _check_st_files(folder: Path) -> None:
-    """Refuse a damaged settings file of a local sentence-encoder folder (nlptool's own, sentence-transformers'),
-    even one that this load would not read (e.g. ``1_Pooling`` when ``nlptool_encoder.json`` gives the pooling)."""
-    for name in (NLPTOOL_CONFIG, "sentence_bert_config.json"):
-        if (folder / name).is_file():
-            read_json_file(folder / name)
-    if not (folder / "modules.json").is_file():
-        return
-    modules = read_json_file(folder / "modules.json", expect=list)
-    if not modules or not all(isinstance(m, dict) and isinstance(m.get("type"), str) for m in modules):
-        raise damaged(folder / "modules.json", "not a list of sentence-transformers modules with a 'type'")
-    if not any(m["type"].rsplit(".", 1)[-1] == "Transformer" for m in modules):
-        raise damaged(folder / "modules.json", "no Transformer module")
-    for m in modules:
-        sub = m.get("path")
-        if not isinstance(sub, str):
-            raise damaged(folder / "modules.json", f"module {m.get('name')!r} has no 'path' string")
-        kind = m["type"].rsplit(".", 1)[-1]
-        if kind == "Pooling" and sub.strip("/"):  # the one module whose settings nlptool reads
-            config = folder / sub.strip("/") / "config.json"
-            if not config.is_file():
-                raise NlptoolError(
-                    f"{config} is missing, so the {kind} module that modules.json lists cannot be read; re-save the "
-                    "model, or pass the pooling explicitly"
-                )
-            read_json_file(config)
-
-
-def _saved_settings(resolved: ResolvedModel, *, need_pooling: bool) -> tuple[str | None, int | None]:
-    """The pooling and max_length a model folder records (``None`` where it records none)."""
-    pooling: str | None = None
-    max_length: int | None = None
-    own = _read_json(resolved, NLPTOOL_CONFIG)
-    if own is not None:
-        where = f"{NLPTOOL_CONFIG} of model '{resolved.name}'"
-        if not isinstance(own, dict):
-            raise NlptoolError(f"{where} is not a JSON object; re-save the model or delete the file")
-        if own.get("pooling") is not None:
-            _check_pooling(own["pooling"], where)
-            pooling = own["pooling"]
-        if own.get("max_length") is not None:
-            value = own["max_length"]
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise NlptoolError(f"max_length in {where} must be a positive integer, got {value!r}")
-            max_length = value
-    if max_length is None:
-        sbert = _read_json(resolved, "sentence_bert_config.json")
-        value = sbert.get("max_seq_length") if isinstance(sbert, dict) else None
-        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-            max_length = value
-    if pooling is None and need_pooling:
-        modules = _read_json(resolved, "modules.json")
-        if modules is not None:
-            pooling = _pooling_from_st_modules(resolved, modules)
-    return pooling, max_length
-
-
-def _pooling_from_st_modules(resolved: ResolvedModel, modules: Any) -> str | None:
-    """The nlptool pooling equivalent to a foreign sentence-transformers pipeline (error if there is none)."""
-    hint = (
-        f"or pass a pooling explicitly ({', '.join(POOLING_MODES)}) to use the transformer of '{resolved.name}' alone"
-    )
-    if not isinstance(modules, list) or not all(isinstance(m, dict) for m in modules):
-        raise NlptoolError(f"modules.json of model '{resolved.name}' is not a list of modules; fix it, {hint}")
-    kinds = [(str(m.get("type", "")).rsplit(".", 1)[-1], m) for m in modules]
-    foreign = [f"{kind} at '{m.get('path', '')}'" for kind, m in kinds if kind not in _ST_APPLIED]
-    if foreign:
-        raise NlptoolError(
-            f"model '{resolved.name}' is a sentence-transformers pipeline with modules nlptool does not apply "
-            f"({', '.join(foreign)}), so its embeddings would differ from the ones it was trained to give; "
-            f"use sentence-transformers for it, {hint}"
-        )
-    pools = [m for kind, m in kinds if kind == "Pooling"]
-    if not pools:
-        return None
-    sub = str(pools[0].get("path", "")).strip("/")
-    config_name = f"{sub}/config.json" if sub else "config.json"
-    config = _read_json(resolved, config_name)
-    if not isinstance(config, dict):
-        raise NlptoolError(f"model '{resolved.name}' lists a Pooling module but {config_name} is missing; {hint}")
-    modes = _st_pooling_modes(config)
-    if len(modes) == 1 and modes[0] in ("cls", "mean"):
-        return modes[0]
-    raise NlptoolError(
-        f"model '{resolved.name}' was trained with sentence-transformers pooling {'+'.join(modes)} "
-        f"({config_name}), which nlptool does not implement; use sentence-transformers for it, {hint}"
-    )
-
-
-def _st_pooling_modes(config: dict[str, Any]) -> list[str]:
-    mode = config.get("pooling_mode")
-    if isinstance(mode, str):
-        return [mode]
-    if isinstance(mode, list) and mode:
-        return [str(m) for m in mode]
-    modes = [name for key, name in _ST_POOLING_FLAGS.items() if config.get(key)]
-    return modes or ["mean"]  # sentence-transformers' own default when no flag is set
 
 
 def _pooler_linear(model: Any) -> torch.nn.Linear | None:

@@ -50,7 +50,7 @@ import numpy as np
 
 from nlptool.core.errors import NlptoolError, RowError, plain
 
-__all__ = ["entropy", "normalize", "reachable_range"]
+__all__ = ["entropy", "normalize", "normalize_rows", "reachable_range"]
 
 # Largest power the solver tries: gamma * log(p / max p) stays finite for every positive float64 p, and
 # gamma * _OFF (below) too.
@@ -194,6 +194,37 @@ def normalize(
     if single:
         return out[0], gamma[0]
     return out, gamma
+
+
+def normalize_rows(rows: Any, target: Any = None, **kwargs: Any) -> tuple[list[np.ndarray], np.ndarray]:
+    """:func:`normalize` for rows of different lengths (a list of 1-D sequences): rows of one length are solved as
+    one batch, in the order they first appear.
+
+    Args:
+        rows: the rows (probabilities, or logits with ``logits=True``); each may have its own number of classes.
+        target: one target entropy for every row (a per-row target needs :func:`normalize` on a rectangular batch).
+        kwargs: the other arguments of :func:`normalize` (``target_ratio`` scales with each row's own length).
+
+    Returns:
+        ``(probs, gamma)``: the normalised rows as a list of float64 arrays in input order, and ``gamma`` per row.
+
+    Raises:
+        RowError: as :func:`normalize`, with ``row`` the index into ``rows``.
+    """
+    by_len: dict[int, list[int]] = {}
+    for i, row in enumerate(rows):
+        by_len.setdefault(len(row), []).append(i)
+    out: list[np.ndarray] = [np.empty(0)] * len(rows)
+    gammas = np.empty(len(rows))
+    for idx in by_len.values():
+        try:
+            p, g = normalize(np.asarray([rows[i] for i in idx], dtype=np.float64), target, **kwargs)
+        except RowError as exc:
+            raise RowError(exc.message, row=idx[exc.row], field=exc.field) from None
+        for j, i in enumerate(idx):
+            out[i] = p[j]
+        gammas[idx] = g
+    return out, gammas
 
 
 # Stand-in for log(0) in ``logr``: finite, so that 0 * _OFF = 0 in the moment sums, and so negative that

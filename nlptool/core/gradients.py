@@ -59,8 +59,10 @@ Neighbours: this module only evaluates the inequality; a command (``nlptool grad
 from __future__ import annotations
 
 import math
+import os
 import statistics
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -69,7 +71,15 @@ from torch.func import grad, jacfwd, jvp, vjp, vmap
 
 from nlptool.core.errors import NlptoolError, RowError, plain
 
-__all__ = ["ACTIVATIONS", "build_mlp", "mlp_layers", "check_inequality", "summarize"]
+__all__ = [
+    "ACTIVATIONS",
+    "build_mlp",
+    "load_checkpoint",
+    "mlp_layers",
+    "random_inputs",
+    "check_inequality",
+    "summarize",
+]
 
 #: Activation names accepted by :func:`build_mlp`, each mapped to a factory of a parameter-free elementwise module.
 ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
@@ -147,6 +157,122 @@ def build_mlp(
         last = t == len(sizes) - 2
         modules.append(ACTIVATIONS[output_activation if last else activation]())
     return nn.Sequential(*modules)
+
+
+def load_checkpoint(path: str | os.PathLike, activation: str = "tanh", *, unsafe: bool = False) -> nn.Sequential:
+    """The MLP saved in ``path``, in eval mode, for :func:`check_inequality`.
+
+    Args:
+        path: a file written by ``torch.save(model.state_dict(), path)`` from an ``nn.Sequential`` of Linear layers
+            (keys ``'0.weight'``, ``'0.bias'``, ``'2.weight'``, ...), or by ``torch.save(model, path)``.
+        activation: the activation put between the Linear layers of a state_dict (one of :data:`ACTIVATIONS`);
+            a state_dict holds no activations, and none goes after the last layer.
+        unsafe: allow unpickling a whole module (``weights_only=False``), which runs code from the file; without
+            it such a file is refused (the CLI's ``--unsafe-load``).
+
+    Raises:
+        NlptoolError: the file is missing, a folder, damaged, a pickled module without ``unsafe``, not a Sequential,
+            or a state_dict whose tensors do not chain into Linear layers (each message names the file).
+    """
+    import pickle
+
+    _activation(activation, "activation")
+    path = str(path)
+    expected = (
+        "a file saved with torch.save(model.state_dict(), PATH) from an nn.Sequential of Linear layers "
+        "(or, with --unsafe-load, torch.save(model, PATH))"
+    )
+    p = Path(path)
+    if p.is_dir():
+        raise NlptoolError(f"checkpoint {path} is a folder; --checkpoint expects {expected}")
+    if not p.is_file():
+        raise NlptoolError(f"checkpoint {path} does not exist; check the path (--checkpoint expects {expected})")
+
+    def damaged(exc: BaseException) -> NlptoolError:
+        first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else ""
+        return NlptoolError(
+            f"checkpoint {path} is not a PyTorch file that torch.load can read ({type(exc).__name__}: {first}); "
+            f"it is damaged or of another format: re-save it as {expected}"
+        )
+
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        # weights_only refuses a pickle of arbitrary objects (a whole module) with its own message; anything else
+        # (garbage, a truncated file) is a damaged file that --unsafe-load would not help
+        if "unsupported global" not in str(exc).lower():
+            raise damaged(exc) from None
+        if not unsafe:
+            raise NlptoolError(
+                f"checkpoint {path} is not a plain state_dict ({str(exc).splitlines()[0][:120]}); "
+                "a pickled module runs code when loaded: pass --unsafe-load if you trust the file, "
+                "or save model.state_dict() instead"
+            ) from None
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=False)
+        except Exception as exc2:  # noqa: BLE001 - unpickling fails in arbitrary ways
+            raise damaged(exc2) from None
+    except Exception as exc:  # noqa: BLE001 - truncated zip, bad magic number, EOF ...
+        raise damaged(exc) from None
+    if isinstance(obj, nn.Module):
+        if not isinstance(obj, nn.Sequential):
+            raise NlptoolError(f"checkpoint {path} holds a {type(obj).__name__}; gradcheck needs an nn.Sequential")
+        return obj.eval()
+    if (
+        not isinstance(obj, dict)
+        or not obj
+        or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items())
+    ):
+        raise NlptoolError(
+            f"checkpoint {path} holds neither an nn.Sequential nor a state_dict (names to tensors); "
+            f"--checkpoint expects {expected}"
+        )
+    linear_ids = sorted({int(k.split(".")[0]) for k in obj if k.split(".")[0].isdigit() and k.endswith(".weight")})
+    if not linear_ids or len(linear_ids) * 2 < sum(1 for k in obj if k.endswith((".weight", ".bias"))) - len(
+        linear_ids
+    ):
+        raise NlptoolError(
+            f"state_dict in {path} does not look like a Sequential of Linear layers (keys like '0.weight', '0.bias')"
+        )
+    modules: list[nn.Module] = []
+    prev_out: int | None = None
+    for n, idx in enumerate(linear_ids):
+        w = obj[f"{idx}.weight"]
+        if w.ndim != 2 or not w.is_floating_point():
+            raise NlptoolError(
+                f"state_dict in {path}: '{idx}.weight' is a {w.dtype} tensor of shape {tuple(w.shape)}, not a "
+                "Linear weight"
+            )
+        b = obj.get(f"{idx}.bias")
+        if b is not None and tuple(b.shape) != (w.shape[0],):
+            raise NlptoolError(
+                f"state_dict in {path}: '{idx}.bias' has shape {tuple(b.shape)}, but '{idx}.weight' has "
+                f"{w.shape[0]} outputs"
+            )
+        if prev_out is not None and prev_out != w.shape[1]:
+            raise NlptoolError(
+                f"state_dict in {path}: '{idx}.weight' takes {w.shape[1]} inputs, but the layer before gives {prev_out}"
+            )
+        prev_out = int(w.shape[0])
+        lin = nn.Linear(w.shape[1], w.shape[0], bias=b is not None, dtype=w.dtype)
+        with torch.no_grad():
+            lin.weight.copy_(w)
+            if b is not None:
+                lin.bias.copy_(b)
+        modules.append(lin)
+        if n < len(linear_ids) - 1:
+            modules.append(ACTIVATIONS[activation]())
+    return nn.Sequential(*modules).eval()
+
+
+def random_inputs(
+    n: int, dim: int, *, seed: int = 0, trial: int = 0, scale: float = 1.0, dtype: torch.dtype = torch.float64
+) -> torch.Tensor:
+    """``n`` Gaussian inputs of size ``dim`` with standard deviation ``scale``, as ``nlptool gradcheck`` draws them
+    for network ``trial`` (a local generator seeded with ``seed * 1_000_003 + trial``; drawn in float64, then cast to
+    ``dtype``, so float32 runs see the same numbers rounded). May hold infinities if ``scale`` overflows ``dtype``."""
+    gen = torch.Generator().manual_seed(seed * 1_000_003 + trial)
+    return torch.randn(n, dim, generator=gen, dtype=torch.float64).to(dtype) * scale
 
 
 def mlp_layers(model: nn.Sequential) -> list[tuple[nn.Linear, nn.Module]]:

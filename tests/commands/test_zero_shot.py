@@ -248,3 +248,39 @@ def test_empty_label_in_list_is_a_usage_error(invoke, tiny_bert_dir, texts_csv, 
     assert r.exit_code == 2 and position in r.stderr and "is empty" in r.stderr and "--labels" in r.stderr
     r = invoke("calibrate-can", "-", "--labels", labels, input='{"probs": [0.2, 0.3, 0.5]}\n')
     assert r.exit_code == 2 and position in r.stderr
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        [],
+        ["--position", "suffix", "--calibrate", "content-free"],
+        ["--method", "embedding", "--calibrate", "content-free", "--temperature", "0.1"],
+    ],
+)
+def test_cli_gives_the_python_api_probs(invoke, tiny_bert_dir, texts_csv, extra):
+    """zero-shot is core.nsp.classify_nsp / classify_embedding: the same scores, probs and preds."""
+    from nlptool.core.encoder import SentenceEncoder
+    from nlptool.core.nsp import NSPScorer, classify_embedding, classify_nsp, make_prompts
+
+    r = invoke(
+        "zero-shot", texts_csv, "--labels", "w5,w9,w30", "--template", "w2 {} w3", "--model", tiny_bert_dir, *extra
+    )
+    assert r.exit_code == 0, r.stderr
+    rows = jsonl(r.stdout)
+    texts = [row["text"] for row in rows]
+    prompts = make_prompts(["w5", "w9", "w30"], "w2 {} w3")
+    calibrate = "content-free" if "content-free" in extra else None
+    if "embedding" in extra:
+        encoder = SentenceEncoder.load(str(tiny_bert_dir))
+        result = classify_embedding(encoder, texts, prompts, temperature=0.1, calibrate=calibrate)
+    else:
+        position = "suffix" if "suffix" in extra else "prefix"
+        result = classify_nsp(
+            NSPScorer.load(str(tiny_bert_dir)), texts, prompts, position=position, calibrate=calibrate
+        )
+    assert [row["probs"] for row in rows] == result.probs.tolist()
+    assert [list(row["scores"].values()) for row in rows] == result.scores.tolist()
+    assert [row["pred"] for row in rows] == result.pred_labels
+    if calibrate is not None:
+        assert result.content_free_texts == ["N/A", "", "[MASK]"] and result.content_free_prior.shape == (3,)

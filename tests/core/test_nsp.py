@@ -1,4 +1,5 @@
-"""nlptool.core.nsp: prompts, labels files, samples contrast, sentence splitting, NSP pairs and the NSP scorer.
+"""nlptool.core.nsp: prompts, labels files, samples contrast, sentence splitting, NSP pairs, the NSP scorer and the
+zero-shot classifiers (``classify_nsp``, ``classify_embedding``: one ``ZeroShotResult``).
 
 The scorer is checked end to end on a tiny BERT whose NSP head is trained here, with plain transformers calls and
 the Hugging Face convention (``labels=0``: B follows A), on a corpus where continuation is learnable and asymmetric:
@@ -21,9 +22,12 @@ from nlptool.core.nsp import (
     NOT_NEXT,
     LabelPrompt,
     NSPScorer,
+    ZeroShotResult,
     build_nsp_pairs,
     calibrate_content_free,
     check_template,
+    classify_embedding,
+    classify_nsp,
     fill_template,
     make_prompts,
     normalise_scores,
@@ -422,3 +426,114 @@ def test_missing_nsp_head_is_an_error(tiny_bert_no_heads_dir):
 def test_load_with_head(tiny_bert_dir):
     scorer = NSPScorer.load(str(tiny_bert_dir))
     assert scorer.score(["w1 w2"], ["a", "b"]).shape == (1, 2)
+
+
+# ------------------------------------------------------------------------------ classify_nsp / classify_embedding
+
+
+def _topic_texts(n: int = 60, seed: int = 1) -> tuple[list[str], list[int]]:
+    rng = random.Random(seed)
+    gold = [rng.randrange(TOPICS) for _ in range(n)]
+    return [_body(k, rng) for k in gold], gold
+
+
+TOPIC_PROMPTS = [LabelPrompt(f"t{k}", f"w{16 * k} w{16 * k + 1}") for k in range(TOPICS)]
+
+
+def test_classify_nsp_candidates_result(trained_nsp):
+    texts, gold = _topic_texts()
+    seen = []
+    result = classify_nsp(trained_nsp, texts, TOPIC_PROMPTS, batch_size=16, progress=seen.append)
+    assert isinstance(result, ZeroShotResult)
+    assert (result.method, result.mapping, result.labels) == ("nsp", "candidates", ["t0", "t1", "t2", "t3"])
+    assert result.prompts == [p.prompt for p in TOPIC_PROMPTS] and result.model == trained_nsp.name
+    np.testing.assert_array_equal(result.scores, trained_nsp.score(texts, result.prompts, batch_size=16))
+    np.testing.assert_array_equal(result.probs, result.scores / result.scores.sum(axis=1, keepdims=True))
+    np.testing.assert_array_equal(result.pred, result.scores.argmax(axis=1))
+    assert result.pred_labels == [f"t{k}" for k in result.pred]
+    assert result.pairs == sum(seen) == 60 * TOPICS and result.seconds > 0
+    assert result.content_free_prior is None and result.content_free_texts is None
+    row = result.row(3)
+    assert list(row) == ["scores", "probs", "pred"] and list(row["scores"]) == result.labels
+    assert row["probs"] == result.probs[3].tolist() and row["pred"] == result.pred_labels[3]
+    m = result.metrics(gold)
+    assert m["accuracy"] > 0.85 and m["accuracy"] == np.mean(result.pred == np.array(gold))  # chance: 0.25
+    cm = np.array(m["confusion_matrix"])
+    assert cm.sum() == 60 and cm.trace() == round(60 * m["accuracy"])
+    assert sum(m["predicted_counts"].values()) == 60 and m["rows"] == 60 and m["pairs"] == 240
+    assert m["majority_accuracy"] == max(gold.count(k) for k in range(TOPICS)) / 60
+    assert set(result.metrics()) == {"rows", "labels", "prompts", "pairs", "seconds", "pairs_per_s", "predicted_counts"}
+
+
+def test_classify_nsp_content_free_calibration(trained_nsp):
+    texts, _ = _topic_texts(20)
+    plain = classify_nsp(trained_nsp, texts, TOPIC_PROMPTS, position="suffix")
+    result = classify_nsp(trained_nsp, texts, TOPIC_PROMPTS, position="suffix", calibrate="content-free")
+    assert result.content_free_texts == ["N/A", "", "[MASK]"]
+    cf = normalise_scores(trained_nsp.score(result.content_free_texts, result.prompts, position="suffix"))
+    want, prior = calibrate_content_free(plain.probs, cf)
+    np.testing.assert_allclose(result.content_free_prior, cf.mean(axis=0), atol=1e-15)
+    np.testing.assert_array_equal(result.content_free_prior, prior)
+    np.testing.assert_array_equal(result.probs, want)
+    np.testing.assert_array_equal(result.scores, plain.scores)  # the scores stay raw
+    np.testing.assert_array_equal(result.pred, want.argmax(axis=1))
+    assert list(result.metrics()["content_free_prior"]) == result.labels
+
+
+def test_classify_nsp_samples_mapping(trained_nsp):
+    texts, _ = _topic_texts(9)
+    result = classify_nsp(trained_nsp, texts, TOPIC_PROMPTS[:3], mapping="samples")
+    want = trained_nsp.score_pairs([TOPIC_PROMPTS[0].prompt] * 9, texts)
+    np.testing.assert_array_equal(result.scores, want)
+    np.testing.assert_array_equal(result.pred, samples_contrast(want, 3))
+    assert result.probs is None and result.pairs == 9 and np.bincount(result.pred).tolist() == [3, 3, 3]
+    assert list(result.row(0)) == ["score", "pred"]
+    pair = classify_nsp(trained_nsp, texts, TOPIC_PROMPTS[:2], mapping="samples", texts2=texts[::-1])
+    np.testing.assert_array_equal(pair.scores, trained_nsp.score_pairs(texts, texts[::-1], shorten="longest"))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"mapping": "samples", "calibrate": "content-free"}, "candidates mapping"),
+        ({"texts2": ["w1"]}, "samples mapping"),
+        ({"mapping": "ranks"}, "unknown mapping"),
+        ({"calibrate": "platt"}, "unknown calibration"),
+        ({"position": "middle"}, "unknown prompt position"),
+    ],
+)
+def test_classify_nsp_errors(trained_nsp, kwargs, match):
+    with pytest.raises(NlptoolError, match=match):
+        classify_nsp(trained_nsp, ["w8 w9"], TOPIC_PROMPTS, **kwargs)
+
+
+def test_classify_needs_texts_and_two_labels(trained_nsp):
+    with pytest.raises(NlptoolError, match="no texts"):
+        classify_nsp(trained_nsp, [], TOPIC_PROMPTS)
+    with pytest.raises(NlptoolError, match="at least 2"):
+        classify_nsp(trained_nsp, ["w8"], TOPIC_PROMPTS[:1])
+
+
+def test_classify_embedding_result(tiny_bert_dir):
+    from scipy.special import softmax
+
+    from nlptool.core.encoder import SentenceEncoder
+
+    encoder = SentenceEncoder.load(str(tiny_bert_dir))
+    texts = ["w8 w9 w10", "w24 w25", "w40 w41 w42", "w56"]
+    prompts = make_prompts(["w3", "w19", "w35"], "about {} .")
+    seen = []
+    result = classify_embedding(encoder, texts, prompts, temperature=0.1, device="cpu", progress=seen.append)
+    a = encoder.encode(texts, normalize=True).astype(np.float64)
+    b = encoder.encode([p.prompt for p in prompts], normalize=True).astype(np.float64)
+    np.testing.assert_allclose(result.scores, a @ b.T, atol=1e-12)
+    np.testing.assert_allclose(result.probs, softmax(result.scores / 0.1, axis=1), atol=1e-12)
+    np.testing.assert_array_equal(result.pred, result.scores.argmax(axis=1))
+    assert (result.method, result.mapping, result.pairs, sum(seen)) == ("embedding", "candidates", 12, 7)
+    calibrated = classify_embedding(encoder, texts, prompts, temperature=0.1, calibrate="content-free")
+    cf = encoder.encode(calibrated.content_free_texts, normalize=True).astype(np.float64)
+    want, prior = calibrate_content_free(result.probs, softmax(cf @ b.T / 0.1, axis=1))
+    np.testing.assert_allclose(calibrated.probs, want, atol=1e-12)
+    np.testing.assert_allclose(calibrated.content_free_prior, prior, atol=1e-12)
+    with pytest.raises(NlptoolError, match="temperature"):
+        classify_embedding(encoder, texts, prompts, temperature=0)
