@@ -16,8 +16,8 @@ way: one ``TaskModel``-like module with ``heads = nn.ModuleDict({task.name: task
 per-task losses combined by :mod:`nlptool.core.multitask`.
 
 Implementations: :class:`nlptool.core.cosent.PairTask` (CoSENT, Sentence-BERT softmax, cosine-MSE on sentence
-pairs) and :class:`nlptool.core.ner.NerTask` (GlobalPointer / Efficient GlobalPointer span NER on token states).
-Classification is to follow.
+pairs), :class:`nlptool.core.ner.NerTask` (GlobalPointer / Efficient GlobalPointer span NER on token states) and
+:class:`nlptool.core.nsp.NspTask` (NSP adaptation). Classification is to follow.
 """
 
 from __future__ import annotations
