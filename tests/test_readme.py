@@ -79,3 +79,24 @@ def test_zero_shot_from_python(tiny_bert_dir, tmp_path, monkeypatch, capsys):
     assert result.probs.shape == baseline.probs.shape == (2, 2) and result.content_free_prior.shape == (2,)
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 3 and float(lines[1]) == result.metrics([0, 1])["accuracy"]
+
+
+def test_ner_from_python(tiny_bert_dir, tmp_path, monkeypatch, capsys):
+    """Train, load and predict as the README shows (NER); the bundled default model is replaced by the tiny BERT."""
+    import nlptool.core.models as models
+
+    monkeypatch.setattr(models, "default_model_path", lambda: tiny_bert_dir)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "sample_data").symlink_to(SAMPLE_DATA)
+    code = readme_example("ner-from-python")
+    namespace: dict = {}
+    exec(compile(code, "README.md:ner-from-python", "exec"), namespace)  # noqa: S102
+    result = namespace["result"]
+    assert result.model_dir.resolve() == (tmp_path / "demo_out" / "ner-py").resolve()
+    assert (result.model_dir / "ner_head.safetensors").is_file() and result.metrics["train_texts"] == 45
+    assert result.metrics["dev_texts"] == 15 and result.metrics["labels"] == ["LOC", "ORG", "PER"]
+    assert namespace["cfg"]["max_span_tokens"] == result.task.max_span_tokens >= 1
+    assert isinstance(namespace["entities"], list) and len(namespace["entities"]) == 1
+    lines = capsys.readouterr().out.splitlines()
+    assert float(lines[0].split()[0]) == pytest.approx(result.metrics["dev_f1"])
+    assert float(lines[-1]) == pytest.approx(result.metrics["dev_f1"])  # the saved model is the best checkpoint

@@ -530,8 +530,8 @@ class TrainingProgress:
 
 
 class TrainingRun:
-    """What a training command does around its training call, in one place (``train-cosent`` uses it; ``ner
-    train``, ``nsp-adapt`` and ``kg-qa train`` can adopt it).
+    """What a training command does around its training call, in one place (``train-cosent``, ``ner train`` and
+    ``nsp-adapt`` use it; ``kg-qa train`` can adopt it).
 
     In order: the constructor checks ``--out`` (:func:`check_out_dir`: new, empty, ``--force`` or ``--resume``) and
     ``--metrics-out`` on rank 0 only (under torchrun only rank 0 writes) and seeds random/numpy/torch;

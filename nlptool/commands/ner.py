@@ -1,14 +1,13 @@
 """``nlptool ner``: named-entity recognition with GlobalPointer / Efficient GlobalPointer (flat and nested).
 
-Subcommands: ``train``, ``predict``, ``eval``, ``convert``. The math lives in :mod:`nlptool.core.globalpointer`, data,
-alignment, windows and the model in :mod:`nlptool.core.ner`, converters in :mod:`nlptool.core.ner_convert`.
+Subcommands: ``train``, ``predict``, ``eval``, ``convert``, each options, input, a call into core and output. The math
+lives in :mod:`nlptool.core.globalpointer`; data, alignment, windows, the model, the task (``NerTask``), ``fit``
+and ``evaluate_examples`` in :mod:`nlptool.core.ner`; converters in :mod:`nlptool.core.ner_convert`.
 """
 
 from __future__ import annotations
 
-import shutil
 from enum import Enum
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -20,10 +19,11 @@ from nlptool.commands._common import (
     MetricsOutOpt,
     ModelOpt,
     OutputOpt,
+    ResumeOpt,
     SaveEveryOpt,
     SeedOpt,
     TrainingProgress,
-    check_out_dir,
+    TrainingRun,
     hidden_alias,
     info,
     interrupt_safe_output,
@@ -31,7 +31,6 @@ from nlptool.commands._common import (
     no_rows_error,
     print_table,
     progress,
-    seed_everything,
     warn,
     warn_empty,
     write_metrics,
@@ -91,11 +90,9 @@ MaxBatchTokensOpt = Annotated[
 
 def batch_tokens(max_batch_tokens: int | None, device: str) -> int:
     """The token cap per prediction batch: the user's value, else 1024 on CPU and none (0) on other devices."""
-    from nlptool.core.ner import CPU_MAX_BATCH_TOKENS
+    from nlptool.core.ner import batch_token_cap
 
-    if max_batch_tokens is not None:
-        return max_batch_tokens
-    return CPU_MAX_BATCH_TOKENS if str(device).startswith("cpu") else 0
+    return batch_token_cap(max_batch_tokens, device)
 
 
 MaxSpanTokensOpt = Annotated[
@@ -148,111 +145,73 @@ def report_alignment(stats: Any, what: str) -> None:
         )
 
 
-def _check_labels(examples: Any, labels: list[str], path: str, what: str) -> None:
-    from nlptool.core.errors import InputError
-
-    known = set(labels)
-    for ex in examples:
-        for e in ex.entities:
-            if e.label not in known:
-                raise InputError(
-                    f"entity label '{e.label}' is unknown to {what} (labels: {', '.join(labels)}); remove or rename it",
-                    path=path,
-                    line=ex.line,
-                    field="entities",
-                )
-
-
-def evaluate_examples(
-    model: Any,
-    tokenizer: Any,
-    examples: Any,
-    *,
-    batch_size: int,
-    device: str,
-    max_batch_tokens: int | None = None,
-    threshold: float = 0.0,
-    flat: bool = False,
-    max_span_tokens: int | None = None,
-) -> tuple[dict[str, Any], list[list[dict]], Any, float]:
-    """Predict ``examples`` and score them; returns ``(span metrics, predictions, alignment stats, seconds)``."""
-    import time
-
-    from nlptool.core.metrics import nested_recall, span_prf
-    from nlptool.core.ner import predict_spans, resolve_overlaps
-
-    t0 = time.perf_counter()
-    preds, stats = predict_spans(
-        model,
-        tokenizer,
-        [ex.text for ex in examples],
-        batch_size=batch_size,
-        max_batch_tokens=batch_tokens(max_batch_tokens, device),
-        threshold=threshold,
-        device=device,
-        max_span_tokens=max_span_tokens,
-    )
-    seconds = time.perf_counter() - t0
-    if flat:
-        preds = [resolve_overlaps(p) for p in preds]
-    gold = [[(e.start, e.end, e.label) for e in ex.entities] for ex in examples]
-    pred = [[(p["start"], p["end"], p["label"]) for p in ps] for ps in preds]
-    metrics = span_prf(gold, pred)
-    metrics.update(nested_recall(gold, pred))
-    return metrics, preds, stats, seconds
+# ``ner train``'s options (help texts are the --help reference). The optimisation options mirror TrainConfig's.
+TrainFileOpt = Annotated[
+    str, typer.Option("--train", help='Training data: JSONL {"text", "entities": [{start, end, label}]}.')
+]
+OutOpt = Annotated[str, typer.Option("--out", help="Output folder for the trained model (must be new or empty).")]
+DevOpt = Annotated[
+    str | None, typer.Option("--dev", help="Dev data (same format): span F1 after each epoch; the best is kept.")
+]
+HeadOpt = Annotated[
+    Head, typer.Option("--head", help="egp: Efficient GlobalPointer (fewer parameters); gp: GlobalPointer.")
+]
+HeadSizeOpt = Annotated[int, typer.Option("--head-size", help="Query/key size d of the head (even).", min=2)]
+EpochsOpt = Annotated[int, typer.Option("--epochs", help="Passes over the training data.", min=1)]
+TrainBatchOpt = Annotated[int, typer.Option("--batch-size", help="Windows per optimizer step (global).", min=1)]
+LrOpt = Annotated[float, typer.Option("--lr", help="Peak learning rate (AdamW).", min=0.0)]
+HeadLrScaleOpt = Annotated[
+    float,
+    typer.Option(
+        "--head-lr-scale",
+        help="Learning rate of the (freshly initialised) head = lr × this; the encoder keeps lr. 30 by default "
+        "(chosen among 10, 30, 100 on held-out CoNLL training sentences): at the encoder's lr (1, Su's setting) "
+        "the head learns too slowly on short budgets (BENCHMARKS.md).",
+        min=0.0,
+    ),
+]
+WarmupOpt = Annotated[float, typer.Option("--warmup", help="Warm-up as a fraction of all steps.", min=0.0, max=1.0)]
+WeightDecayOpt = Annotated[float, typer.Option("--weight-decay", help="AdamW weight decay.", min=0.0)]
+MaxGradNormOpt = Annotated[float, typer.Option("--max-grad-norm", help="Gradient clipping (0: off).", min=0.0)]
+GradAccumOpt = Annotated[int, typer.Option("--grad-accum", help="Batches accumulated per optimizer step.", min=1)]
+MaxLengthOpt = Annotated[
+    int,
+    typer.Option(
+        "--max-length", help="Tokens per window (special tokens included); memory grows as its square.", min=4
+    ),
+]
+EvalEveryOpt = Annotated[int, typer.Option("--eval-every", help="Also evaluate every N steps (0: per epoch).", min=0)]
+GroupByLengthOpt = Annotated[
+    bool,
+    typer.Option("--group-by-length/--no-group-by-length", help="Batch windows of similar length (less padding)."),
+]
+PrecisionOpt = Annotated[Precision, typer.Option("--precision", help="bf16/fp16 autocast.")]
 
 
 @app.command("train")
 @interrupt_safe_output
 def train(
-    train_file: Annotated[
-        str, typer.Option("--train", help='Training data: JSONL {"text", "entities": [{start, end, label}]}.')
-    ],
-    out: Annotated[str, typer.Option("--out", help="Output folder for the trained model (must be new or empty).")],
-    dev: Annotated[
-        str | None, typer.Option("--dev", help="Dev data (same format): span F1 after each epoch; the best is kept.")
-    ] = None,
+    train_file: TrainFileOpt,
+    out: OutOpt,
+    dev: DevOpt = None,
     model: ModelOpt = None,
-    head: Annotated[
-        Head, typer.Option("--head", help="egp: Efficient GlobalPointer (fewer parameters); gp: GlobalPointer.")
-    ] = Head.egp,
-    head_size: Annotated[int, typer.Option("--head-size", help="Query/key size d of the head (even).", min=2)] = 64,
-    epochs: Annotated[int, typer.Option("--epochs", help="Passes over the training data.", min=1)] = 3,
-    batch_size: Annotated[int, typer.Option("--batch-size", help="Windows per optimizer step (global).", min=1)] = 16,
-    lr: Annotated[float, typer.Option("--lr", help="Peak learning rate (AdamW).", min=0.0)] = 5e-5,
-    head_lr_scale: Annotated[
-        float,
-        typer.Option(
-            "--head-lr-scale",
-            help="Learning rate of the (freshly initialised) head = lr × this; the encoder keeps lr. 30 by default "
-            "(chosen among 10, 30, 100 on held-out CoNLL training sentences): at the encoder's lr (1, Su's setting) "
-            "the head learns too slowly on short budgets (BENCHMARKS.md).",
-            min=0.0,
-        ),
-    ] = 30.0,
-    warmup: Annotated[
-        float, typer.Option("--warmup", help="Warm-up as a fraction of all steps.", min=0.0, max=1.0)
-    ] = 0.1,
-    weight_decay: Annotated[float, typer.Option("--weight-decay", help="AdamW weight decay.", min=0.0)] = 0.01,
-    max_grad_norm: Annotated[float, typer.Option("--max-grad-norm", help="Gradient clipping (0: off).", min=0.0)] = 1.0,
-    grad_accum: Annotated[int, typer.Option("--grad-accum", help="Batches accumulated per optimizer step.", min=1)] = 1,
-    max_length: Annotated[
-        int,
-        typer.Option(
-            "--max-length", help="Tokens per window (special tokens included); memory grows as its square.", min=4
-        ),
-    ] = 128,
+    head: HeadOpt = Head.egp,
+    head_size: HeadSizeOpt = 64,
+    epochs: EpochsOpt = 3,
+    batch_size: TrainBatchOpt = 16,
+    lr: LrOpt = 5e-5,
+    head_lr_scale: HeadLrScaleOpt = 30.0,
+    warmup: WarmupOpt = 0.1,
+    weight_decay: WeightDecayOpt = 0.01,
+    max_grad_norm: MaxGradNormOpt = 1.0,
+    grad_accum: GradAccumOpt = 1,
+    max_length: MaxLengthOpt = 128,
     stride: StrideOpt = None,
-    eval_every: Annotated[
-        int, typer.Option("--eval-every", help="Also evaluate every N steps (0: per epoch).", min=0)
-    ] = 0,
-    group_by_length: Annotated[
-        bool,
-        typer.Option("--group-by-length/--no-group-by-length", help="Batch windows of similar length (less padding)."),
-    ] = True,
+    eval_every: EvalEveryOpt = 0,
+    group_by_length: GroupByLengthOpt = True,
     device: DeviceOpt = "auto",
-    precision: Annotated[Precision, typer.Option("--precision", help="bf16/fp16 autocast.")] = Precision.fp32,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue from OUT/training/checkpoint-last.")] = False,
+    precision: PrecisionOpt = Precision.fp32,
+    resume: ResumeOpt = False,
     save_every: SaveEveryOpt = 0,
     metrics_out: MetricsOutOpt = None,
     seed: SeedOpt = 0,
@@ -269,84 +228,17 @@ def train(
 
     Reference: Su Jianlin, https://kexue.fm/archives/8373 (GlobalPointer), https://kexue.fm/archives/8877 (EGP)
     """
-    from transformers import AutoModel
+    from nlptool.core.ner import TokenEncoder, fit
 
-    from nlptool.core.globalpointer import global_pointer_loss
-    from nlptool.core.io import check_output_path
-    from nlptool.core.models import load_model, load_tokenizer, resolve_model
-    from nlptool.core.ner import (
-        SpanNerModel,
-        collate_windows,
-        default_stride,
-        encode_windows,
-        label_set,
-        longest_entity_tokens,
-        read_ner_jsonl,
-    )
-    from nlptool.core.train import TrainConfig, is_main_process, world_info
-    from nlptool.core.train import train as run_training
-
-    out_dir = Path(out)
-    rank, world = world_info()
-    if rank == 0:
-        check_out_dir(out_dir, force=force, resume=resume)
-        check_output_path(metrics_out, force)
+    run = TrainingRun(out, force=force, resume=resume, seed=seed, save_every=save_every, metrics_out=metrics_out)
     if head_size % 2:
         raise typer.BadParameter("must be even (RoPE rotates pairs)", param_hint="--head-size")
-    seed_everything(seed)
-    stride = default_stride(max_length) if stride is None else stride
-
-    data = read_ner_jsonl(train_file)
-    if not data:
-        raise no_rows_error(train_file, "give training texts (nlptool ner convert writes them)")
-    labels = label_set(data)
-    dev_data = read_ner_jsonl(dev) if dev else None
-    if dev_data is not None and not dev_data:
-        assert dev is not None
-        raise no_rows_error(dev, "give dev texts or leave out --dev")
-    if dev_data is not None:
-        assert dev is not None
-        _check_labels(dev_data, labels, dev, "the training data")
-    resolved = resolve_model(model_spec(model), role="a base encoder for 'ner train'")
-    tokenizer = load_tokenizer(resolved)
-    encoder = load_model(resolved, AutoModel)
+    data, dev_data = _read_train_files(train_file, dev)
+    encoder = TokenEncoder.load(model_spec(model), role="a base encoder for 'ner train'")
     dev_name = resolve_device(device)
-    label2id = {lab: i for i, lab in enumerate(labels)}
-    windows, stats = encode_windows(tokenizer, data, max_length=max_length, stride=stride, label2id=label2id)
-    if rank == 0:
-        report_alignment(stats, f"training data {train_file}")
-    net = SpanNerModel(encoder, labels, head=head.value, head_size=head_size, max_length=max_length, stride=stride)
-    if rank == 0:
-        out_dir.mkdir(exist_ok=True)
-        info(
-            f"ner train: {len(data)} texts ({len(windows)} windows, {stats.entities - stats.dropped} entities, "
-            f"{len(labels)} types: {', '.join(labels)}) from {train_file}; model {resolved.name}; head {head.value} "
-            f"(d={head_size}); max length {max_length}"
-        )
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    longest = longest_entity_tokens(windows)  # the default span cap of predict/eval (decoding ignores longer spans)
-    extra = {"base_model": resolved.name, "max_span_tokens": longest}
-
-    def collate(batch: list[Any]) -> dict:
-        return collate_windows(batch, len(labels), pad_id)
-
-    def compute_loss(m: Any, batch: dict) -> Any:
-        logits = m(batch["input_ids"], batch["attention_mask"])
-        return global_pointer_loss(logits, batch["labels"])
-
-    def evaluate(m: Any) -> dict[str, float]:
-        assert dev_data is not None
-        metrics, _, _, _ = evaluate_examples(
-            m, tokenizer, dev_data, batch_size=64, device=dev_name, max_span_tokens=longest
-        )
-        micro = metrics["micro"]
-        return {"f1": micro["f1"], "precision": micro["precision"], "recall": micro["recall"]}
-
-    def save_best(m: Any, path: Path) -> None:
-        m.save(path, tokenizer, extra)
-
-    training_dir = out_dir / "training"
-    config = TrainConfig(
+    settings = {"head": head.value, "head_size": head_size, "max_length": max_length, "stride": stride}
+    task, windows, stats = _prepare(run, encoder, data, train_file, settings, dev_name)
+    config = run.config(
         epochs=epochs,
         batch_size=batch_size,
         lr=lr,
@@ -355,101 +247,106 @@ def train(
         grad_accum=grad_accum,
         max_grad_norm=max_grad_norm or None,
         eval_every=eval_every,
-        seed=seed,
         device=dev_name,
         precision=precision.value,
         group_by_length=group_by_length,
-        output_dir=str(training_dir),
-        resume=resume,
-        checkpoint_every=save_every,
-        metric="f1" if dev_data is not None else None,
-        greater_is_better=True,
-        lr_scale={"head.": head_lr_scale} if head_lr_scale != 1.0 else None,
     )
     with TrainingProgress("windows", ("f1", "span F1")) as on_progress:
-        result = run_training(
-            net,
-            windows,
-            collate,
-            compute_loss,
-            config,
-            evaluate=evaluate if dev_data is not None else None,
-            save_best=save_best if dev_data is not None else None,
-            lengths=[len(w) for w in windows],
+        result = fit(
+            encoder,
+            data,
+            run.out_dir,
+            dev=dev_data,
+            head_lr_scale=head_lr_scale,
+            config=config,
+            task=task,
+            windows=(windows, stats),
             on_progress=on_progress,
         )
-    if not is_main_process():
+    if not run.main:
         return
-    best_dir = training_dir / "best"
-    if dev_data is not None and best_dir.is_dir():
-        for item in best_dir.iterdir():
-            target = out_dir / item.name
-            if target.is_dir():
-                shutil.rmtree(target)
-            shutil.move(str(item), target)
-        best_dir.rmdir()
-    else:
-        net.save(out_dir, tokenizer, extra)
-
-    evals = [e for e in result.history if e.get("event") == "eval"]
-    metrics: dict[str, Any] = {
-        "train_texts": len(data),
-        "train_windows": len(windows),
-        "labels": labels,
-        "steps": result.steps,
-        "train_seconds": result.train_seconds,
-        "windows_per_s": result.examples_per_s,
-        "alignment": _stats_dict(stats),
-    }
-    if dev_data is not None and evals:
-        best = max(evals, key=lambda e: e["metrics"]["f1"])
-        metrics.update(
-            dev_texts=len(dev_data),
-            dev_f1=best["metrics"]["f1"],
-            dev_precision=best["metrics"]["precision"],
-            dev_recall=best["metrics"]["recall"],
-            best_step=result.best_step,
-        )
-        print_table(
-            "ner train: dev span F1 ×100 per evaluation",
-            ["step", "precision", "recall", "F1"],
-            [
-                [e["step"], 100 * e["metrics"]["precision"], 100 * e["metrics"]["recall"], 100 * e["metrics"]["f1"]]
-                for e in evals
-            ],
-        )
-    params = {
-        "head": head.value,
-        "head_size": head_size,
-        "epochs": epochs,
-        "batch_size": batch_size,
-        "lr": lr,
-        "head_lr_scale": head_lr_scale,
-        "warmup": warmup,
-        "weight_decay": weight_decay,
-        "max_grad_norm": max_grad_norm,
-        "grad_accum": grad_accum,
-        "max_length": max_length,
-        "stride": stride,
-        "max_span_tokens": longest,
-        "group_by_length": group_by_length,
-        "world_size": world,
-        "device": dev_name,
-        "precision": precision.value,
-    }
+    if "dev_f1" in result.metrics:
+        _print_dev_table(result.evaluations)
+    params = _params(config, task, head_lr_scale=head_lr_scale, max_grad_norm=max_grad_norm, world_size=run.world)
     inputs = [train_file, *([dev] if dev else [])]
-    write_metrics(
-        str(out_dir / "metrics.json"), metrics, force=True, seed=seed, inputs=inputs, model=resolved.name, params=params
+    # write=: this module's name for write_metrics, which tests may replace to interrupt a finished run
+    run.finish(result.metrics, inputs=inputs, model=encoder.name, params=params, write=write_metrics)
+    steps, speed = result.metrics["steps"], result.metrics["windows_per_s"]
+    info(f"ner train: model saved to {run.out_dir} ({steps} steps, {speed:.1f} windows/s)")
+
+
+def _read_train_files(train_file: str, dev: str | None) -> tuple[Any, Any]:
+    """The training texts and the dev texts (``None`` without --dev); empty files and unknown dev labels stop."""
+    from nlptool.core.ner import check_labels, label_set, read_ner_jsonl
+
+    data = read_ner_jsonl(train_file)
+    if not data:
+        raise no_rows_error(train_file, "give training texts (nlptool ner convert writes them)")
+    if not dev:
+        return data, None
+    dev_data = read_ner_jsonl(dev)
+    if not dev_data:
+        raise no_rows_error(dev, "give dev texts or leave out --dev")
+    check_labels(dev_data, label_set(data), dev, "the training data")
+    return data, dev_data
+
+
+def _prepare(run: Any, encoder: Any, data: Any, train_file: str, settings: dict, device: str) -> tuple[Any, Any, Any]:
+    """The :class:`~nlptool.core.ner.NerTask` (a fresh head: after seeding and loading, as always) and its training
+    windows, with warnings about entities that cannot be trained on; creates --out and says what will be trained."""
+    from nlptool.core.ner import NerTask, label_set
+
+    task = NerTask(encoder, label_set(data), **settings, eval_device=device)
+    windows, stats = task.windows(data)
+    if run.main:
+        report_alignment(stats, f"training data {train_file}")
+    run.make_out_dir()
+    if run.main:
+        info(_summary(train_file, data, windows, stats, encoder, task))
+    return task, windows, stats
+
+
+def _summary(train_file: str, data: Any, windows: Any, stats: Any, encoder: Any, task: Any) -> str:
+    """The line that says what is about to be trained."""
+    return (
+        f"ner train: {len(data)} texts ({len(windows)} windows, {stats.entities - stats.dropped} entities, "
+        f"{len(task.labels)} types: {', '.join(task.labels)}) from {train_file}; model {encoder.name}; head "
+        f"{task.head_kind} (d={task.head_size}); max length {task.max_length}"
     )
-    write_metrics(metrics_out, metrics, force=force, seed=seed, inputs=inputs, model=resolved.name, params=params)
-    shutil.rmtree(training_dir / "checkpoint-last", ignore_errors=True)  # last: an interrupt before here can --resume
-    info(f"ner train: model saved to {out_dir} ({result.steps} steps, {result.examples_per_s:.1f} windows/s)")
 
 
-def _stats_dict(stats: Any) -> dict[str, Any]:
-    from nlptool.core.ner import stats_dict
+def _params(config: Any, task: Any, *, head_lr_scale: float, max_grad_norm: float, world_size: int) -> dict[str, Any]:
+    """The run's parameters for metrics.json (the option values, and the span cap taken from the training data)."""
+    return {
+        "head": task.head_kind,
+        "head_size": task.head_size,
+        "epochs": config.epochs,
+        "batch_size": config.batch_size,
+        "lr": config.lr,
+        "head_lr_scale": head_lr_scale,
+        "warmup": config.warmup_ratio,
+        "weight_decay": config.weight_decay,
+        "max_grad_norm": max_grad_norm,
+        "grad_accum": config.grad_accum,
+        "max_length": task.max_length,
+        "stride": task.stride,
+        "max_span_tokens": task.max_span_tokens,
+        "group_by_length": config.group_by_length,
+        "world_size": world_size,
+        "device": config.device,
+        "precision": config.precision,
+    }
 
-    return stats_dict(stats)
+
+def _print_dev_table(evals: list[dict]) -> None:
+    print_table(
+        "ner train: dev span F1 ×100 per evaluation",
+        ["step", "precision", "recall", "F1"],
+        [
+            [e["step"], 100 * e["metrics"]["precision"], 100 * e["metrics"]["recall"], 100 * e["metrics"]["f1"]]
+            for e in evals
+        ],
+    )
 
 
 def _load(model_dir: str) -> tuple[Any, Any, dict]:
@@ -458,32 +355,51 @@ def _load(model_dir: str) -> tuple[Any, Any, dict]:
     return SpanNerModel.load(model_dir)
 
 
+# ``ner predict``'s and ``ner eval``'s own options.
+TextsArg = Annotated[
+    str,
+    typer.Argument(
+        help="Texts: a .txt file (one text per line), CSV/TSV/JSONL with a 'text' column (or --text-col; other "
+        "fields are kept), or '-' (JSONL if line 1 starts with '{', else lines; a table with --text-col).",
+        show_default=False,
+    ),
+]
+TextColOpt = Annotated[
+    str | None,
+    typer.Option("--text-col", help="Column/field with the text (default: text, sentence, else the first)."),
+]
+ChunkOpt = Annotated[
+    int, typer.Option("--chunk", help="Texts read, length-sorted and written together (streaming).", min=1)
+]
+GoldArg = Annotated[
+    str,
+    typer.Argument(help='Gold JSONL {"text", "entities": [...]} (see ner convert), or \'-\'.', show_default=False),
+]
+PredictionsOutOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--output",
+        "-o",
+        hidden_alias("--predictions-out"),
+        help="Also write the predictions as JSONL here ('-': stdout). Default: no predictions.",
+    ),
+]
+
+
 @app.command("predict")
 def predict(
-    input: Annotated[
-        str,
-        typer.Argument(
-            help="Texts: a .txt file (one text per line), CSV/TSV/JSONL with a 'text' column (or --text-col; other "
-            "fields are kept), or '-' (JSONL if line 1 starts with '{', else lines; a table with --text-col).",
-            show_default=False,
-        ),
-    ],
+    input: TextsArg,
     legacy_input: LegacyPositionalArg = None,
     model: ModelDirOpt = None,
     output: OutputOpt = "-",
-    text_col: Annotated[
-        str | None,
-        typer.Option("--text-col", help="Column/field with the text (default: text, sentence, else the first)."),
-    ] = None,
+    text_col: TextColOpt = None,
     flat: FlatOpt = False,
     threshold: ThresholdOpt = 0.0,
     batch_size: BatchOpt = 64,
     max_batch_tokens: MaxBatchTokensOpt = None,
     max_span_tokens: MaxSpanTokensOpt = None,
     stride: StrideOpt = None,
-    chunk: Annotated[
-        int, typer.Option("--chunk", help="Texts read, length-sorted and written together (streaming).", min=1)
-    ] = 4096,
+    chunk: ChunkOpt = 4096,
     device: DeviceOpt = "auto",
     force: ForceOpt = False,
 ) -> None:
@@ -498,7 +414,7 @@ def predict(
     Reference: Su Jianlin, https://kexue.fm/archives/8373
     """
     from nlptool.core.io import check_output_path, chunked, open_writer, read_texts
-    from nlptool.core.ner import AlignmentStats, predict_spans, resolve_overlaps
+    from nlptool.core.ner import AlignmentStats, predict_spans
 
     model_dir, input = model_and_input(model, input, legacy_input, command="ner predict", required=True)
     check_output_path(output, force)
@@ -527,18 +443,8 @@ def predict(
                 stride=stride,
                 max_span_tokens=span_limit,
             )
-            _merge_stats(total, stats)
-            for rec, ents in zip(block, preds, strict=True):
-                if flat:
-                    ents = resolve_overlaps(ents)
-                n_ent += len(ents)
-                writer.write(
-                    {
-                        "text": rec.text,
-                        "entities": ents,
-                        **{k: v for k, v in rec.data.items() if k not in ("text", "entities")},
-                    }
-                )
+            total.merge(stats)
+            n_ent += _write_entities(writer, block, preds, flat)
             advance(len(block))
     if total.texts == 0:
         warn_empty(input)
@@ -546,38 +452,27 @@ def predict(
     info(f"ner predict: {total.texts} texts, {n_ent} entities ({', '.join(cfg['labels'])})")
 
 
-def _merge_stats(total: Any, stats: Any) -> None:
-    for name in (
-        "texts",
-        "windows",
-        "split_texts",
-        "entities",
-        "misaligned",
-        "unrepresentable",
-        "content_tokens",
-        "unk_tokens",
-    ):
-        setattr(total, name, getattr(total, name) + getattr(stats, name))
-    total.examples.extend(stats.examples[: max(0, 5 - len(total.examples))])
+def _write_entities(writer: Any, block: list[Any], preds: list[list[dict]], flat: bool) -> int:
+    """One output row per input record (its other fields kept); returns the number of entities written."""
+    from nlptool.core.ner import resolve_overlaps
+
+    n_ent = 0
+    for rec, ents in zip(block, preds, strict=True):
+        if flat:
+            ents = resolve_overlaps(ents)
+        n_ent += len(ents)
+        writer.write(
+            {"text": rec.text, "entities": ents, **{k: v for k, v in rec.data.items() if k not in ("text", "entities")}}
+        )
+    return n_ent
 
 
 @app.command("eval")
 def eval_(
-    gold: Annotated[
-        str,
-        typer.Argument(help='Gold JSONL {"text", "entities": [...]} (see ner convert), or \'-\'.', show_default=False),
-    ],
+    gold: GoldArg,
     legacy_gold: LegacyPositionalArg = None,
     model: ModelDirOpt = None,
-    output: Annotated[
-        str | None,
-        typer.Option(
-            "--output",
-            "-o",
-            hidden_alias("--predictions-out"),
-            help="Also write the predictions as JSONL here ('-': stdout). Default: no predictions.",
-        ),
-    ] = None,
+    output: PredictionsOutOpt = None,
     metrics_out: MetricsOutOpt = None,
     flat: FlatOpt = False,
     threshold: ThresholdOpt = 0.0,
@@ -599,7 +494,7 @@ def eval_(
     Reference: Su Jianlin, https://kexue.fm/archives/8373
     """
     from nlptool.core.io import check_output_path, open_writer
-    from nlptool.core.ner import read_ner_jsonl
+    from nlptool.core.ner import check_labels, evaluate_examples, read_ner_jsonl
 
     model_dir, gold = model_and_input(model, gold, legacy_gold, command="ner eval", required=True)
     check_output_path(output, force)
@@ -608,11 +503,12 @@ def eval_(
     if not data:
         raise no_rows_error(gold, "give gold texts with entities (nlptool ner convert writes them)")
     net, tokenizer, cfg = _load(model_dir)
-    _check_labels(data, cfg["labels"], gold, f"the model {model_dir}")
+    check_labels(data, cfg["labels"], gold, f"the model {model_dir}")
     dev_name = resolve_device(device)
     net.to(dev_name)
     cap = batch_tokens(max_batch_tokens, dev_name)
-    metrics, preds, stats, seconds = evaluate_examples(
+    limit = span_cap(max_span_tokens, cfg)
+    result = evaluate_examples(
         net,
         tokenizer,
         data,
@@ -621,16 +517,33 @@ def eval_(
         device=dev_name,
         threshold=threshold,
         flat=flat,
-        max_span_tokens=span_cap(max_span_tokens, cfg),
+        max_span_tokens=limit,
     )
-    report_alignment(stats, f"gold {gold}")
-    metrics["texts"] = len(data)
-    metrics["texts_per_s"] = len(data) / seconds if seconds > 0 else 0.0
-    metrics["alignment"] = _stats_dict(stats)
+    metrics = result["metrics"]
+    report_alignment(result["alignment"], f"gold {gold}")
     if output:
         with open_writer(output, "jsonl", force=force) as writer:
-            for ex, ents in zip(data, preds, strict=True):
+            for ex, ents in zip(data, result["predictions"], strict=True):
                 writer.write({"text": ex.text, "entities": ents})
+    _print_eval_table(
+        metrics, f"ner eval: {model_dir} on {gold} ({len(data)} texts, {metrics['texts_per_s']:.1f} texts/s)"
+    )
+    params = {
+        "threshold": threshold,
+        "flat": flat,
+        "batch_size": batch_size,
+        "max_batch_tokens": cap,
+        "max_span_tokens": limit,
+        "device": dev_name,
+        "max_length": cfg["max_length"],
+        "stride": cfg["stride"],
+        "head": cfg["head"],
+    }
+    write_metrics(metrics_out, metrics, force=force, inputs=[gold], model=str(model_dir), params=params)
+
+
+def _print_eval_table(metrics: dict[str, Any], title: str) -> None:
+    """P/R/F1 ×100 per type, micro, macro (and the nested recall) on stderr."""
     rows = [
         [label, 100 * m["precision"], 100 * m["recall"], 100 * m["f1"], m["support"], m["predicted"]]
         for label, m in metrics["per_type"].items()
@@ -649,23 +562,7 @@ def eval_(
     rows.append(["macro", 100 * macro["precision"], 100 * macro["recall"], 100 * macro["f1"], "", ""])
     if metrics["nested_gold"]:
         rows.append(["nested recall", "", 100 * metrics["nested_recall"], "", metrics["nested_gold"], ""])
-    print_table(
-        f"ner eval: {model_dir} on {gold} ({len(data)} texts, {metrics['texts_per_s']:.1f} texts/s)",
-        ["type", "P ×100", "R ×100", "F1 ×100", "gold", "predicted"],
-        rows,
-    )
-    params = {
-        "threshold": threshold,
-        "flat": flat,
-        "batch_size": batch_size,
-        "max_batch_tokens": cap,
-        "max_span_tokens": span_cap(max_span_tokens, cfg),
-        "device": dev_name,
-        "max_length": cfg["max_length"],
-        "stride": cfg["stride"],
-        "head": cfg["head"],
-    }
-    write_metrics(metrics_out, metrics, force=force, inputs=[gold], model=str(model_dir), params=params)
+    print_table(title, ["type", "P ×100", "R ×100", "F1 ×100", "gold", "predicted"], rows)
 
 
 @app.command("convert")

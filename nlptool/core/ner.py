@@ -1,4 +1,4 @@
-r"""Named-entity recognition with GlobalPointer heads: data, alignment, windows, the model and prediction.
+r"""Named-entity recognition with GlobalPointer heads: data, alignment, windows, the model, prediction and training.
 
 The canonical format is JSONL, one text per line, with character offsets (``end`` exclusive) into ``text``::
 
@@ -29,6 +29,35 @@ The head scores every (type, start, end) of a window, a ``(B, H, L, L)`` tensor,
 ``L <= max_length`` bounds it: at ``max_length=512`` with 10 types, one example's scores and their gradient take
 ``2 · 10 · 512² · 4`` bytes ≈ 21 MB. Gold labels are built per batch in :func:`collate_windows` (a dense
 ``(B, H, L, L)`` 0/1 tensor of that batch only), never for the whole data set.
+
+Training (the task layer)
+-------------------------
+- :class:`TokenEncoder` is the shared encoder of token-level tasks: a transformer and its fast tokenizer, token
+  states out, ``save`` as ``save_pretrained`` folders.
+- :class:`NerTask` is the :class:`nlptool.core.tasks.Task` of span NER: :meth:`NerTask.windows` turns texts into
+  training windows, :meth:`NerTask.collate` pads them and builds the batch's gold tensor, :meth:`NerTask.loss` is
+  :func:`~nlptool.core.globalpointer.global_pointer_loss` of its head on the encoder's token states,
+  :meth:`NerTask.evaluate` is :func:`evaluate_examples`' micro F1 (the main metric), :meth:`NerTask.save` writes the
+  head and ``ner_config.json``.
+- :func:`fit` trains a :class:`TokenEncoder` and a fresh head through the shared loop (:mod:`nlptool.core.train`,
+  via :func:`nlptool.core.tasks.fit_task`; the head at ``lr × head_lr_scale``) and returns a :class:`FitResult`;
+  ``nlptool ner train`` is a thin wrapper over it. :func:`evaluate_examples` is what ``nlptool ner eval`` reports,
+  :class:`SpanNerModel` the saved model (:meth:`SpanNerModel.load`) and :func:`predict_spans` what ``ner predict``
+  writes.
+
+Example (from Python)::
+
+    from nlptool.core.ner import SpanNerModel, TokenEncoder, fit, predict_spans, read_ner_jsonl
+    from nlptool.core.seeding import seed_everything
+    from nlptool.core.train import TrainConfig
+
+    seed_everything(0)  # before the encoder is loaded and the head built, as `ner train --seed 0`
+    encoder = TokenEncoder.load("my-base-model")
+    result = fit(encoder, read_ner_jsonl("train.jsonl"), "ner-model", dev=read_ner_jsonl("dev.jsonl"),
+                 config=TrainConfig(epochs=3, batch_size=16, lr=5e-5, group_by_length=True))
+    model, tokenizer, cfg = SpanNerModel.load(result.model_dir)
+    entities, stats = predict_spans(model, tokenizer, ["Anna Berg visited Oslo ."],
+                                    max_span_tokens=cfg["max_span_tokens"])
 
 References:
     Su Jianlin, "GlobalPointer:用统一的方式处理嵌套和非嵌套NER", 2021. https://kexue.fm/archives/8373
@@ -65,10 +94,24 @@ __all__ = [
     "encode_windows",
     "collate_windows",
     "SpanNerModel",
+    "TokenEncoder",
+    "token_states",
+    "make_head",
+    "head_settings",
+    "save_transformer",
+    "write_head",
     "CPU_MAX_BATCH_TOKENS",
     "predict_spans",
     "longest_entity_tokens",
     "resolve_overlaps",
+    "stats_dict",
+    "check_labels",
+    "batch_token_cap",
+    "evaluate_examples",
+    "NerTask",
+    "DEFAULT_HEAD_LR_SCALE",
+    "FitResult",
+    "fit",
 ]
 
 NER_CONFIG = "ner_config.json"
@@ -134,6 +177,26 @@ class AlignmentStats:
     @property
     def dropped(self) -> int:
         return self.misaligned + self.unrepresentable
+
+    def merge(self, other: AlignmentStats) -> AlignmentStats:
+        """Add ``other``'s counts to these (in place; e.g. over the chunks of a streamed input) and keep up to five
+        dropped-entity samples in all; returns ``self``."""
+        for name in _STAT_COUNTS:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.examples.extend(other.examples[: max(0, 5 - len(self.examples))])
+        return self
+
+
+_STAT_COUNTS = (
+    "texts",
+    "windows",
+    "split_texts",
+    "entities",
+    "misaligned",
+    "unrepresentable",
+    "content_tokens",
+    "unk_tokens",
+)
 
 
 @dataclass
@@ -442,6 +505,124 @@ def collate_windows(windows: Sequence[Window], num_types: int, pad_id: int, *, w
 # The model
 
 
+def make_head(kind: str, encoder: Any, num_types: int, head_size: int) -> torch.nn.Module:
+    """A fresh :class:`~nlptool.core.globalpointer.EfficientGlobalPointer` (``egp``) or
+    :class:`~nlptool.core.globalpointer.GlobalPointer` (``gp``) over ``encoder``'s hidden size (its
+    ``config.hidden_size``; a :class:`TokenEncoder` or sentence encoder: its transformer's)."""
+    from nlptool.core.globalpointer import EfficientGlobalPointer, GlobalPointer
+
+    if kind not in HEADS:
+        raise NlptoolError(f"unknown head '{kind}'; choose one of {', '.join(HEADS)}")
+    hidden = int(_transformer(encoder).config.hidden_size)
+    cls = EfficientGlobalPointer if kind == "egp" else GlobalPointer
+    return cls(hidden, num_types, head_size)
+
+
+def _freeze_pooler(transformer: Any) -> None:
+    pooler = getattr(transformer, "pooler", None)
+    if pooler is not None:
+        pooler.requires_grad_(False)  # unused: no gradient (DDP insists), no weight decay
+
+
+def head_settings(labels: Sequence[str], head: str, head_size: int, max_length: int, stride: int) -> dict[str, Any]:
+    """The settings part of ``ner_config.json`` (format, labels, head kind and size, window length and stride)."""
+    return {
+        "format": _FORMAT,
+        "format_version": _FORMAT_VERSION,
+        "labels": list(labels),
+        "head": head,
+        "head_size": head_size,
+        "max_length": max_length,
+        "stride": stride,
+        "rope": True,
+    }
+
+
+def save_transformer(model: Any, tokenizer: Any, path: str | os.PathLike) -> None:
+    """``save_pretrained`` of a transformer and its tokenizer into ``path`` (created), without progress bars."""
+    from transformers.utils import logging as hf_logging
+
+    out = Path(path)
+    out.mkdir(parents=True, exist_ok=True)
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # "Writing model shards" bars: core code does not print
+    try:
+        model.save_pretrained(out)
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
+    tokenizer.save_pretrained(out)
+
+
+def write_head(path: str | os.PathLike, head: torch.nn.Module, config: dict[str, Any]) -> None:
+    """Write a span head's weights (``ner_head.safetensors``) and ``config`` (``ner_config.json``) into ``path``."""
+    from safetensors.torch import save_file
+
+    out = Path(path)
+    state = {k: v.detach().cpu().contiguous() for k, v in head.state_dict().items()}
+    save_file(state, str(out / NER_HEAD_WEIGHTS))
+    (out / NER_CONFIG).write_text(json.dumps(config, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+class TokenEncoder(torch.nn.Module):
+    """A transformer and its tokenizer as the shared encoder of token-level tasks (:class:`NerTask`): token states
+    out, ``save(folder)`` as ``save_pretrained`` folders (what an NER model folder holds besides its head).
+
+    Attributes:
+        model: the transformer (``AutoModel``); its pooler, unused by span heads, is frozen.
+        tokenizer: its fast tokenizer.
+        name: what logs and ``ner_config.json``'s ``base_model`` call it (the model id or folder for :meth:`load`).
+
+    Parameters are named ``model.*``, as in :class:`~nlptool.core.encoder.SentenceEncoder`, whose ``model`` and
+    ``tokenizer`` :class:`NerTask` uses the same way.
+    """
+
+    def __init__(self, model: Any, tokenizer: Any, name: str | None = None) -> None:
+        super().__init__()
+        self.model = model
+        self.tokenizer = tokenizer
+        config = getattr(model, "config", None)
+        self.name: str = name or str(getattr(config, "_name_or_path", "") or type(model).__name__)
+        _freeze_pooler(model)
+
+    @classmethod
+    def load(cls, spec: str | os.PathLike | None, *, role: str = "a base encoder for NER") -> TokenEncoder:
+        """Load a model folder, hub id or (``None``) the bundled default (:func:`nlptool.core.models.resolve_model`;
+        ``role`` names it in errors)."""
+        from transformers import AutoModel
+
+        from nlptool.core.models import load_model, load_tokenizer, resolve_model
+
+        resolved = resolve_model(None if spec is None else str(spec), role=role)
+        tokenizer = load_tokenizer(resolved)
+        return cls(load_model(resolved, AutoModel), tokenizer, resolved.name)
+
+    def forward(self, input_ids: Any, attention_mask: Any) -> Any:
+        """``(B, L)`` ids and mask → ``(B, L, hidden)`` last hidden states."""
+        return token_states(self, input_ids, attention_mask)
+
+    def save(self, path: str | os.PathLike) -> None:
+        """The transformer and tokenizer, ``save_pretrained`` into ``path``."""
+        save_transformer(self.model, self.tokenizer, path)
+
+    def _load_from_state_dict(self, state_dict: dict, prefix: str, *args: Any) -> None:
+        # Checkpoints of ``ner train`` before the task layer held a SpanNerModel, whose transformer parameters are
+        # ``encoder.*`` where this module has ``encoder.model.*``: rename them, so --resume continues those runs.
+        for key in [k for k in state_dict if k.startswith(prefix) and not k.startswith(prefix + "model.")]:
+            state_dict[prefix + "model." + key[len(prefix) :]] = state_dict.pop(key)
+        super()._load_from_state_dict(state_dict, prefix, *args)
+
+
+def token_states(encoder: Any, input_ids: Any, attention_mask: Any) -> Any:
+    """The last hidden states of ``encoder``'s transformer: its ``model`` (a :class:`TokenEncoder` or a
+    :class:`~nlptool.core.encoder.SentenceEncoder`), else ``encoder`` itself (a plain ``AutoModel``)."""
+    return _transformer(encoder)(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+
+
+def _transformer(encoder: Any) -> Any:
+    return encoder if hasattr(encoder, "config") else encoder.model
+
+
 class SpanNerModel(torch.nn.Module):
     """An encoder (any transformers ``AutoModel``) and a GlobalPointer or Efficient GlobalPointer head.
 
@@ -455,6 +636,7 @@ class SpanNerModel(torch.nn.Module):
         head_size: the query/key size ``d`` (64 in Su's posts).
         max_length: tokens per window that prediction uses (the training setting).
         stride: window overlap for long texts.
+        head_module: an existing head to use (e.g. :attr:`NerTask.head`, shared, not copied) instead of a new one.
     """
 
     def __init__(
@@ -466,10 +648,9 @@ class SpanNerModel(torch.nn.Module):
         head_size: int = 64,
         max_length: int = 128,
         stride: int | None = None,
+        head_module: torch.nn.Module | None = None,
     ) -> None:
         super().__init__()
-        from nlptool.core.globalpointer import EfficientGlobalPointer, GlobalPointer
-
         if head not in HEADS:
             raise NlptoolError(f"unknown head '{head}'; choose one of {', '.join(HEADS)}")
         if not labels:
@@ -480,12 +661,8 @@ class SpanNerModel(torch.nn.Module):
         self.head_size = head_size
         self.max_length = max_length
         self.stride = default_stride(max_length) if stride is None else stride
-        hidden = int(encoder.config.hidden_size)
-        cls = EfficientGlobalPointer if head == "egp" else GlobalPointer
-        self.head = cls(hidden, len(self.labels), head_size)
-        pooler = getattr(encoder, "pooler", None)
-        if pooler is not None:
-            pooler.requires_grad_(False)  # unused: no gradient (DDP insists), no weight decay
+        self.head = head_module if head_module is not None else make_head(head, encoder, len(self.labels), head_size)
+        _freeze_pooler(encoder)
 
     @property
     def num_types(self) -> int:
@@ -496,36 +673,12 @@ class SpanNerModel(torch.nn.Module):
         return self.head(hidden, attention_mask)
 
     def settings(self) -> dict[str, Any]:
-        return {
-            "format": _FORMAT,
-            "format_version": _FORMAT_VERSION,
-            "labels": self.labels,
-            "head": self.head_kind,
-            "head_size": self.head_size,
-            "max_length": self.max_length,
-            "stride": self.stride,
-            "rope": True,
-        }
+        return head_settings(self.labels, self.head_kind, self.head_size, self.max_length, self.stride)
 
     def save(self, path: str | os.PathLike, tokenizer: Any, extra: dict[str, Any] | None = None) -> None:
         """Write the encoder and tokenizer (``save_pretrained``), the head weights and ``ner_config.json``."""
-        from safetensors.torch import save_file
-        from transformers.utils import logging as hf_logging
-
-        out = Path(path)
-        out.mkdir(parents=True, exist_ok=True)
-        bars = hf_logging.is_progress_bar_enabled()
-        hf_logging.disable_progress_bar()  # "Writing model shards" bars: core code does not print
-        try:
-            self.encoder.save_pretrained(out)
-        finally:
-            if bars:
-                hf_logging.enable_progress_bar()
-        tokenizer.save_pretrained(out)
-        state = {k: v.detach().cpu().contiguous() for k, v in self.head.state_dict().items()}
-        save_file(state, str(out / NER_HEAD_WEIGHTS))
-        doc = {**self.settings(), **(extra or {})}
-        (out / NER_CONFIG).write_text(json.dumps(doc, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+        save_transformer(self.encoder, tokenizer, path)
+        write_head(path, self.head, {**self.settings(), **(extra or {})})
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> tuple[SpanNerModel, Any, dict[str, Any]]:
@@ -687,3 +840,357 @@ def stats_dict(stats: AlignmentStats) -> dict[str, Any]:
     d["unk_rate"] = stats.unk_rate
     d["examples"] = [list(x) for x in stats.examples]
     return d
+
+
+def check_labels(examples: Iterable[NerExample], labels: Sequence[str], path: str | None, what: str) -> None:
+    """Raise :class:`InputError` (file and line) at the first gold entity whose label is not in ``labels`` (those of
+    ``what``: the training data, a model)."""
+    known = set(labels)
+    for ex in examples:
+        for e in ex.entities:
+            if e.label not in known:
+                raise InputError(
+                    f"entity label '{e.label}' is unknown to {what} (labels: {', '.join(labels)}); remove or rename it",
+                    path=path,
+                    line=ex.line,
+                    field="entities",
+                )
+
+
+def batch_token_cap(max_batch_tokens: int | None, device: Any) -> int:
+    """The padded-token cap per prediction batch: ``max_batch_tokens`` when given (0: none), else
+    :data:`CPU_MAX_BATCH_TOKENS` on CPU and none (0) on other devices."""
+    if max_batch_tokens is not None:
+        return max_batch_tokens
+    return CPU_MAX_BATCH_TOKENS if str(device).startswith("cpu") else 0
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Evaluation
+
+
+def evaluate_examples(
+    model: SpanNerModel,
+    tokenizer: Any,
+    examples: Sequence[NerExample],
+    *,
+    batch_size: int = 64,
+    device: str = "cpu",
+    max_batch_tokens: int | None = None,
+    threshold: float = 0.0,
+    flat: bool = False,
+    max_span_tokens: int | None = None,
+) -> dict[str, Any]:
+    """Predict ``examples`` and score the spans against their gold entities: what ``nlptool ner eval`` reports.
+
+    A predicted entity is correct when its start, end and label all match a gold one (exact spans; CoNLL / seqeval's
+    entity-level measure): :func:`nlptool.core.metrics.span_prf` (micro, per type, macro) plus
+    :func:`~nlptool.core.metrics.nested_recall`.
+
+    Args:
+        model: a :class:`SpanNerModel` (e.g. from :meth:`SpanNerModel.load`), already on ``device``.
+        tokenizer: its fast tokenizer.
+        examples: gold texts (:func:`read_ner_jsonl`).
+        batch_size, max_batch_tokens, threshold, max_span_tokens: as :func:`predict_spans`;
+            ``max_batch_tokens=None``: :func:`batch_token_cap`'s default for ``device``.
+        device: where the inputs go.
+        flat: resolve overlapping predictions (:func:`resolve_overlaps`) before scoring.
+
+    Returns:
+        ``{"metrics", "predictions", "alignment", "seconds"}``: ``metrics`` is ``ner eval``'s metrics document
+        (``micro``, ``macro``, ``per_type``, ``nested_gold``, ``nested_recall``, ``texts``, ``texts_per_s``,
+        ``alignment``: :func:`stats_dict`), ``predictions`` the entities per text (as :func:`predict_spans`),
+        ``alignment`` the :class:`AlignmentStats` and ``seconds`` the prediction time.
+    """
+    import time
+
+    from nlptool.core.metrics import nested_recall, span_prf
+
+    t0 = time.perf_counter()
+    preds, stats = predict_spans(
+        model,
+        tokenizer,
+        [ex.text for ex in examples],
+        batch_size=batch_size,
+        max_batch_tokens=batch_token_cap(max_batch_tokens, device),
+        threshold=threshold,
+        device=device,
+        max_span_tokens=max_span_tokens,
+    )
+    seconds = time.perf_counter() - t0
+    if flat:
+        preds = [resolve_overlaps(p) for p in preds]
+    gold = [[(e.start, e.end, e.label) for e in ex.entities] for ex in examples]
+    pred = [[(p["start"], p["end"], p["label"]) for p in ps] for ps in preds]
+    metrics: dict[str, Any] = span_prf(gold, pred)
+    metrics.update(nested_recall(gold, pred))
+    metrics["texts"] = len(examples)
+    metrics["texts_per_s"] = len(examples) / seconds if seconds > 0 else 0.0
+    metrics["alignment"] = stats_dict(stats)
+    return {"metrics": metrics, "predictions": preds, "alignment": stats, "seconds": seconds}
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# The task and fit
+
+
+class NerTask:
+    """Span NER with a GlobalPointer / Efficient GlobalPointer head on a shared encoder (a
+    :class:`nlptool.core.tasks.Task`).
+
+    Examples are :class:`Window` objects (:meth:`windows`: texts cut into windows of ``max_length`` tokens with
+    their gold token spans); a batch is their padded ids and mask plus the batch's dense ``(B, H, L, L)`` 0/1 gold
+    tensor (:func:`collate_windows`); the loss runs the encoder's transformer, scores every span with :attr:`head`
+    and applies Su's multilabel categorical cross-entropy over all spans
+    (:func:`nlptool.core.globalpointer.global_pointer_loss`). Evaluation is exact-span precision/recall/F1 on dev
+    texts (:func:`evaluate_examples`; micro F1 is the main metric). :meth:`save` writes ``ner_head.safetensors``
+    and ``ner_config.json``; with the encoder's ``save_pretrained`` folder (:meth:`TokenEncoder.save`) that is a
+    folder :meth:`SpanNerModel.load` reads.
+
+    Args:
+        encoder: the shared encoder (a :class:`TokenEncoder`, or anything with the transformer as ``model`` and a
+            fast ``tokenizer``): its hidden size sizes the head, its tokenizer makes windows, its ``name`` is
+            recorded as ``base_model``. It is not a submodule of the task.
+        labels: the entity types, in head order.
+        head: ``egp`` (Efficient GlobalPointer) or ``gp`` (GlobalPointer).
+        head_size: the head's query/key size ``d`` (even: RoPE rotates pairs).
+        max_length: tokens per window (special tokens included), in training and in the saved model.
+        stride: tokens shared by consecutive windows of a long text (default: :func:`default_stride`).
+        max_span_tokens: the span cap of evaluation and of the saved model's decoding; :func:`fit` sets it to the
+            training data's longest entity.
+        eval_batch_size: windows per forward pass in :meth:`evaluate`.
+        eval_device: where :meth:`evaluate` runs; ``None``: where the encoder is.
+
+    Raises:
+        NlptoolError: an unknown head, no labels, an odd head size.
+    """
+
+    name = "ner"
+    metric = "f1"
+    greater_is_better = True
+
+    def __init__(
+        self,
+        encoder: Any,
+        labels: Sequence[str],
+        *,
+        head: str = "egp",
+        head_size: int = 64,
+        max_length: int = 128,
+        stride: int | None = None,
+        max_span_tokens: int | None = None,
+        eval_batch_size: int = 64,
+        eval_device: str | None = None,
+    ) -> None:
+        if head not in HEADS:
+            raise NlptoolError(f"unknown head '{head}'; choose one of {', '.join(HEADS)}")
+        if not labels:
+            raise NlptoolError("no entity labels: the training data has no entities")
+        if head_size < 2 or head_size % 2:
+            raise NlptoolError(f"head size {head_size} must be even and at least 2 (RoPE rotates pairs)")
+        self.labels = list(labels)
+        self.head_kind = head
+        self.head_size = head_size
+        self.max_length = max_length
+        self.stride = default_stride(max_length) if stride is None else stride
+        self.max_span_tokens = max_span_tokens
+        self.eval_batch_size = eval_batch_size
+        self.eval_device = eval_device
+        self.tokenizer = encoder.tokenizer
+        self.base_model: str | None = getattr(encoder, "name", None)
+        self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        self.head: torch.nn.Module = make_head(head, encoder, len(self.labels), head_size)
+
+    @property
+    def label2id(self) -> dict[str, int]:
+        return {lab: i for i, lab in enumerate(self.labels)}
+
+    def windows(self, examples: Sequence[NerExample]) -> tuple[list[Window], AlignmentStats]:
+        """The training examples of ``examples``: windows with gold spans (:func:`encode_windows`) and what
+        alignment and windowing did (report :attr:`AlignmentStats.dropped` entities: they are not trained on)."""
+        return encode_windows(
+            self.tokenizer, examples, max_length=self.max_length, stride=self.stride, label2id=self.label2id
+        )
+
+    @staticmethod
+    def lengths(windows: Sequence[Window]) -> list[int]:
+        """Tokens per window, for the loop's ``group_by_length``."""
+        return [len(w) for w in windows]
+
+    def collate(self, windows: list[Window]) -> dict[str, torch.Tensor]:
+        """``{"input_ids", "attention_mask"}`` ``(B, L)`` and ``"labels"`` ``(B, H, L, L)`` uint8."""
+        return collate_windows(windows, len(self.labels), self.pad_id)
+
+    def logits(self, encoder: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """``(B, H, L, L)`` span scores of :attr:`head` on ``encoder``'s token states (padding and ``i > j``:
+        a large negative)."""
+        return self.head(token_states(encoder, input_ids, attention_mask), attention_mask)
+
+    def loss(self, encoder: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """:func:`~nlptool.core.globalpointer.global_pointer_loss` of :meth:`logits` against ``batch["labels"]``."""
+        from nlptool.core.globalpointer import global_pointer_loss
+
+        return global_pointer_loss(self.logits(encoder, batch["input_ids"], batch["attention_mask"]), batch["labels"])
+
+    def model(self, encoder: Any) -> SpanNerModel:
+        """A :class:`SpanNerModel` over ``encoder``'s transformer and this task's head (shared, not copied), in
+        ``encoder``'s train/eval mode: what :func:`predict_spans` and :func:`evaluate_examples` take."""
+        transformer = _transformer(encoder)
+        net = SpanNerModel(
+            transformer,
+            self.labels,
+            head=self.head_kind,
+            head_size=self.head_size,
+            max_length=self.max_length,
+            stride=self.stride,
+            head_module=self.head,
+        )
+        return net.train(transformer.training)
+
+    def evaluate(self, encoder: Any, dev: Sequence[NerExample]) -> dict[str, float]:
+        """``{"f1", "precision", "recall"}`` (micro, exact spans) on ``dev`` (:func:`evaluate_examples`)."""
+        device = self.eval_device or str(next(self.head.parameters()).device)
+        result = evaluate_examples(
+            self.model(encoder),
+            self.tokenizer,
+            dev,
+            batch_size=self.eval_batch_size,
+            device=device,
+            max_span_tokens=self.max_span_tokens,
+        )
+        micro = result["metrics"]["micro"]
+        return {"f1": micro["f1"], "precision": micro["precision"], "recall": micro["recall"]}
+
+    def head_parameters(self) -> list[torch.nn.Parameter]:
+        return list(self.head.parameters())
+
+    def config(self) -> dict[str, Any]:
+        """What ``ner_config.json`` holds: :func:`head_settings`, ``base_model`` and ``max_span_tokens``."""
+        settings = head_settings(self.labels, self.head_kind, self.head_size, self.max_length, self.stride)
+        return {**settings, "base_model": self.base_model, "max_span_tokens": self.max_span_tokens}
+
+    def save(self, folder: Path) -> None:
+        """Write ``ner_head.safetensors`` and ``ner_config.json`` into ``folder`` (the encoder is saved apart)."""
+        write_head(folder, self.head, self.config())
+
+
+#: The head's learning rate is the encoder's times this by default (``ner train --head-lr-scale``; BENCHMARKS.md).
+DEFAULT_HEAD_LR_SCALE = 30.0
+
+
+@dataclass
+class FitResult:
+    """What :func:`fit` did.
+
+    Attributes:
+        metrics: ``train_texts``, ``train_windows``, ``labels``, ``steps``, ``train_seconds``, ``windows_per_s``,
+            ``alignment`` (:func:`stats_dict`); with dev texts (and at least one evaluation) also ``dev_texts``,
+            ``dev_f1``, ``dev_precision``, ``dev_recall`` (of the best evaluation) and ``best_step``. The schema of
+            ``ner train``'s ``metrics.json``.
+        evaluations: the loop's ``eval`` events (``step``, ``metrics``: ``f1``, ``precision``, ``recall``).
+        best_step: the step of the best dev F1, or ``None``.
+        model_dir: the saved model folder (loads with :meth:`SpanNerModel.load`), or ``None``.
+        alignment: what tokenization did to the training data (:class:`AlignmentStats`).
+        fit: the task-level :class:`~nlptool.core.tasks.TaskFit` (the loop's full ``TrainResult`` included).
+        task: the :class:`NerTask` that was trained (its ``head`` holds the final weights, not the best).
+    """
+
+    metrics: dict[str, Any]
+    evaluations: list[dict[str, Any]]
+    best_step: int | None
+    model_dir: Path | None
+    alignment: AlignmentStats
+    fit: Any = field(repr=False)
+    task: NerTask = field(repr=False)
+
+
+def fit(
+    encoder: Any,
+    train: Sequence[NerExample],
+    out_dir: str | Path | None = None,
+    *,
+    dev: Sequence[NerExample] | None = None,
+    head: str = "egp",
+    head_size: int = 64,
+    max_length: int = 128,
+    stride: int | None = None,
+    head_lr_scale: float = DEFAULT_HEAD_LR_SCALE,
+    config: Any = None,
+    task: NerTask | None = None,
+    windows: tuple[list[Window], AlignmentStats] | None = None,
+    on_progress: Any = None,
+) -> FitResult:
+    """Train a GlobalPointer NER model on ``train`` and save it into ``out_dir``.
+
+    Runs the shared loop (:func:`nlptool.core.train.train`: AdamW, warmup, checkpoints in ``out_dir/training``,
+    torchrun) through :func:`nlptool.core.tasks.fit_task`, with the head's learning rate ``lr × head_lr_scale``.
+    With ``dev``, span F1 is measured at every evaluation and the model folder holds the best dev checkpoint. The
+    span cap of evaluation and of the saved model is the training data's longest entity in tokens. ``nlptool ner
+    train`` is this function plus option parsing and output. The head is initialised when the task is built (here,
+    when ``task`` is not given): seed torch before (:func:`nlptool.core.seeding.seed_everything`) for a reproducible
+    run.
+
+    Args:
+        encoder: a :class:`TokenEncoder` (trained in place).
+        train: training texts (:func:`read_ner_jsonl`); their labels are the model's (:func:`label_set`).
+        out_dir: the model folder, or ``None`` to write nothing.
+        dev: dev texts (labels among the training labels), or ``None``.
+        head, head_size, max_length, stride: the :class:`NerTask`'s (when ``task`` is not given).
+        head_lr_scale: factor on ``config.lr`` for the head's parameters (``"head."``; 1: the same lr).
+        config: the loop's :class:`~nlptool.core.train.TrainConfig` (default: ``TrainConfig()``); ``output_dir``,
+            ``metric``, ``greater_is_better`` and the head's ``lr_scale`` are set here.
+        task: a ready :class:`NerTask` (then its settings are used and the head/size/length arguments ignored).
+        windows: ``task.windows(train)`` when the caller has already computed it (saves tokenizing twice).
+        on_progress: the loop's progress callback (rank 0).
+
+    Returns:
+        A :class:`FitResult`; under torchrun, on ranks other than 0 with ``model_dir`` ``None``.
+
+    Raises:
+        NlptoolError: no entities in ``train``, a dev label unknown to the training data, the loop's errors.
+    """
+    import dataclasses
+
+    from nlptool.core.tasks import fit_task
+    from nlptool.core.train import TrainConfig
+
+    if task is None:
+        task = NerTask(encoder, label_set(train), head=head, head_size=head_size, max_length=max_length, stride=stride)
+    if dev is not None:
+        check_labels(dev, task.labels, None, "the training data")
+    examples, stats = windows if windows is not None else task.windows(train)
+    task.max_span_tokens = longest_entity_tokens(examples)
+    config = config if config is not None else TrainConfig()
+    config = dataclasses.replace(config, lr_scale={"head.": head_lr_scale} if head_lr_scale != 1.0 else None)
+    done = fit_task(
+        encoder,
+        task,
+        examples,
+        config,
+        dev=dev,
+        out_dir=out_dir,
+        lengths=task.lengths(examples),
+        on_progress=on_progress,
+        evaluate_before=False,
+    )
+    result = done.train_result
+    evals = [e for e in result.history if e.get("event") == "eval"]
+    metrics: dict[str, Any] = {
+        "train_texts": len(train),
+        "train_windows": len(examples),
+        "labels": task.labels,
+        "steps": result.steps,
+        "train_seconds": result.train_seconds,
+        "windows_per_s": result.examples_per_s,
+        "alignment": stats_dict(stats),
+    }
+    if dev is not None and evals:
+        best = max(evals, key=lambda e: e["metrics"]["f1"])
+        metrics.update(
+            dev_texts=len(dev),
+            dev_f1=best["metrics"]["f1"],
+            dev_precision=best["metrics"]["precision"],
+            dev_recall=best["metrics"]["recall"],
+            best_step=result.best_step,
+        )
+    return FitResult(metrics, evals, result.best_step, done.model_dir, stats, done, task)

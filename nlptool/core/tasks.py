@@ -16,7 +16,8 @@ way: one ``TaskModel``-like module with ``heads = nn.ModuleDict({task.name: task
 per-task losses combined by :mod:`nlptool.core.multitask`.
 
 Implementations: :class:`nlptool.core.cosent.PairTask` (CoSENT, Sentence-BERT softmax, cosine-MSE on sentence
-pairs). NER (GlobalPointer) and classification are to follow.
+pairs), :class:`nlptool.core.ner.NerTask` (GlobalPointer / Efficient GlobalPointer span NER on token states) and
+:class:`nlptool.core.nsp.NspTask` (NSP adaptation). Classification is to follow.
 """
 
 from __future__ import annotations
@@ -133,6 +134,7 @@ def fit_task(
     out_dir: str | Path | None = None,
     lengths: Sequence[int] | None = None,
     on_progress: Callable[[dict], None] | None = None,
+    evaluate_before: bool = True,
 ) -> TaskFit:
     """Train ``encoder`` with ``task`` on ``examples`` and save the model into ``out_dir``.
 
@@ -153,6 +155,8 @@ def fit_task(
             final weights, not the best).
         lengths: per-example lengths for ``config.group_by_length``.
         on_progress: the loop's progress callback (rank 0), plus the ``before`` event.
+        evaluate_before: whether to evaluate on ``dev`` before training (``TaskFit.before``); ``ner train``
+            does not (its metrics have no "before" entry, and a dev pass costs time).
 
     Returns:
         A :class:`TaskFit`. Under torchrun every rank trains; only rank 0 evaluates and writes.
@@ -162,7 +166,7 @@ def fit_task(
     training_dir = out / TRAINING_DIR if out is not None else None
     model = TaskModel(encoder, task)
     before = None
-    if dev is not None and main:
+    if dev is not None and main and evaluate_before:
         before = dict(task.evaluate(encoder, dev))
         if on_progress is not None:
             on_progress({"event": "before", "step": 0, "metrics": before})

@@ -339,3 +339,68 @@ def test_cli_contract_model_option_output_and_stdout(invoke, trained, tmp_path):
     assert doc["metrics"]["micro"]["f1"] == 1.0  # a fraction, not 100
     rows = jsonl(invoke("ner", "eval", trained["train"], "-m", trained["dir"], "-o", "-").stdout)
     assert rows == jsonl(preds.read_text())
+
+
+def test_fit_from_python_matches_ner_train_and_evaluate_examples_matches_ner_eval(
+    invoke, tiny_bert_no_heads_dir, tmp_path
+):
+    """nlptool.core.ner.fit with the CLI's settings and seed gives the weights `ner train` gives (within 1e-6), and
+    evaluate_examples gives `ner eval`'s metrics."""
+    from safetensors.torch import load_file
+
+    from nlptool.core.ner import SpanNerModel, TokenEncoder, evaluate_examples, fit, read_ner_jsonl
+    from nlptool.core.seeding import seed_everything
+    from nlptool.core.train import TrainConfig
+
+    train = _write_jsonl(tmp_path / "train.jsonl", [*GOLD, LONG])
+    dev = _write_jsonl(tmp_path / "dev.jsonl", GOLD)
+    args = [
+        "ner",
+        "train",
+        "--train",
+        train,
+        "--dev",
+        dev,
+        "--out",
+        tmp_path / "cli",
+        "--model",
+        tiny_bert_no_heads_dir,
+    ]
+    args += ["--epochs", "3", "--batch-size", "4", "--lr", "1e-3", "--head-size", "8", "--max-length", "32"]
+    result = invoke(*args, "--head-lr-scale", "10", "--eval-every", "3", "--seed", "3")
+    assert result.exit_code == 0, result.stderr
+
+    seed_everything(3)  # as the command does, before the encoder and the head are built
+    encoder = TokenEncoder.load(tiny_bert_no_heads_dir)
+    config = TrainConfig(epochs=3, batch_size=4, lr=1e-3, eval_every=3, seed=3, device="cpu", group_by_length=True)
+    done = fit(
+        encoder,
+        read_ner_jsonl(str(train)),
+        tmp_path / "py",
+        dev=read_ner_jsonl(str(dev)),
+        head_size=8,
+        max_length=32,
+        head_lr_scale=10,
+        config=config,
+    )
+    assert done.model_dir == tmp_path / "py" and done.best_step == done.metrics["best_step"]
+    cli_metrics = json.loads((tmp_path / "cli" / "metrics.json").read_text())["metrics"]
+    timing = ("train_seconds", "windows_per_s")
+    assert {k: v for k, v in done.metrics.items() if k not in timing} == {
+        k: v for k, v in cli_metrics.items() if k not in timing
+    }
+    for name in ("ner_head.safetensors", "model.safetensors"):
+        a, b = load_file(tmp_path / "cli" / name), load_file(tmp_path / "py" / name)
+        assert a.keys() == b.keys()
+        assert max((a[k] - b[k]).abs().max().item() for k in a) <= 1e-6, name
+    assert json.loads((tmp_path / "py" / "ner_config.json").read_text()) == json.loads(
+        (tmp_path / "cli" / "ner_config.json").read_text()
+    )
+
+    doc = json.loads(invoke("ner", "eval", dev, "-m", tmp_path / "py", "--flat", "--metrics-out", "-").stdout)
+    model, tokenizer, cfg = SpanNerModel.load(tmp_path / "py")
+    ours = evaluate_examples(
+        model, tokenizer, read_ner_jsonl(str(dev)), flat=True, max_span_tokens=cfg["max_span_tokens"]
+    )["metrics"]
+    assert ours.pop("texts_per_s") > 0 and doc["metrics"].pop("texts_per_s") > 0
+    assert ours == doc["metrics"] and ours["texts"] == len(GOLD)

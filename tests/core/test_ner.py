@@ -291,3 +291,128 @@ def test_train_lr_scale_splits_groups():
     assert by_lr[1e-4] == {id(model["encoder"].weight), id(model["encoder"].bias)}
     assert by_lr[1e-4 * 10.0] == {id(model["head"].weight), id(model["head"].bias)}
     assert {g["weight_decay"] for g in groups if any(p is model["head"].bias for p in g["params"])} == {0.0}
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# The task layer: NerTask, TokenEncoder, AlignmentStats.merge
+
+
+@pytest.fixture
+def ner_task(tiny_bert_no_heads_dir):
+    from nlptool.core.ner import NerTask, TokenEncoder
+
+    torch.manual_seed(0)
+    encoder = TokenEncoder.load(tiny_bert_no_heads_dir)
+    encoder.eval()  # no dropout: the loss is compared with a second forward pass
+    return encoder, NerTask(encoder, ["LOC", "PER"], head_size=8, max_length=16, stride=4)
+
+
+def test_ner_task_is_a_task_and_collates_windows(ner_task):
+    from nlptool.core.tasks import Task
+
+    encoder, task = ner_task
+    assert isinstance(task, Task) and task.name == "ner" and task.metric == "f1" and task.greater_is_better
+    assert task.head_parameters() == list(task.head.parameters()) and task.head_parameters()
+    examples = [
+        NerExample("w1 w2 w3", [Entity(3, 5, "PER")]),
+        NerExample("w4 a", [Entity(0, 2, "LOC"), Entity(0, 4, "PER")]),
+    ]
+    windows, stats = task.windows(examples)
+    assert len(windows) == 2 and stats.entities == 3 and stats.dropped == 0
+    batch = task.collate(windows)
+    assert batch["input_ids"].shape == batch["attention_mask"].shape == (2, 5)  # [CLS] w1 w2 w3 [SEP]
+    assert batch["labels"].shape == (2, 2, 5, 5) and batch["labels"].dtype == torch.uint8
+    assert batch["attention_mask"][1].tolist() == [1, 1, 1, 1, 0]
+    assert {tuple(x) for x in batch["labels"].nonzero().tolist()} == {(0, 1, 2, 2), (1, 0, 1, 1), (1, 1, 1, 2)}
+    assert task.lengths(windows) == [5, 4]
+
+
+def test_ner_task_loss_is_multilabel_categorical_crossentropy_of_the_head(ner_task):
+    """The loss equals Su's MCCE, per (window, type) over the spans i <= j, of the head on the encoder's token states,
+    with the gold spans set by hand."""
+    from nlptool.core.globalpointer import multilabel_categorical_crossentropy
+
+    encoder, task = ner_task
+    windows, _ = task.windows([NerExample("w1 w2 w3"), NerExample("w4 a")])
+    windows[0].spans = [(1, 2, 3)]  # PER = tokens 2..3 ("w2 w3")
+    windows[1].spans = [(0, 1, 1), (1, 1, 2)]  # LOC "w4", PER "w4 a"
+    batch = task.collate(windows)
+    loss = task.loss(encoder, batch)
+    with torch.no_grad():
+        hidden = encoder.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+        logits = task.head(hidden, batch["attention_mask"])
+    expected = []
+    for b, gold in enumerate([{(1, 2, 3)}, {(0, 1, 1), (1, 1, 2)}]):
+        for t in range(2):
+            cells = [(i, j) for i in range(5) for j in range(i, 5)]
+            y_true = torch.tensor([[float((t, i, j) in gold) for i, j in cells]])
+            y_pred = torch.stack([logits[b, t, i, j] for i, j in cells]).unsqueeze(0)
+            expected.append(multilabel_categorical_crossentropy(y_true, y_pred)[0])
+    assert loss.requires_grad
+    assert loss.item() == pytest.approx(torch.stack(expected).mean().item(), rel=1e-6, abs=1e-6)
+
+
+def test_ner_task_save_and_evaluate(ner_task, tmp_path):
+    """save() writes the head and ner_config.json; with the encoder's save() the folder loads as a SpanNerModel that
+    scores as task.model(encoder) does, and evaluate() is evaluate_examples' micro P/R/F1."""
+    from nlptool.core.ner import SpanNerModel, evaluate_examples
+
+    encoder, task = ner_task
+    task.max_span_tokens = 3
+    encoder.save(tmp_path)
+    task.save(tmp_path)
+    cfg = json.loads((tmp_path / "ner_config.json").read_text())
+    assert cfg["labels"] == ["LOC", "PER"] and cfg["max_span_tokens"] == 3 and cfg["base_model"] == encoder.name
+    loaded, tok, _ = SpanNerModel.load(tmp_path)
+    ids = torch.tensor([tok("w1 w2 a")["input_ids"]])
+    with torch.no_grad():
+        assert torch.equal(loaded(ids, torch.ones_like(ids)), task.model(encoder)(ids, torch.ones_like(ids)))
+    dev = [NerExample("w1 w2 w3", [Entity(3, 5, "PER")])]
+    micro = evaluate_examples(task.model(encoder), task.tokenizer, dev, max_span_tokens=3)["metrics"]["micro"]
+    assert task.evaluate(encoder, dev) == {k: micro[k] for k in ("f1", "precision", "recall")}
+
+
+def test_ner_task_argument_errors(ner_task):
+    from nlptool.core.ner import NerTask
+
+    encoder, _ = ner_task
+    with pytest.raises(NlptoolError, match="unknown head 'crf'"):
+        NerTask(encoder, ["A"], head="crf")
+    with pytest.raises(NlptoolError, match="no entity labels"):
+        NerTask(encoder, [])
+    with pytest.raises(NlptoolError, match="must be even"):
+        NerTask(encoder, ["A"], head_size=7)
+
+
+def test_alignment_stats_merge_adds_counts_and_keeps_five_samples():
+    from nlptool.core.ner import AlignmentStats
+
+    total = AlignmentStats(texts=1, windows=2, entities=3, misaligned=1, examples=[(1, "a", "boundary")] * 4)
+    other = AlignmentStats(texts=2, windows=2, split_texts=1, unrepresentable=2, content_tokens=9, unk_tokens=1)
+    other.examples = [(7, "b", "longer than a window")] * 3
+    assert total.merge(other) is total
+    assert (total.texts, total.windows, total.split_texts, total.entities) == (3, 4, 1, 3)
+    assert (total.misaligned, total.unrepresentable, total.content_tokens, total.unk_tokens) == (1, 2, 9, 1)
+    assert total.examples == [(1, "a", "boundary")] * 4 + [(7, "b", "longer than a window")]
+
+
+def test_task_model_loads_a_checkpoint_of_the_span_ner_model(ner_task):
+    """Checkpoints written before the task layer (a SpanNerModel: ``encoder.*``, ``head.*``) load into the TaskModel
+    that ner train now checkpoints (``encoder.model.*``), so --resume continues them."""
+    import copy
+
+    from nlptool.core.tasks import TaskModel
+
+    encoder, task = ner_task
+    old = SpanNerModel(copy.deepcopy(encoder.model), task.labels, head_size=8, max_length=16)
+    with torch.no_grad():
+        for p in old.parameters():
+            p.normal_()
+    model = TaskModel(encoder, task)
+    state = {k: v.clone() for k, v in old.state_dict().items()}
+    assert any(k.startswith("encoder.embeddings.") for k in state)
+    model.load_state_dict(state)  # strict
+    assert all(
+        torch.equal(model.state_dict()["encoder.model." + k[8:]], v) for k, v in state.items() if k[:8] == "encoder."
+    )
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in state.items() if k.startswith("head."))
