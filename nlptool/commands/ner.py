@@ -22,6 +22,7 @@ from nlptool.commands._common import (
     ResumeOpt,
     SaveEveryOpt,
     SeedOpt,
+    ShardOpt,
     TrainingProgress,
     TrainingRun,
     hidden_alias,
@@ -401,6 +402,7 @@ def predict(
     stride: StrideOpt = None,
     chunk: ChunkOpt = 4096,
     device: DeviceOpt = "auto",
+    shard: ShardOpt = None,
     force: ForceOpt = False,
 ) -> None:
     """Find entities: JSONL {"text", "entities": [{"start", "end", "label", "text", "score"}]} per input text.
@@ -413,11 +415,13 @@ def predict(
 
     Reference: Su Jianlin, https://kexue.fm/archives/8373
     """
-    from nlptool.core.io import check_output_path, chunked, open_writer, read_texts
+    from nlptool.core.io import chunked, open_writer, read_texts
     from nlptool.core.ner import AlignmentStats, predict_spans
+    from nlptool.core.shard import Shard
 
     model_dir, input = model_and_input(model, input, legacy_input, command="ner predict", required=True)
-    check_output_path(output, force)
+    sh = Shard.resolve(shard)
+    sh.check(input, output, force)
     net, tokenizer, cfg = _load(model_dir)
     dev_name = resolve_device(device)
     net.to(dev_name)
@@ -427,10 +431,11 @@ def predict(
     span_limit = span_cap(max_span_tokens, cfg)
     with (
         read_texts(input, text_col=text_col, keep_blank=True) as reader,
-        open_writer(output, "jsonl", force=force) as writer,
+        sh.output(output, force=force, fmt="jsonl") as out,
+        open_writer(out.path, "jsonl", force=out.force) as writer,
         progress("ner predict", unit="texts") as advance,
     ):
-        for block in chunked(reader, chunk):
+        for block in chunked(sh.select(reader), chunk):
             texts = [rec.text for rec in block]
             preds, stats = predict_spans(
                 net,
@@ -446,7 +451,7 @@ def predict(
             total.merge(stats)
             n_ent += _write_entities(writer, block, preds, flat)
             advance(len(block))
-    if total.texts == 0:
+    if (out.rows if sh.torchrun else total.texts) == 0 and sh.main:
         warn_empty(input)
     report_alignment(total, f"input {input}")
     info(f"ner predict: {total.texts} texts, {n_ent} entities ({', '.join(cfg['labels'])})")

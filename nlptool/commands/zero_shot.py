@@ -23,6 +23,7 @@ from nlptool.commands._common import (
     ModelOpt,
     OutputFormatOpt,
     OutputOpt,
+    ShardOpt,
     fmt_value,
     info,
     parse_csv_list,
@@ -31,7 +32,7 @@ from nlptool.commands._common import (
     warn_empty,
     write_metrics,
 )
-from nlptool.core.errors import InputError
+from nlptool.core.errors import InputError, NlptoolError
 
 TEXT_COLUMNS = ("text", "sentence", "content", "description")  # then the first column
 
@@ -150,6 +151,7 @@ def zero_shot(
     format: FormatOpt = Format.auto,
     output_format: OutputFormatOpt = Format.auto,
     header: HeaderOpt = None,
+    shard: ShardOpt = None,
     force: ForceOpt = False,
 ) -> None:
     """Classify texts with no training data: each label becomes a prompt, scored against the text.
@@ -171,20 +173,31 @@ def zero_shot(
 
     from nlptool.core.device import resolve_device
     from nlptool.core.io import check_output_path, read_texts
+    from nlptool.core.shard import Shard
 
     _check_options(labels, labels_file, text2_col, method, mapping, calibrate)
-    check_output_path(output, force)
+    sh = Shard.resolve(shard)
+    if sh.count > 1 and metrics_out is not None:
+        raise NlptoolError(
+            "--metrics-out needs every row, and a shard sees 1/n of them: run without --shard/torchrun for metrics, "
+            "or score the merged output"
+        )
+    sh.check(input, output, force)
     check_output_path(metrics_out, force)
     prompts, used_template = _prompts(labels, labels_file, template)
     label_names = [p.label for p in prompts]
     with read_texts(
         input, text_col=text_col, fmt=fmt_value(format), header=header, table=True, default_cols=TEXT_COLUMNS
     ) as reader:
-        rows = list(reader)  # all: every text is scored against every prompt
+        rows = list(sh.select(reader))  # all (of this shard): every text is scored against every prompt
         fieldnames = reader.fieldnames
         col = reader.text_col or "text"
     if not rows:
-        _write_empty(input, output, output_format, fieldnames, metrics_out, label_names, force)
+        with sh.output(output, force=force, fmt=fmt_value(output_format) or None) as out:
+            _write_empty(input, out.path, output_format, fieldnames, None, label_names, out.force, warn=False)
+        if (out.rows if sh.torchrun else 0) == 0 and sh.main:
+            warn_empty(input)
+            write_metrics(metrics_out, {"rows": 0, "labels": label_names}, force=force, inputs=[input])
         return
     texts = [_text(r, col, input) for r in rows]
     texts2 = [_text(r, text2_col, input) for r in rows] if text2_col else None
@@ -199,7 +212,8 @@ def zero_shot(
     else:
         result = _classify_embedding(model, texts, prompts, dev, temperature=temperature, **options)
     _report_prior(result)
-    _write_rows(output, output_format, force, rows, fieldnames, result)
+    with sh.output(output, force=force, fmt=fmt_value(output_format) or None) as out:
+        _write_rows(out.path, output_format, out.force, rows, fieldnames, result)
     metrics = result.metrics(gold)
     _report(result, metrics, method, mapping, gold is not None)
     params = {"method": method.value, "mapping": mapping.value, "position": position.value, "template": used_template}
@@ -218,11 +232,14 @@ def _write_empty(
     metrics_out: str | None,
     label_names: list[str],
     force: bool,
+    *,
+    warn: bool = True,
 ) -> None:
     """No rows: a warning, an empty output (the header alone for CSV/TSV) and metrics that say so."""
     from nlptool.core.io import open_writer
 
-    warn_empty(input)
+    if warn:
+        warn_empty(input)
     with open_writer(output, fmt_value(output_format), force=force, fieldnames=fieldnames):
         pass
     write_metrics(metrics_out, {"rows": 0, "labels": label_names}, force=force, inputs=[input])
