@@ -6,7 +6,7 @@ import contextlib
 import os
 from enum import Enum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -53,37 +53,44 @@ MaxLengthOpt = Annotated[
 BatchSizeOpt = Annotated[int, typer.Option("--batch-size", help="Texts per forward pass.", min=1)]
 
 
+TextsArg = Annotated[
+    str, typer.Argument(help="Texts: a .txt file (one per line), CSV/TSV/JSONL with --text-col, or '-'.")
+]
+TextColOpt = Annotated[
+    str | None,
+    typer.Option("--text-col", help="Column/field with the text (default: text, sentence, else the first)."),
+]
+TextFormatOpt = Annotated[
+    TextFormat,
+    typer.Option(
+        "--format",
+        help="Input format; auto: by extension (.txt: lines), else sniffed: JSONL if it starts with '{', a CSV/TSV "
+        "table with --text-col, else lines.",
+    ),
+]
+NormalizeOpt = Annotated[
+    bool | None,
+    typer.Option(
+        "--normalize/--no-normalize",
+        help="L2-normalise the embeddings. Default: as the model's own pipeline does (all-MiniLM-L6-v2: yes).",
+        show_default=False,
+    ),
+]
+ChunkSizeOpt = Annotated[
+    int, typer.Option("--chunk-size", help="Texts read, length-sorted and encoded at a time (memory bound).", min=1)
+]
+
+
 def encode(
-    input: Annotated[
-        str, typer.Argument(help="Texts: a .txt file (one per line), CSV/TSV/JSONL with --text-col, or '-'.")
-    ],
+    input: TextsArg,
     legacy_input: LegacyPositionalArg = None,
     model: ModelOpt = None,
     output: OutputOpt = "-",
-    text_col: Annotated[
-        str | None,
-        typer.Option("--text-col", help="Column/field with the text (default: text, sentence, else the first)."),
-    ] = None,
-    input_format: Annotated[
-        TextFormat,
-        typer.Option(
-            "--format",
-            help="Input format; auto: by extension (.txt: lines), else sniffed: JSONL if it starts with '{', a CSV/TSV "
-            "table with --text-col, else lines.",
-        ),
-    ] = TextFormat.auto,
-    normalize: Annotated[
-        bool | None,
-        typer.Option(
-            "--normalize/--no-normalize",
-            help="L2-normalise the embeddings. Default: as the model's own pipeline does (all-MiniLM-L6-v2: yes).",
-            show_default=False,
-        ),
-    ] = None,
+    text_col: TextColOpt = None,
+    input_format: TextFormatOpt = TextFormat.auto,
+    normalize: NormalizeOpt = None,
     batch_size: BatchSizeOpt = 64,
-    chunk_size: Annotated[
-        int, typer.Option("--chunk-size", help="Texts read, length-sorted and encoded at a time (memory bound).", min=1)
-    ] = 10000,
+    chunk_size: ChunkSizeOpt = 10000,
     pooling: PoolingOpt = None,
     max_length: MaxLengthOpt = None,
     device: DeviceOpt = "auto",
@@ -102,10 +109,8 @@ def encode(
 
     Reference: CoSENT, Su Jianlin, https://kexue.fm/archives/8847 (models from nlptool train-cosent)
     """
-    import numpy as np
-
     from nlptool.core.encoder import SentenceEncoder
-    from nlptool.core.io import atomic_output, chunked, iter_texts
+    from nlptool.core.io import chunked, iter_texts
     from nlptool.core.shard import Shard
 
     model, input = model_and_input(model, input, legacy_input, command="encode")
@@ -115,60 +120,67 @@ def encode(
     suffix = suffix if suffix in (".npy", ".npz") else ""
     encoder = SentenceEncoder.load(model_spec(model), pooling=pooling.value if pooling else None, max_length=max_length)
     dev = resolve_device(device)
-    if normalize is None:
-        normalize = encoder.normalizes
-    texts = sh.select(iter_texts(input, text_col, input_format.value, header=header))
-
-    total = 0
+    normalize = encoder.normalizes if normalize is None else normalize
+    chunks = chunked(sh.select(iter_texts(input, text_col, input_format.value, header=header)), chunk_size)
     with progress("encode", unit="texts") as advance, sh.output(output, force=force, fmt=suffix[1:] or "jsonl") as out:
-        if suffix in (".npy", ".npz"):
-            spool_fd, spool = _spool_path(out.path)
-            lines_all: list[int] = []
-            try:
-                with os.fdopen(spool_fd, "wb") as raw:
-                    for chunk in chunked(texts, chunk_size):
-                        emb = encoder.encode(
-                            [t for _, t in chunk],
-                            batch_size=batch_size,
-                            normalize=normalize,
-                            device=dev,
-                            progress=advance,
-                        )
-                        raw.write(np.ascontiguousarray(emb, dtype=np.float32).tobytes())
-                        lines_all += [ln for ln, _ in chunk]
-                        total += len(chunk)
-                matrix = (
-                    np.memmap(spool, dtype=np.float32, mode="r", shape=(total, encoder.dim))
-                    if total
-                    else (np.zeros((0, encoder.dim), dtype=np.float32))
-                )
-                with atomic_output(out.path, force=out.force, binary=True) as fh:
-                    if suffix == ".npy":
-                        np.save(fh, matrix)
-                    else:
-                        np.savez(fh, embeddings=matrix, lines=np.asarray(lines_all, dtype=np.int64))
-                del matrix
-            finally:
-                with contextlib.suppress(OSError):
-                    os.unlink(spool)
-        else:
-            from nlptool.core.io import open_writer
 
-            with open_writer(out.path, "jsonl", force=out.force) as writer:
-                for chunk in chunked(texts, chunk_size):
-                    emb = encoder.encode(
-                        [t for _, t in chunk], batch_size=batch_size, normalize=normalize, device=dev, progress=advance
-                    )
-                    for (line, _), vec in zip(chunk, emb, strict=True):
-                        writer.fh.write(f'{{"line": {line}, "embedding": [{", ".join(map(str, vec))}]}}\n')
-                    writer.fh.flush()
-                    total += len(chunk)
+        def embed(chunk: list[tuple[int, str]]) -> Any:
+            return encoder.encode(
+                [t for _, t in chunk], batch_size=batch_size, normalize=normalize, device=dev, progress=advance
+            )
+
+        write = _write_array if suffix else _write_jsonl
+        total = write(chunks, embed, out.path, out.force, suffix, encoder.dim)
     if (out.rows if sh.torchrun else total) == 0 and sh.main:
         warn_empty(input)
     if output != "-":
         info(f"encode: {total} texts × {encoder.dim} dims from {encoder.name} written to {out.path}")
     if out.rows is not None and output != "-":
         info(f"encode: {out.rows} texts of {sh.count} shards merged into {output}")
+
+
+def _write_jsonl(chunks: Any, embed: Any, path: str, force: bool, suffix: str, dim: int) -> int:
+    """JSONL rows {"line", "embedding"}, flushed per chunk; returns the number of texts."""
+    from nlptool.core.io import open_writer
+
+    total = 0
+    with open_writer(path, "jsonl", force=force) as writer:
+        for chunk in chunks:
+            for (line, _), vec in zip(chunk, embed(chunk), strict=True):
+                writer.fh.write(f'{{"line": {line}, "embedding": [{", ".join(map(str, vec))}]}}\n')
+            writer.fh.flush()
+            total += len(chunk)
+    return total
+
+
+def _write_array(chunks: Any, embed: Any, path: str, force: bool, suffix: str, dim: int) -> int:
+    """A float32 (n, dim) array (.npy), or arrays "embeddings" and "lines" (.npz), through a spool file on disk (chunks
+    are written as they come; the array is saved atomically at the end); returns the number of texts."""
+    import numpy as np
+
+    from nlptool.core.io import atomic_output
+
+    spool_fd, spool = _spool_path(path)
+    lines_all: list[int] = []
+    total = 0
+    try:
+        with os.fdopen(spool_fd, "wb") as raw:
+            for chunk in chunks:
+                raw.write(np.ascontiguousarray(embed(chunk), dtype=np.float32).tobytes())
+                lines_all += [ln for ln, _ in chunk]
+                total += len(chunk)
+        shape = (total, dim)
+        matrix = np.memmap(spool, dtype=np.float32, mode="r", shape=shape) if total else np.zeros(shape, np.float32)
+        with atomic_output(path, force=force, binary=True) as fh:
+            if suffix == ".npy":
+                np.save(fh, matrix)
+            else:
+                np.savez(fh, embeddings=matrix, lines=np.asarray(lines_all, dtype=np.int64))
+        del matrix
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(spool)
+    return total
 
 
 def _spool_path(output: str) -> tuple[int, str]:
