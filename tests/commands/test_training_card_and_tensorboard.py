@@ -155,3 +155,36 @@ def test_report_to_is_a_choice(invoke, tiny_bert_dir, pairs, tmp_path):
     train, _ = pairs
     r = invoke(*train_args(tiny_bert_dir, train, tmp_path / "m", "--report-to", "wandb"))
     assert r.exit_code == 2 and not (tmp_path / "m").exists()
+
+
+def test_scaffold_passes_report_to_and_writes_a_generic_card(tmp_path, monkeypatch):
+    """A trainer that adopts TrainingRun gets both without code of its own: a generic card when it names none."""
+    from nlptool.commands._common import ReportTo, TrainingRun
+
+    out = tmp_path / "m"
+    data = tmp_path / "train.jsonl"
+    data.write_text('{"x": 1}\n')
+    monkeypatch.setattr(sys, "argv", ["nlptool", "ner", "train", "--train", str(data), "--out", str(out)])
+    run = TrainingRun(str(out), force=False, resume=False, seed=0, report_to=ReportTo.none)
+    run.make_out_dir()
+    assert run.config(epochs=1).report_to == "none"
+    (out / "training").mkdir()
+    (out / "training" / "train_log.jsonl").write_text(
+        '{"event": "eval", "step": 5, "epoch": 1.0, "metrics": {"f1": 0.5}}\n'
+    )
+    run.finish({"dev_f1": 0.5, "steps": 5}, inputs=[str(data)], model="bert-base-cased", params={"epochs": 1})
+    meta, body = _front_matter((out / "README.md").read_text(encoding="utf-8"))
+    assert meta["base_model"] == "bert-base-cased" and meta["tags"] == ["nlptool", "ner"]
+    assert meta["metrics"] == ["f1"] and "| 5 | 1.0000 |  | 0.5000 |" in body
+    assert f"nlptool ner train --train {data} --out {out}" in body and "| input | " in body
+    assert not list(out.glob(".README.md.*"))  # written atomically: no temporary file left
+
+
+def test_scaffold_checks_report_to_before_anything(tmp_path, monkeypatch):
+    from nlptool.commands._common import TrainingRun
+    from nlptool.core.errors import NlptoolError
+
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)
+    with pytest.raises(NlptoolError, match="--report-to tensorboard needs"):
+        TrainingRun(str(tmp_path / "m"), force=False, resume=False, seed=0, report_to="tensorboard")
+    assert not (tmp_path / "m").exists()
