@@ -211,18 +211,18 @@ _TECHNIQUES = {
     Loss.cosent.value: (
         "CoSENT loss: for every two pairs in a batch whose labels are ordered, the cosine of the pair with the "
         "higher label should be the larger; L = log(1 + Σ_{label_i > label_j} exp(λ(cos_j − cos_i))), λ = {scale}.",
-        "Su Jianlin, \"CoSENT(一):比Sentence-BERT更有效的句向量方案\" (2022), https://kexue.fm/archives/8847",
+        'Su Jianlin, "CoSENT(一):比Sentence-BERT更有效的句向量方案" (2022), https://kexue.fm/archives/8847',
     ),
     Loss.softmax.value: (
         "Sentence-BERT's softmax loss: a linear classifier over (u, v, |u − v|) of the two sentence embeddings "
         "(discarded after training).",
-        "Reimers and Gurevych, \"Sentence-BERT: Sentence Embeddings using Siamese BERT-Networks\" (2019), "
+        'Reimers and Gurevych, "Sentence-BERT: Sentence Embeddings using Siamese BERT-Networks" (2019), '
         "https://arxiv.org/abs/1908.10084",
     ),
     Loss.cosine_mse.value: (
         "Cosine regression: the mean squared error between the pair's cosine and its (rescaled) label "
         "(the baseline CoSENT is compared with).",
-        "Su Jianlin, \"CoSENT(一):比Sentence-BERT更有效的句向量方案\" (2022), https://kexue.fm/archives/8847",
+        'Su Jianlin, "CoSENT(一):比Sentence-BERT更有效的句向量方案" (2022), https://kexue.fm/archives/8847',
     ),
 }
 
