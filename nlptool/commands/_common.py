@@ -476,6 +476,23 @@ def _rich_bar(label: str, middle: str, console: Any) -> Any:
     )
 
 
+def _command_name() -> str:
+    """The running subcommand's name (``train-cosent``, ``ner train``): from Click's context, else from argv."""
+    try:
+        from typer._click.globals import get_current_context  # typer vendors click
+
+        ctx = get_current_context(silent=True)
+    except ImportError:
+        ctx = None
+    names = []
+    while ctx is not None and ctx.parent is not None:  # the root is the app itself
+        names.append(ctx.info_name or "")
+        ctx = ctx.parent
+    if names:
+        return " ".join(reversed(names))
+    return next((a for a in sys.argv[1:] if not a.startswith("-")), "train")
+
+
 class TrainingProgress:
     """A rich progress bar fed by the shared training loop's events (steps, loss, lr, speed); silent with -q.
 
@@ -642,7 +659,7 @@ class TrainingRun:
         from nlptool.core.train import LOG_FILE
 
         if card is None:
-            command = next((a for a in sys.argv[1:] if not a.startswith("-")), "train")
+            command = _command_name()
             card = CardInfo(command=command, technique=f"A model trained with `nlptool {command}`.")
         data = card.data or tuple(("input", path, None) for path in inputs)
         files = [describe_file(path, role=role, rows=rows) for role, path, rows in data]
