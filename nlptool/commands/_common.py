@@ -382,6 +382,24 @@ def check_out_dir(out_dir: Path, *, force: bool, resume: bool) -> None:
 
 
 ResumeOpt = Annotated[bool, typer.Option("--resume", help="Continue from OUT/training/checkpoint-last.")]
+
+
+class ReportTo(str, Enum):
+    """Where a training run also reports its log (nlptool.core.reporting.REPORT_TO)."""
+
+    none = "none"
+    tensorboard = "tensorboard"
+
+
+ReportToOpt = Annotated[
+    ReportTo,
+    typer.Option(
+        "--report-to",
+        help="Also write the training log (loss, learning rate, dev metrics per step) as TensorBoard event files to "
+        "OUT/training/runs/ (view: tensorboard --logdir OUT/training/runs). Needs the extra: "
+        "pip install 'nlptool[tensorboard]'.",
+    ),
+]
 SaveEveryOpt = Annotated[
     int,
     typer.Option(
@@ -483,6 +501,23 @@ def _rich_bar(label: str, middle: str, console: Any) -> Any:
     )
 
 
+def _command_name() -> str:
+    """The running subcommand's name (``train-cosent``, ``ner train``): from Click's context, else from argv."""
+    try:
+        from typer._click.globals import get_current_context  # typer vendors click
+
+        ctx = get_current_context(silent=True)
+    except ImportError:
+        ctx = None
+    names = []
+    while ctx is not None and ctx.parent is not None:  # the root is the app itself
+        names.append(ctx.info_name or "")
+        ctx = ctx.parent
+    if names:
+        return " ".join(reversed(names))
+    return next((a for a in sys.argv[1:] if not a.startswith("-")), "train")
+
+
 class TrainingProgress:
     """A rich progress bar fed by the shared training loop's events (steps, loss, lr, speed); silent with -q.
 
@@ -541,12 +576,27 @@ class TrainingRun:
     ``OUT``; :meth:`finish` writes ``OUT/metrics.json`` and ``--metrics-out`` and only then removes the resume state
     (``OUT/training/checkpoint-last``), so an interrupt before that can still ``--resume``. Decorate the command with
     :func:`interrupt_safe_output` for the cleanup after an interrupt before the first checkpoint.
+
+    Every run it finishes gets a model card, ``OUT/README.md`` (:func:`nlptool.core.card.model_card`: base model,
+    technique and reference, data files with rows, bytes and SHA-256, options, dev metrics before/after, the training
+    log, the command line, versions, date, how to load it), and with ``report_to="tensorboard"`` (the
+    :data:`ReportToOpt` option, checked here before anything is read or written) the loop also writes TensorBoard
+    event files to ``OUT/training/runs/``.
     """
 
     def __init__(
-        self, out: str, *, force: bool, resume: bool, seed: int, save_every: int = 0, metrics_out: str | None = None
+        self,
+        out: str,
+        *,
+        force: bool,
+        resume: bool,
+        seed: int,
+        save_every: int = 0,
+        metrics_out: str | None = None,
+        report_to: ReportTo | str = "none",
     ) -> None:
         from nlptool.core.io import check_output_path
+        from nlptool.core.reporting import check_report_to
         from nlptool.core.tasks import TRAINING_DIR
         from nlptool.core.train import world_info
 
@@ -554,10 +604,12 @@ class TrainingRun:
         self.training_dir = self.out_dir / TRAINING_DIR
         self.force, self.resume, self.seed, self.save_every = force, resume, seed, save_every
         self.metrics_out = metrics_out
+        self.report_to = report_to.value if isinstance(report_to, ReportTo) else str(report_to)
         self.rank, self.world = world_info()
         if self.main:
             check_out_dir(self.out_dir, force=force, resume=resume)
             check_output_path(metrics_out, force)
+        check_report_to(self.report_to, option="--report-to")  # every rank: a rank that cannot report must not hang
         seed_everything(seed)
 
     @property
@@ -571,7 +623,7 @@ class TrainingRun:
 
     def config(self, **options: Any) -> Any:
         """A ``TrainConfig`` of ``options`` (the command's epochs, batch size, lr ...) plus the run's seed, output
-        folder (``OUT/training``), ``--resume`` and ``--save-every``."""
+        folder (``OUT/training``), ``--resume``, ``--save-every`` and ``--report-to``."""
         from nlptool.core.train import TrainConfig
 
         return TrainConfig(
@@ -579,6 +631,7 @@ class TrainingRun:
             output_dir=str(self.training_dir),
             resume=self.resume,
             checkpoint_every=self.save_every,
+            report_to=self.report_to,
             **options,
         )
 
@@ -596,15 +649,65 @@ class TrainingRun:
         model: str | None,
         params: dict[str, Any],
         write: Callable[..., None] = write_metrics,
+        card: Any = None,
     ) -> None:
-        """Write ``OUT/metrics.json`` and ``--metrics-out`` (``write``: :func:`write_metrics`, or the command
-        module's name for it, which tests replace), then remove the resume state; rank 0 only."""
+        """Write ``OUT/metrics.json``, ``--metrics-out`` (``write``: :func:`write_metrics`, or the command module's
+        name for it, which tests replace) and the model card ``OUT/README.md`` (``card``: the command's
+        :class:`~nlptool.core.card.CardInfo`; without one a generic card), then remove the resume state; rank 0
+        only."""
         if not self.main:
             return
         common = {"seed": self.seed, "inputs": inputs, "model": model, "params": params}
         write(str(self.out_dir / "metrics.json"), metrics, force=True, **common)
         write(self.metrics_out, metrics, force=self.force, **common)
+        self.write_card(card, metrics=metrics, inputs=inputs, model=model, params=params)
         # resume state is only needed while a run is unfinished: removed last, so an interrupt before here can --resume
         import shutil
 
         shutil.rmtree(self.training_dir / "checkpoint-last", ignore_errors=True)
+
+    def write_card(
+        self,
+        card: Any,
+        *,
+        metrics: dict[str, Any],
+        inputs: Sequence[str],
+        model: str | None,
+        params: dict[str, Any],
+    ) -> None:
+        """Write the model card ``OUT/README.md`` atomically (see :meth:`finish`)."""
+        import datetime
+        import json
+
+        from nlptool.core.card import CARD_FILE, CardInfo, command_line, describe_file, model_card
+        from nlptool.core.io import atomic_output
+        from nlptool.core.train import LOG_FILE
+
+        if card is None:
+            command = _command_name()
+            card = CardInfo(command=command, technique=f"A model trained with `nlptool {command}`.")
+        data = card.data or tuple(("input", path, None) for path in inputs)
+        files = [describe_file(path, role=role, rows=rows) for role, path, rows in data]
+        history = []
+        log = self.training_dir / LOG_FILE
+        if log.is_file():
+            for line in log.read_text(encoding="utf-8").splitlines():
+                try:
+                    history.append(json.loads(line))
+                except ValueError:
+                    continue
+        text = model_card(
+            card,
+            name=self.out_dir.resolve().name,
+            base_model=model,
+            data=files,
+            params=params,
+            metrics=metrics,
+            history=history,
+            command=command_line(sys.argv),
+            versions=versions(),
+            date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            path=str(self.out_dir),
+        )
+        with atomic_output(self.out_dir / CARD_FILE, force=True) as fh:
+            fh.write(text)

@@ -14,6 +14,8 @@ from nlptool.commands._common import (
     HeaderOpt,
     MetricsOutOpt,
     ModelOpt,
+    ReportTo,
+    ReportToOpt,
     ResumeOpt,
     SaveEveryOpt,
     SeedOpt,
@@ -116,6 +118,7 @@ def train_cosent(
     precision: PrecisionOpt = Precision.fp32,
     resume: ResumeOpt = False,
     save_every: SaveEveryOpt = 0,
+    report_to: ReportToOpt = ReportTo.none,
     header: HeaderOpt = None,
     metrics_out: MetricsOutOpt = None,
     seed: SeedOpt = 0,
@@ -125,8 +128,9 @@ def train_cosent(
 
     L = log(1 + Σ_{label_i > label_j} exp(λ(cos_j − cos_i))), λ = --scale. Labels may be binary, graded scores
     (STS 0–5) or NLI (entailment > neutral > contradiction). The output folder loads with `nlptool encode OUT`,
-    transformers.AutoModel and sentence_transformers.SentenceTransformer; it also holds metrics.json and
-    training/train_log.jsonl. Runs under torchrun (DistributedDataParallel) without changes.
+    transformers.AutoModel and sentence_transformers.SentenceTransformer; it also holds a model card (README.md),
+    metrics.json and training/train_log.jsonl (with --report-to tensorboard also TensorBoard files in
+    training/runs/). Runs under torchrun (DistributedDataParallel) without changes.
 
     Example: nlptool train-cosent --train stsb_train.csv --dev stsb_dev.csv --out my-model
 
@@ -135,7 +139,15 @@ def train_cosent(
     from nlptool.core.cosent import PairTask, fit
     from nlptool.core.encoder import SentenceEncoder
 
-    run = TrainingRun(out, force=force, resume=resume, seed=seed, save_every=save_every, metrics_out=metrics_out)
+    run = TrainingRun(
+        out,
+        force=force,
+        resume=resume,
+        seed=seed,
+        save_every=save_every,
+        metrics_out=metrics_out,
+        report_to=report_to,
+    )
     columns = {"text1_col": text1_col, "text2_col": text2_col, "label_col": label_col, "header": header}
     data, dev_data = _read_pairs_files(train, dev, label_type.value if label_type else None, columns)
     encoder = SentenceEncoder.load(model_spec(model), pooling=pooling.value if pooling else None, max_length=max_length)
@@ -171,7 +183,8 @@ def train_cosent(
     params = _params(config, task, max_grad_norm=max_grad_norm, encoder=encoder, world_size=run.world)
     inputs = [train, *([dev] if dev else [])]
     # write=: this module's name for write_metrics, which tests replace to interrupt a finished run
-    run.finish(result.metrics, inputs=inputs, model=encoder.name, params=params, write=write_metrics)
+    card = _card(task, train, data, dev, dev_data)
+    run.finish(result.metrics, inputs=inputs, model=encoder.name, params=params, write=write_metrics, card=card)
     steps, speed = result.metrics["steps"], result.metrics["pairs_per_s"]
     info(f"train-cosent: model saved to {run.out_dir} ({steps} steps, {speed:.1f} pairs/s)")
 
@@ -191,6 +204,51 @@ def _read_pairs_files(train: str, dev: str | None, label_type: str | None, colum
         )
         dev_data = None
     return data, dev_data
+
+
+#: The technique of each --loss, for the model card: (what it does, reference).
+_TECHNIQUES = {
+    Loss.cosent.value: (
+        "CoSENT loss: for every two pairs in a batch whose labels are ordered, the cosine of the pair with the "
+        "higher label should be the larger; L = log(1 + Σ_{label_i > label_j} exp(λ(cos_j − cos_i))), λ = {scale}.",
+        'Su Jianlin, "CoSENT(一):比Sentence-BERT更有效的句向量方案" (2022), https://kexue.fm/archives/8847',
+    ),
+    Loss.softmax.value: (
+        "Sentence-BERT's softmax loss: a linear classifier over (u, v, |u − v|) of the two sentence embeddings "
+        "(discarded after training).",
+        'Reimers and Gurevych, "Sentence-BERT: Sentence Embeddings using Siamese BERT-Networks" (2019), '
+        "https://arxiv.org/abs/1908.10084",
+    ),
+    Loss.cosine_mse.value: (
+        "Cosine regression: the mean squared error between the pair's cosine and its (rescaled) label "
+        "(the baseline CoSENT is compared with).",
+        'Su Jianlin, "CoSENT(一):比Sentence-BERT更有效的句向量方案" (2022), https://kexue.fm/archives/8847',
+    ),
+}
+
+
+def _card(task: Any, train: str, data: Any, dev: str | None, dev_data: Any) -> Any:
+    """The model card's facts about a sentence encoder trained by this command."""
+    from nlptool.core.card import CardInfo
+
+    technique, reference = _TECHNIQUES[task.loss_name]
+    files = [("train", train, len(data))]
+    if dev is not None:
+        files.append(("dev", dev, len(dev_data) if dev_data is not None else None))
+    return CardInfo(
+        command="train-cosent",
+        technique=technique.replace("{scale}", f"{task.scale:g}" if task.scale is not None else "?"),
+        reference=reference,
+        usage="sentence-transformers",
+        library_name="sentence-transformers",
+        pipeline_tag="sentence-similarity",
+        tags=("sentence-transformers", "sentence-similarity", "feature-extraction", task.loss_name),
+        data=tuple(files),
+        nlptool_usage=(
+            "nlptool encode sentences.txt --model {path} -o embeddings.jsonl",
+            "nlptool eval-sts pairs.csv --model {path}",
+        ),
+    )
 
 
 def _summary(train: str, data: Any, encoder: Any, task: Any) -> str:

@@ -87,6 +87,10 @@ position in the epoch's (seeded, hence reproducible) batch plan, so a resume ski
 The caller may keep its own JSON-serialisable values with the checkpoints (``extra_state``, e.g. a metric measured
 before training); a resumed run returns the checkpoint's in :attr:`TrainResult.extra_state`.
 
+With ``report_to="tensorboard"`` the events of the training log also go to TensorBoard event files in
+``output_dir/runs/`` (:mod:`nlptool.core.reporting`, which also defines the callback hooks ``train(callbacks=...)``
+takes).
+
 A fresh run (not a resume) that stops before its first checkpoint (an exception, Ctrl-C) leaves nothing behind in
 ``output_dir``: it removes the training log and best model it wrote, and ``output_dir`` itself when it created it
 and it is empty, so the same run can simply be started again.
@@ -118,6 +122,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from nlptool.core.errors import NlptoolError
+from nlptool.core.reporting import RUNS_DIR, TrainCallback, callbacks_for, check_report_to
 from nlptool.core.seeding import seed_everything
 
 __all__ = [
@@ -197,6 +202,8 @@ class TrainConfig:
             gradient (e.g. a BERT pooler the loss never uses). Ignored in a single process.
         lr_scale: parameter-name prefix → factor on ``lr`` for those parameters (e.g. ``{"head.": 10.0}`` for a
             freshly initialised head on a pre-trained encoder); the schedule scales every group alike.
+        report_to: ``none`` or ``tensorboard``: also write the training log's events as TensorBoard scalars to
+            ``output_dir/runs/`` (rank 0; needs the ``tensorboard`` package, see :mod:`nlptool.core.reporting`).
     """
 
     epochs: int = 1
@@ -221,6 +228,7 @@ class TrainConfig:
     log_every: int = 50
     find_unused_parameters: bool = False
     lr_scale: dict[str, float] | None = None
+    report_to: str = "none"
 
 
 @dataclass
@@ -599,6 +607,10 @@ def _find_checkpoint(config: TrainConfig) -> Path:
 
 
 def _validate(config: TrainConfig, n: int, lengths, evaluate, save_best) -> None:
+    check_report_to(config.report_to)
+    if config.report_to != "none" and config.output_dir is None:
+        raise NlptoolError(f"report_to {config.report_to} needs output_dir (its files go to output_dir/{RUNS_DIR})")
+
     def bad(msg: str) -> NlptoolError:
         return NlptoolError(f"invalid training option: {msg}")
 
@@ -641,9 +653,21 @@ class _Loop:
     """State of one :func:`train` call (see there)."""
 
     def __init__(
-        self, model, examples, collate, compute_loss, config: TrainConfig, evaluate, save_best, lengths, cb, extra
+        self,
+        model,
+        examples,
+        collate,
+        compute_loss,
+        config: TrainConfig,
+        evaluate,
+        save_best,
+        lengths,
+        cb,
+        extra,
+        callbacks: Sequence[TrainCallback] = (),
     ):
         self.config = config
+        self.callbacks: list[TrainCallback] = []
         self.extra_state: dict = dict(extra or {})
         self.checkpoint_step: int | None = None  # the last checkpoint written or resumed from
         self.best_written = False
@@ -711,6 +735,18 @@ class _Loop:
             self.created_out = not self.out.exists()
             self.out.mkdir(parents=True, exist_ok=True)
             self._rewrite_log()
+        if self.main:
+            self.callbacks = [*callbacks_for(config.report_to), *callbacks]
+            config_dict = asdict(config)
+            try:
+                for callback in self.callbacks:
+                    callback.on_begin(
+                        output_dir=self.out, step=self.step, total_steps=self.total_steps, config=config_dict
+                    )
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    self.end_callbacks()
+                raise
 
     # ---- checkpoints -------------------------------------------------------------------------------------------
     def _load_checkpoint(self, path: Path) -> list[dict]:
@@ -808,6 +844,8 @@ class _Loop:
             *((BEST_DIR,) if self.best_written else ()),
         ):
             shutil.rmtree(self.out / name, ignore_errors=True)
+        if self.config.report_to != "none":
+            shutil.rmtree(self.out / RUNS_DIR, ignore_errors=True)  # a fresh run cleared it at its start
         if self.created_out:
             with contextlib.suppress(OSError):
                 self.out.rmdir()  # only when empty
@@ -817,6 +855,20 @@ class _Loop:
         if self.out is not None and self.main:
             with open(self.out / LOG_FILE, "a", encoding="utf-8") as fh:
                 fh.write(json.dumps(event, ensure_ascii=False) + "\n")
+        for callback in self.callbacks:
+            callback.on_event(event)
+
+    def end_callbacks(self) -> None:
+        """Call every callback's ``on_end`` once (each even when another fails)."""
+        callbacks, self.callbacks = self.callbacks, []
+        errors = []
+        for callback in callbacks:
+            try:
+                callback.on_end()
+            except Exception as exc:
+                errors.append(exc)
+        if errors:
+            raise errors[0]
 
     # ---- evaluation ----------------------------------------------------------------------------------------------
     def _evaluate(self) -> None:
@@ -1012,6 +1064,7 @@ def train(
     lengths: Sequence[int] | None = None,
     on_progress: Callable[[dict], None] | None = None,
     extra_state: Mapping[str, Any] | None = None,
+    callbacks: Sequence[TrainCallback] = (),
 ) -> TrainResult:
     """Train ``model`` on ``examples`` with AdamW, a warmup schedule, evaluation, checkpoints and (under torchrun)
     DistributedDataParallel; see the module docstring for batching, the schedule and distribution.
@@ -1035,23 +1088,41 @@ def train(
         extra_state: JSON-serialisable values of the caller saved with every checkpoint (``trainer_state.json``,
             key ``extra``); on resume the checkpoint's values come back in ``TrainResult.extra_state`` (keys passed
             here override them).
+        callbacks: :class:`~nlptool.core.reporting.TrainCallback` objects (rank 0 only), after those that
+            ``config.report_to`` names: told when the loop begins, about every event of the training log, and at
+            the end.
 
     Returns:
         A :class:`TrainResult`.
 
     Raises:
         NlptoolError: invalid options, a NaN/infinite loss (naming the step), fp16 without CUDA, a missing or
-            incompatible checkpoint on resume, an unknown metric.
+            incompatible checkpoint on resume, an unknown metric, a ``report_to`` whose package is not installed
+            (before anything is written).
     """
     _validate(config, len(examples), lengths, evaluate, save_best)
     created = _init_distributed(config.device)
     loop: _Loop | None = None
     try:
         loop = _Loop(
-            model, examples, collate, compute_loss, config, evaluate, save_best, lengths, on_progress, extra_state
+            model,
+            examples,
+            collate,
+            compute_loss,
+            config,
+            evaluate,
+            save_best,
+            lengths,
+            on_progress,
+            extra_state,
+            callbacks,
         )
         try:
-            return loop.run()
+            try:
+                result = loop.run()
+            finally:
+                loop.end_callbacks()  # close their files before a failed run's cleanup removes them
+            return result
         except BaseException:
             loop.discard_partial()  # a fresh run stopped before its first checkpoint leaves nothing behind
             raise
