@@ -19,6 +19,8 @@ from nlptool.commands._common import (
     MetricsOutOpt,
     ModelOpt,
     OutputOpt,
+    ReportTo,
+    ReportToOpt,
     ResumeOpt,
     SaveEveryOpt,
     SeedOpt,
@@ -214,6 +216,7 @@ def train(
     precision: PrecisionOpt = Precision.fp32,
     resume: ResumeOpt = False,
     save_every: SaveEveryOpt = 0,
+    report_to: ReportToOpt = ReportTo.none,
     metrics_out: MetricsOutOpt = None,
     seed: SeedOpt = 0,
     force: ForceOpt = False,
@@ -231,7 +234,15 @@ def train(
     """
     from nlptool.core.ner import TokenEncoder, fit
 
-    run = TrainingRun(out, force=force, resume=resume, seed=seed, save_every=save_every, metrics_out=metrics_out)
+    run = TrainingRun(
+        out,
+        force=force,
+        resume=resume,
+        seed=seed,
+        save_every=save_every,
+        metrics_out=metrics_out,
+        report_to=report_to,
+    )
     if head_size % 2:
         raise typer.BadParameter("must be even (RoPE rotates pairs)", param_hint="--head-size")
     data, dev_data = _read_train_files(train_file, dev)

@@ -18,6 +18,8 @@ from nlptool.commands._common import (
     ForceOpt,
     MetricsOutOpt,
     ModelOpt,
+    ReportTo,
+    ReportToOpt,
     ResumeOpt,
     SaveEveryOpt,
     SeedOpt,
@@ -87,6 +89,7 @@ def nsp_adapt(
     device: DeviceOpt = "auto",
     resume: ResumeOpt = False,
     save_every: SaveEveryOpt = 0,
+    report_to: ReportToOpt = ReportTo.none,
     metrics_out: MetricsOutOpt = None,
     seed: SeedOpt = 0,
     force: ForceOpt = False,
@@ -108,7 +111,15 @@ def nsp_adapt(
     from nlptool.core.device import resolve_device
     from nlptool.core.nsp import fit, load_nsp_model, nsp_data, set_trainable
 
-    run = TrainingRun(out, force=force, resume=resume, seed=seed, save_every=save_every, metrics_out=metrics_out)
+    run = TrainingRun(
+        out,
+        force=force,
+        resume=resume,
+        seed=seed,
+        save_every=save_every,
+        metrics_out=metrics_out,
+        report_to=report_to,
+    )
     layers = _parse_layers(train_layers)
     docs = _read_corpus_with_progress(corpus, text_col, show=run.main)
     if not docs:

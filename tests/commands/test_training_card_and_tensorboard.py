@@ -188,3 +188,26 @@ def test_scaffold_checks_report_to_before_anything(tmp_path, monkeypatch):
     with pytest.raises(NlptoolError, match="--report-to tensorboard needs"):
         TrainingRun(str(tmp_path / "m"), force=False, resume=False, seed=0, report_to="tensorboard")
     assert not (tmp_path / "m").exists()
+
+
+def test_ner_train_and_nsp_adapt_get_a_card_and_tensorboard(invoke, tiny_bert_no_heads_dir, tmp_path):
+    """The other trainers on the scaffold: a model card and, with --report-to tensorboard, event files."""
+    ner_train = tmp_path / "ner.jsonl"
+    rows = [{"text": f"w{i} a b w{i + 1}", "entities": [{"start": 0, "end": 2, "label": "X"}]} for i in range(1, 7)]
+    ner_train.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    corpus = tmp_path / "corpus.txt"
+    docs = ["\n".join(f"w{(d + i) % 8 + 1} a b" for i in range(4)) for d in range(6)]  # a sentence per line
+    corpus.write_text("\n\n".join(docs) + "\n", encoding="utf-8")
+    commands = {
+        "ner": ["ner", "train", "--train", ner_train, "--model", tiny_bert_no_heads_dir, "--epochs", "1",
+                "--batch-size", "4", "--max-length", "16", "--head-size", "8"],
+        "nsp": ["nsp-adapt", "--corpus", corpus, "--model", tiny_bert_no_heads_dir, "--epochs", "1",
+                "--eval-fraction", "0", "--max-pairs", "16", "--max-length", "16"],
+    }  # fmt: skip
+    for name, args in commands.items():
+        out = tmp_path / name
+        r = invoke(*args, "--out", out, "--report-to", "tensorboard", "--device", "cpu")
+        assert r.exit_code == 0, (name, r.stderr)
+        meta, body = _front_matter((out / "README.md").read_text(encoding="utf-8"))
+        assert "nlptool" in meta["tags"] and str(tiny_bert_no_heads_dir) in body, name
+        assert list((out / "training" / "runs").rglob("events.out.tfevents.*")), name
