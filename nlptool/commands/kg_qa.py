@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import shutil
 from enum import Enum
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -21,16 +20,18 @@ from nlptool.commands._common import (
     LegacyPositionalArg,
     MetricsOutOpt,
     OutputOpt,
+    ReportTo,
+    ReportToOpt,
     SaveEveryOpt,
     SeedOpt,
     ShardOpt,
     TrainingProgress,
     hidden_alias,
     info,
+    interrupt_safe_output,
     model_and_input,
     print_table,
     progress,
-    seed_everything,
     warn,
     warn_empty,
     write_metrics,
@@ -280,6 +281,7 @@ ResumeOpt = Annotated[
 
 
 @app.command("train")
+@interrupt_safe_output
 def train(
     kb: KbTrainOpt,
     train_file: TrainFileOpt,
@@ -306,6 +308,7 @@ def train(
     resume: ResumeOpt = False,
     device: DeviceOpt = "auto",
     save_every: SaveEveryOpt = 0,
+    report_to: ReportToOpt = ReportTo.none,
     seed: SeedOpt = 0,
     metrics_out: MetricsOutOpt = None,
     force: ForceOpt = False,
@@ -321,27 +324,24 @@ def train(
     Reference: Su Jianlin, https://kexue.fm/archives/8802 (KgCLUE); De Cao et al., "Autoregressive Entity
     Retrieval", ICLR 2021.
     """
-    from nlptool.commands._common import check_out_dir, logger
+    from nlptool.commands._common import TrainingRun, logger
     from nlptool.core import kgqa
-    from nlptool.core.io import check_output_path
-    from nlptool.core.train import is_main_process
 
     settings = _train_settings(locals())
-    main = is_main_process()
-    if main:  # under torchrun only rank 0 checks and writes the output folder
-        check_out_dir(Path(out), force=force, resume=resume)
-        check_output_path(metrics_out, force)
-    seed_everything(seed)
+    # the shared scaffold: under torchrun only rank 0 checks and writes the output folder; seeds
+    scaffold = TrainingRun(
+        out, force=force, resume=resume, seed=seed, save_every=save_every, metrics_out=metrics_out, report_to=report_to
+    )
     data = kgqa.read_training_data(kb, train_file, dev, eval_limit=eval_limit)
     kg = kgqa.build_model(data, settings)
-    if main:
+    if scaffold.main:
         _report_setup(kg, data, settings, logger)
     with TrainingProgress("questions") as on_progress:
         run = kgqa.train(kg, data, settings, out, on_progress=on_progress)
-    if not main:
+    if not scaffold.main:
         return
     kgqa.save_trained(kg, run, out, kb_path=kb, epochs=epochs, kb_link=kb_link)
-    _report_trained(kg, run, data, settings, out, [kb, train_file, *([dev] if dev else [])], metrics_out, force)
+    _report_trained(kg, run, data, settings, out, scaffold, [kb, train_file, *([dev] if dev else [])])
 
 
 def _train_settings(options: dict[str, Any]) -> Any:
@@ -352,22 +352,18 @@ def _train_settings(options: dict[str, Any]) -> Any:
     values = {k: v for k, v in options.items() if k in TrainSettings.__dataclass_fields__}
     values["backbone"] = None if options["backbone"] == Backbone.auto else options["backbone"].value
     values["device"] = _device(options["device"])
+    values["report_to"] = ReportTo(options["report_to"]).value
     return TrainSettings(**values)
 
 
-def _report_trained(
-    kg: Any, run: Any, data: Any, settings: Any, out: str, inputs: list[str], metrics_out: str | None, force: bool
-) -> None:
-    """After training (rank 0): the dev evaluations, the dev table, metrics.json and --metrics-out."""
+def _report_trained(kg: Any, run: Any, data: Any, settings: Any, out: str, scaffold: Any, inputs: list[str]) -> None:
+    """After training (rank 0): the dev evaluations, the dev table, metrics.json, --metrics-out and the model card."""
     for step, score in run.eval_scores():
         info(f"step {step}: dev Score {score:.4f}")
     if run.dev_scores is not None:
         print_table("kg-qa train: dev (saved model)", ["", "value"], [[k, v] for k, v in run.dev_scores.items()])
     metrics, params = run.metrics(data), settings.params(kg.config["backbone"])
-    for path, forced in ((str(Path(out) / "metrics.json"), True), (metrics_out, force)):
-        write_metrics(
-            path, metrics, force=forced, seed=settings.seed, inputs=inputs, model=settings.model, params=params
-        )
+    scaffold.finish(metrics, inputs=inputs, model=settings.model, params=params, write=write_metrics)
     info(f"kg-qa train: model saved to {out} ({run.result.steps} steps, {run.seconds:.0f} s)")
 
 

@@ -190,7 +190,7 @@ def test_scaffold_checks_report_to_before_anything(tmp_path, monkeypatch):
     assert not (tmp_path / "m").exists()
 
 
-def test_ner_train_and_nsp_adapt_get_a_card_and_tensorboard(invoke, tiny_bert_no_heads_dir, tmp_path):
+def test_ner_nsp_kgqa_trainers_get_a_card_and_tensorboard(invoke, tiny_bert_no_heads_dir, tmp_path):
     """The other trainers on the scaffold: a model card and, with --report-to tensorboard, event files."""
     ner_train = tmp_path / "ner.jsonl"
     rows = [{"text": f"w{i} a b w{i + 1}", "entities": [{"start": 0, "end": 2, "label": "X"}]} for i in range(1, 7)]
@@ -204,10 +204,14 @@ def test_ner_train_and_nsp_adapt_get_a_card_and_tensorboard(invoke, tiny_bert_no
         "nsp": ["nsp-adapt", "--corpus", corpus, "--model", tiny_bert_no_heads_dir, "--epochs", "1",
                 "--eval-fraction", "0", "--max-pairs", "16", "--max-length", "16"],
     }  # fmt: skip
+    from tests.commands.test_kg_qa import KB, TINY, TRAIN
+
+    commands["kgqa"] = ["kg-qa", "train", "--kb", KB, "--train", TRAIN, "--epochs", "1", *TINY[:-2]]
     for name, args in commands.items():
         out = tmp_path / name
         r = invoke(*args, "--out", out, "--report-to", "tensorboard", "--device", "cpu")
         assert r.exit_code == 0, (name, r.stderr)
         meta, body = _front_matter((out / "README.md").read_text(encoding="utf-8"))
-        assert "nlptool" in meta["tags"] and str(tiny_bert_no_heads_dir) in body, name
+        assert "nlptool" in meta["tags"] and "## " in body, name
+        assert name == "kgqa" or str(tiny_bert_no_heads_dir) in body, name
         assert list((out / "training" / "runs").rglob("events.out.tfevents.*")), name

@@ -475,6 +475,7 @@ class TrainSettings:
     device: str = "cpu"
     save_every: int = 0
     resume: bool = False
+    report_to: str = "none"
 
     @property
     def peak_lr(self) -> float:
@@ -501,6 +502,7 @@ class TrainSettings:
             log_every=50,
             checkpoint_every=self.save_every,
             resume=self.resume,
+            report_to=self.report_to,
         )
 
     def params(self, backbone: str) -> dict[str, Any]:
