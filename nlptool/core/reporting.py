@@ -89,6 +89,8 @@ class TensorBoardCallback(TrainCallback):
         if step == 0 and log_dir.is_dir():
             for old in log_dir.glob(f"{_EVENTS_PREFIX}*"):
                 old.unlink(missing_ok=True)
+        if step > 0:
+            _wait_past_event_files(log_dir)
         self.writer = SummaryWriter(log_dir=str(log_dir), purge_step=step + 1 if step > 0 else None)
         if step == 0:
             text = json.dumps(dict(config), indent=2, sort_keys=True, default=str)
@@ -125,3 +127,22 @@ class TensorBoardCallback(TrainCallback):
 def event_files(log_dir: str | Path) -> Sequence[Path]:
     """The TensorBoard event files in ``log_dir`` (sorted), for tests and tools."""
     return sorted(Path(log_dir).glob(f"{_EVENTS_PREFIX}*"))
+
+
+def _wait_past_event_files(log_dir: Path) -> None:
+    """Wait until the clock's second is past every event file's in ``log_dir``.
+
+    TensorBoard reads a folder's event files in name order, and a name is ``events.out.tfevents.<unix second>.<host>.
+    <pid>.<counter>``: a resumed run's file must sort after the interrupted run's for its ``purge_step`` to drop the
+    steps logged after the checkpoint. Within one second (and one process, e.g. a resume in the same Python session)
+    the counter decides, and ``...9`` sorts after ``...10``; a new second never does (at most a second's wait)."""
+    import time
+
+    seconds = []
+    for f in log_dir.glob(f"{_EVENTS_PREFIX}*"):
+        head = f.name[len(_EVENTS_PREFIX) :].split(".", 1)[0]
+        if head.isdigit():
+            seconds.append(int(head))
+    latest = max(seconds, default=0)
+    while int(time.time()) <= latest:
+        time.sleep(0.05)
