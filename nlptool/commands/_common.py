@@ -61,6 +61,11 @@ OutputFormatOpt = Annotated[
 ]
 ForceOpt = Annotated[bool, typer.Option("--force", "-f", help="Overwrite existing output files.")]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed for random, numpy and torch.")]
+# the shared training loop's optimisation options (AdamW, linear schedule)
+WarmupOpt = Annotated[float, typer.Option("--warmup", help="Warm-up as a fraction of all steps.", min=0.0, max=1.0)]
+WeightDecayOpt = Annotated[float, typer.Option("--weight-decay", help="AdamW weight decay.", min=0.0)]
+MaxGradNormOpt = Annotated[float, typer.Option("--max-grad-norm", help="Gradient clipping (0: off).", min=0.0)]
+GradAccumOpt = Annotated[int, typer.Option("--grad-accum", help="Batches accumulated per optimizer step.", min=1)]
 MetricsOutOpt = Annotated[
     str | None,
     typer.Option(
@@ -711,3 +716,16 @@ class TrainingRun:
         )
         with atomic_output(self.out_dir / CARD_FILE, force=True) as fh:
             fh.write(text)
+
+
+def with_before(on_progress: Callable[[dict], None], line: Callable[[dict], str]) -> Callable[[dict], None]:
+    """The training progress callback, plus an info line (``line(metrics)``) for the dev evaluation before training
+    (the ``{"event": "before"}`` event of :func:`nlptool.core.tasks.fit_task` and the nsp-adapt fit)."""
+
+    def handle(event: dict) -> None:
+        if event.get("event") == "before":
+            info(line(event["metrics"]))
+        else:
+            on_progress(event)
+
+    return handle

@@ -26,6 +26,7 @@ from nlptool.commands._common import (
     SeedOpt,
     ShardOpt,
     TrainingProgress,
+    WarmupOpt,
     hidden_alias,
     info,
     interrupt_safe_output,
@@ -231,7 +232,6 @@ TrainBatchOpt = Annotated[int, typer.Option("--batch-size", help="Questions per 
 LrOpt = Annotated[
     float | None, typer.Option("--lr", help="Peak learning rate (default 1e-3 from scratch, 5e-5 pretrained).")
 ]
-WarmupOpt = Annotated[float, typer.Option("--warmup", help="Warmup fraction of all steps.", min=0.0, max=1.0)]
 DModelOpt = Annotated[int, typer.Option("--d-model", help="Char BART: hidden size.", min=8)]
 LayersOpt = Annotated[int, typer.Option("--layers", help="Char BART: encoder and decoder layers.", min=1)]
 HeadsOpt = Annotated[int, typer.Option("--heads", help="Char BART: attention heads.", min=1)]

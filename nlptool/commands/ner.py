@@ -15,7 +15,9 @@ import typer
 from nlptool.commands._common import (
     DeviceOpt,
     ForceOpt,
+    GradAccumOpt,
     LegacyPositionalArg,
+    MaxGradNormOpt,
     MetricsOutOpt,
     ModelOpt,
     OutputOpt,
@@ -27,6 +29,8 @@ from nlptool.commands._common import (
     ShardOpt,
     TrainingProgress,
     TrainingRun,
+    WarmupOpt,
+    WeightDecayOpt,
     hidden_alias,
     info,
     interrupt_safe_output,
@@ -173,10 +177,6 @@ HeadLrScaleOpt = Annotated[
         min=0.0,
     ),
 ]
-WarmupOpt = Annotated[float, typer.Option("--warmup", help="Warm-up as a fraction of all steps.", min=0.0, max=1.0)]
-WeightDecayOpt = Annotated[float, typer.Option("--weight-decay", help="AdamW weight decay.", min=0.0)]
-MaxGradNormOpt = Annotated[float, typer.Option("--max-grad-norm", help="Gradient clipping (0: off).", min=0.0)]
-GradAccumOpt = Annotated[int, typer.Option("--grad-accum", help="Batches accumulated per optimizer step.", min=1)]
 MaxLengthOpt = Annotated[
     int,
     typer.Option(

@@ -7,7 +7,6 @@ The technique (pairs, which layers train, the loss, the held-out NSP accuracy, t
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -25,12 +24,15 @@ from nlptool.commands._common import (
     SeedOpt,
     TrainingProgress,
     TrainingRun,
+    WarmupOpt,
+    WeightDecayOpt,
     hidden_alias,
     info,
     interrupt_safe_output,
     no_rows_error,
     print_table,
     progress,
+    with_before,
     write_metrics,
 )
 
@@ -59,8 +61,6 @@ TrainLayersOpt = Annotated[
 EpochsOpt = Annotated[int, typer.Option("--epochs", help="Passes over the training pairs.", min=1)]
 BatchSizeOpt = Annotated[int, typer.Option("--batch-size", help="Pairs per optimizer step.", min=1)]
 LrOpt = Annotated[float, typer.Option("--lr", help="Peak learning rate (AdamW, linear decay).", min=0.0)]
-WarmupOpt = Annotated[float, typer.Option("--warmup", help="Warm-up as a fraction of all steps.", min=0.0, max=1.0)]
-WeightDecayOpt = Annotated[float, typer.Option("--weight-decay", help="AdamW weight decay.", min=0.0)]
 MaxLengthOpt = Annotated[int, typer.Option("--max-length", help="Max tokens of a sentence pair.", min=8)]
 MaxPairsOpt = Annotated[
     int | None, typer.Option("--max-pairs", help="Train on at most this many pairs (a seeded subset).", min=1)
@@ -134,7 +134,7 @@ def nsp_adapt(
     options = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "weight_decay": weight_decay}
     config = run.config(**options, warmup_ratio=warmup, device=dev_name, group_by_length=True, log_every=50)
     with TrainingProgress("pairs") as on_progress:
-        hooks = {"config": config, "on_progress": _with_before(on_progress)}
+        hooks = {"config": config, "on_progress": with_before(on_progress, _before_line)}
         result = fit(nsp_model, tokenizer, data, run.out_dir, train_layers=layers, max_length=max_length, **hooks)
     if not run.main:
         return
@@ -208,13 +208,6 @@ def _summary(corpus: str, data: Any, model_name: str, trainable: int, train_laye
     )
 
 
-def _with_before(on_progress: Callable[[dict], None]) -> Callable[[dict], None]:
-    """The progress callback, plus the line for the held-out accuracy measured before training."""
-
-    def handle(event: dict) -> None:
-        if event.get("event") == "before":
-            info(f"held-out NSP accuracy before training: {100 * event['metrics']['nsp_accuracy']:.2f} %")
-        else:
-            on_progress(event)
-
-    return handle
+def _before_line(metrics: dict) -> str:
+    """The line for the dev metric measured before training."""
+    return f"held-out NSP accuracy before training: {100 * metrics['nsp_accuracy']:.2f} %"

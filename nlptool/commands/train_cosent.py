@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from enum import Enum
 from typing import Annotated, Any
 
@@ -11,7 +10,9 @@ import typer
 from nlptool.commands._common import (
     DeviceOpt,
     ForceOpt,
+    GradAccumOpt,
     HeaderOpt,
+    MaxGradNormOpt,
     MetricsOutOpt,
     ModelOpt,
     ReportTo,
@@ -21,10 +22,13 @@ from nlptool.commands._common import (
     SeedOpt,
     TrainingProgress,
     TrainingRun,
+    WarmupOpt,
+    WeightDecayOpt,
     info,
     interrupt_safe_output,
     print_table,
     warn,
+    with_before,
     write_metrics,
 )
 from nlptool.commands.encode import PoolingOpt, model_spec
@@ -67,10 +71,6 @@ ScaleOpt = Annotated[
 EpochsOpt = Annotated[int, typer.Option("--epochs", help="Passes over the training pairs.", min=1)]
 BatchSizeOpt = Annotated[int, typer.Option("--batch-size", help="Pairs per optimizer step (global).", min=2)]
 LrOpt = Annotated[float, typer.Option("--lr", help="Peak learning rate (AdamW).", min=0.0)]
-WarmupOpt = Annotated[float, typer.Option("--warmup", help="Warm-up as a fraction of all steps.", min=0.0, max=1.0)]
-WeightDecayOpt = Annotated[float, typer.Option("--weight-decay", help="AdamW weight decay.", min=0.0)]
-MaxGradNormOpt = Annotated[float, typer.Option("--max-grad-norm", help="Gradient clipping (0: off).", min=0.0)]
-GradAccumOpt = Annotated[int, typer.Option("--grad-accum", help="Batches accumulated per optimizer step.", min=1)]
 MaxLengthOpt = Annotated[
     int,
     typer.Option(
@@ -174,7 +174,13 @@ def train_cosent(
     )
     with TrainingProgress("pairs", ("spearman", "Spearman")) as on_progress:
         result = fit(
-            encoder, data, run.out_dir, dev=dev_data, config=config, task=task, on_progress=_with_before(on_progress)
+            encoder,
+            data,
+            run.out_dir,
+            dev=dev_data,
+            config=config,
+            task=task,
+            on_progress=with_before(on_progress, _before_line),
         )
     if not run.main:
         return
@@ -287,13 +293,6 @@ def _params(config: Any, task: Any, *, max_grad_norm: float, encoder: Any, world
     }
 
 
-def _with_before(on_progress: Callable[[dict], None]) -> Callable[[dict], None]:
-    """The progress callback, plus the line for the dev Spearman measured before training."""
-
-    def handle(event: dict) -> None:
-        if event.get("event") == "before":
-            info(f"dev Spearman before training: {100 * event['metrics']['spearman']:.2f}")
-        else:
-            on_progress(event)
-
-    return handle
+def _before_line(metrics: dict) -> str:
+    """The line for the dev metric measured before training."""
+    return f"dev Spearman before training: {100 * metrics['spearman']:.2f}"
