@@ -235,13 +235,7 @@ def train(
     from nlptool.core.ner import TokenEncoder, fit
 
     run = TrainingRun(
-        out,
-        force=force,
-        resume=resume,
-        seed=seed,
-        save_every=save_every,
-        metrics_out=metrics_out,
-        report_to=report_to,
+        out, force=force, resume=resume, seed=seed, save_every=save_every, metrics_out=metrics_out, report_to=report_to
     )
     if head_size % 2:
         raise typer.BadParameter("must be even (RoPE rotates pairs)", param_hint="--head-size")

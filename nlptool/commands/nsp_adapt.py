@@ -112,13 +112,7 @@ def nsp_adapt(
     from nlptool.core.nsp import fit, load_nsp_model, nsp_data, set_trainable
 
     run = TrainingRun(
-        out,
-        force=force,
-        resume=resume,
-        seed=seed,
-        save_every=save_every,
-        metrics_out=metrics_out,
-        report_to=report_to,
+        out, force=force, resume=resume, seed=seed, save_every=save_every, metrics_out=metrics_out, report_to=report_to
     )
     layers = _parse_layers(train_layers)
     docs = _read_corpus_with_progress(corpus, text_col, show=run.main)

@@ -140,13 +140,7 @@ def train_cosent(
     from nlptool.core.encoder import SentenceEncoder
 
     run = TrainingRun(
-        out,
-        force=force,
-        resume=resume,
-        seed=seed,
-        save_every=save_every,
-        metrics_out=metrics_out,
-        report_to=report_to,
+        out, force=force, resume=resume, seed=seed, save_every=save_every, metrics_out=metrics_out, report_to=report_to
     )
     columns = {"text1_col": text1_col, "text2_col": text2_col, "label_col": label_col, "header": header}
     data, dev_data = _read_pairs_files(train, dev, label_type.value if label_type else None, columns)
@@ -159,31 +153,27 @@ def train_cosent(
     run.make_out_dir()  # only now: bad data or a bad model leave no folder behind
     if run.main:
         info(_summary(train, data, encoder, task))
+    optimisation = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "weight_decay": weight_decay}
+    optimisation |= {"warmup_ratio": warmup, "grad_accum": grad_accum, "max_grad_norm": max_grad_norm or None}
     config = run.config(
-        epochs=epochs,
-        batch_size=batch_size,
-        lr=lr,
-        weight_decay=weight_decay,
-        warmup_ratio=warmup,
-        grad_accum=grad_accum,
-        max_grad_norm=max_grad_norm or None,
+        **optimisation,
         eval_every=eval_every,
         device=dev_name,
         precision=precision.value,
         group_by_length=group_by_length,
     )
     with TrainingProgress("pairs", ("spearman", "Spearman")) as on_progress:
-        result = fit(
-            encoder,
-            data,
-            run.out_dir,
-            dev=dev_data,
-            config=config,
-            task=task,
-            on_progress=with_before(on_progress, _before_line),
-        )
-    if not run.main:
-        return
+        progress_hook = with_before(on_progress, _before_line)
+        result = fit(encoder, data, run.out_dir, dev=dev_data, config=config, task=task, on_progress=progress_hook)
+    if run.main:
+        _finish(run, result, config, task, encoder, max_grad_norm, train, data, dev, dev_data)
+
+
+def _finish(
+    run: Any, result: Any, config: Any, task: Any, encoder: Any, max_grad_norm: float, train: str, data: Any,
+    dev: str | None, dev_data: Any,
+) -> None:  # fmt: skip
+    """After training (rank 0): the dev table, metrics.json, --metrics-out, the model card and the summary line."""
     if dev_data is not None:
         _print_dev_table(result)
     params = _params(config, task, max_grad_norm=max_grad_norm, encoder=encoder, world_size=run.world)

@@ -172,18 +172,10 @@ def zero_shot(
     import numpy as np
 
     from nlptool.core.device import resolve_device
-    from nlptool.core.io import check_output_path, read_texts
-    from nlptool.core.shard import Shard
+    from nlptool.core.io import read_texts
 
     _check_options(labels, labels_file, text2_col, method, mapping, calibrate)
-    sh = Shard.resolve(shard)
-    if sh.count > 1 and metrics_out is not None:
-        raise NlptoolError(
-            "--metrics-out needs every row, and a shard sees 1/n of them: run without --shard/torchrun for metrics, "
-            "or score the merged output"
-        )
-    sh.check(input, output, force)
-    check_output_path(metrics_out, force)
+    sh = _sharding(shard, input, output, metrics_out, force)
     prompts, used_template = _prompts(labels, labels_file, template)
     label_names = [p.label for p in prompts]
     with read_texts(
@@ -193,11 +185,7 @@ def zero_shot(
         fieldnames = reader.fieldnames
         col = reader.text_col or "text"
     if not rows:
-        with sh.output(output, force=force, fmt=fmt_value(output_format) or None) as out:
-            _write_empty(input, out.path, output_format, fieldnames, None, label_names, out.force, warn=False)
-        if (out.rows if sh.torchrun else 0) == 0 and sh.main:
-            warn_empty(input)
-            write_metrics(metrics_out, {"rows": 0, "labels": label_names}, force=force, inputs=[input])
+        _write_empty_shard(sh, input, output, output_format, fieldnames, metrics_out, label_names, force)
         return
     texts = [_text(r, col, input) for r in rows]
     texts2 = [_text(r, text2_col, input) for r in rows] if text2_col else None
@@ -222,6 +210,40 @@ def zero_shot(
     params |= {"calibrate": calibrate.value, "device": dev}
     inputs = [input, *([labels_file] if labels_file else [])]
     write_metrics(metrics_out, metrics, force=force, inputs=inputs, model=result.model, params=params)
+
+
+def _sharding(shard: str | None, input: str, output: str, metrics_out: str | None, force: bool) -> Any:
+    """This process's :class:`~nlptool.core.shard.Shard` (--shard, torchrun or none), the outputs checked."""
+    from nlptool.core.io import check_output_path
+    from nlptool.core.shard import Shard
+
+    sh = Shard.resolve(shard)
+    if sh.count > 1 and metrics_out is not None:
+        raise NlptoolError(
+            "--metrics-out needs every row, and a shard sees 1/n of them: run without --shard/torchrun for metrics, "
+            "or score the merged output"
+        )
+    sh.check(input, output, force)
+    check_output_path(metrics_out, force)
+    return sh
+
+
+def _write_empty_shard(
+    sh: Any,
+    input: str,
+    output: str,
+    output_format: Format,
+    fieldnames: list[str] | None,
+    metrics_out: str | None,
+    label_names: list[str],
+    force: bool,
+) -> None:
+    """No rows in this shard: its (empty) part; the warning and the metrics when no shard had any."""
+    with sh.output(output, force=force, fmt=fmt_value(output_format) or None) as out:
+        _write_empty(input, out.path, output_format, fieldnames, None, label_names, out.force, warn=False)
+    if (out.rows if sh.torchrun else 0) == 0 and sh.main:
+        warn_empty(input)
+        write_metrics(metrics_out, {"rows": 0, "labels": label_names}, force=force, inputs=[input])
 
 
 def _write_empty(
