@@ -53,8 +53,7 @@ head -n 2 demo_out/ner_pred.jsonl
 # kg-qa: Seq2Seq + trie-constrained decoding over an invented 35-triple KB (train a tiny char BART for ~300 steps,
 # then answer with Su's settings: renormalised probabilities and look-ahead)
 "$NLP" kg-qa train --kb sample_data/kgqa_kb.tsv --train sample_data/kgqa_train.jsonl --dev sample_data/kgqa_dev.jsonl \
-  --out demo_out/kgqa --epochs 60 --d-model 64 --layers 2 --ffn 128 --batch-size 8 --lr 3e-3 --dropout 0 \
-  --eval-renormalize --eval-lookahead --force
+  --out demo_out/kgqa --epochs 60 --d-model 64 --layers 2 --ffn 128 --batch-size 8 --lr 3e-3 --dropout 0 --force
 "$NLP" kg-qa predict sample_data/kgqa_dev.jsonl --model demo_out/kgqa --renormalize --lookahead \
   -o demo_out/kgqa_dev_preds.jsonl --force
 "$NLP" kg-qa eval sample_data/kgqa_dev.jsonl --predictions demo_out/kgqa_dev_preds.jsonl --metrics-out demo_out/kgqa_dev_metrics.json --force
