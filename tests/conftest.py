@@ -83,3 +83,17 @@ def tiny_bert_no_heads_dir(tmp_path_factory, tiny_bert_dir) -> Path:
     BertModel.from_pretrained(tiny_bert_dir, add_pooling_layer=False).save_pretrained(path)
     BertTokenizerFast.from_pretrained(tiny_bert_dir).save_pretrained(path)
     return path
+
+
+def run_nlptool(args, *, nproc: int = 1, cwd=None, timeout: int = 300):
+    """``python -m nlptool ARGS`` in a subprocess (one thread, offline), or under ``torchrun --standalone
+    --nproc_per_node NPROC`` when ``nproc`` > 1; the CompletedProcess (text stdout/stderr)."""
+    import subprocess
+    import sys
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    env.pop("WORLD_SIZE", None)
+    env.pop("RANK", None)
+    launcher = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc)] if nproc > 1 else []
+    cmd = [sys.executable, *launcher, "-m", "nlptool", *map(str, args)]
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout, cwd=cwd)

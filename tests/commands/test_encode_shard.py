@@ -1,14 +1,11 @@
 """encode split across processes: --shard i/n + merge-shards, and torchrun, give one process's output."""
 
 import json
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
-from tests.conftest import jsonl
+from tests.conftest import jsonl, run_nlptool
 
 TEXTS = ["w1 w2 w3", "a b c d e f", "w4", "w5 w6 a b", "w7 w8", "a", "b c d"]
 
@@ -102,14 +99,6 @@ def test_under_torchrun_stdin_and_shard_are_refused(invoke, tiny_bert_dir, texts
     assert not list(tmp_path.glob("x.jsonl*"))
 
 
-def _torchrun(args, tmp_path):
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    env.pop("WORLD_SIZE", None)
-    env.pop("RANK", None)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "nlptool"]
-    return subprocess.run(cmd + args, env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
-
-
 @pytest.mark.slow
 def test_torchrun_two_processes_equal_one(invoke, tiny_bert_dir, texts_file, tmp_path):
     """torchrun --nproc_per_node 2 -m nlptool encode: rank 0 merges the ranks' parts into one process's output."""
@@ -118,7 +107,7 @@ def test_torchrun_two_processes_equal_one(invoke, tiny_bert_dir, texts_file, tmp
         one = tmp_path / f"one-{name}"
         r = invoke("encode", "--model", tiny_bert_dir, texts_file, "-o", one, "--batch-size", "2", "--device", "cpu")
         assert r.exit_code == 0, r.stderr
-        run = _torchrun([*common, "-o", str(tmp_path / name)], tmp_path)
+        run = run_nlptool([*common, "-o", str(tmp_path / name)], nproc=2, cwd=tmp_path)
         assert run.returncode == 0, run.stderr[-3000:]
         if name == "e.npy":
             a, b = np.load(one), np.load(tmp_path / name)
@@ -127,6 +116,6 @@ def test_torchrun_two_processes_equal_one(invoke, tiny_bert_dir, texts_file, tmp
             _same_rows(_rows(one), _rows(tmp_path / name))
         assert not list(tmp_path.glob("*.part-*"))
     # -o -: rank 0 writes the merged rows to stdout (once)
-    run = _torchrun(common, tmp_path)
+    run = run_nlptool(common, nproc=2, cwd=tmp_path)
     assert run.returncode == 0, run.stderr[-3000:]
     _same_rows(jsonl(run.stdout), _rows(tmp_path / "one-e.jsonl"))

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import SAMPLE_DATA, jsonl
+from tests.conftest import SAMPLE_DATA, jsonl, run_nlptool
 
 KB = SAMPLE_DATA / "kgqa_kb.tsv"
 TRAIN = SAMPLE_DATA / "kgqa_train.jsonl"
@@ -440,32 +440,14 @@ def test_train_chooses_the_checkpoint_with_the_decoding_given(invoke, tmp_path):
 def test_torchrun_two_processes_match_one(tmp_path):
     """kg-qa train under torchrun --nproc_per_node 2 (gloo, CPU) follows the single-process run: the same weights
     (the key-token mean is taken over the whole global batch, not per rank), and only rank 0 writes the folder."""
-    import os
-    import subprocess
-    import sys
 
     from safetensors.torch import load_file
 
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     # 34 questions in batches of 8: the last batch (2) is split 1/1, the others 4/4 with different key lengths
     common = ["-q", "kg-qa", "train", "--kb", str(KB), "--train", str(TRAIN), "--epochs", "2", *TINY]
-    single = subprocess.run(
-        [sys.executable, "-m", "nlptool", *common, "--out", str(tmp_path / "one")],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    single = run_nlptool([*common, "--out", tmp_path / "one"])
     assert single.returncode == 0, single.stderr
-    multi = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "nlptool"]
-        + common
-        + ["--out", str(tmp_path / "two")],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    multi = run_nlptool([*common, "--out", str(tmp_path / "two")], nproc=2)
     assert multi.returncode == 0, multi.stderr[-3000:]
     a = load_file(tmp_path / "one" / "model.safetensors")
     b = load_file(tmp_path / "two" / "model.safetensors")

@@ -7,7 +7,7 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from tests.conftest import jsonl
+from tests.conftest import jsonl, run_nlptool
 
 # Synthetic sentences from the tiny vocabulary (w0..w79, a..n), with flat and nested entities.
 SENTENCES = [
@@ -277,9 +277,6 @@ def test_config_sections_and_flags_in_a_nested_group(invoke, trained, tmp_path):
 @pytest.mark.slow
 def test_torchrun_two_processes_match_one(tiny_bert_no_heads_dir, tmp_path):
     """ner train under torchrun --nproc_per_node 2 (gloo, CPU) follows the single-process run: same head weights."""
-    import os
-    import subprocess
-    import sys
 
     from safetensors.torch import load_file
     from transformers import BertConfig, BertModel, BertTokenizerFast
@@ -290,26 +287,11 @@ def test_torchrun_two_processes_match_one(tiny_bert_no_heads_dir, tmp_path):
     BertModel.from_pretrained(tiny_bert_no_heads_dir, config=config).save_pretrained(nodrop)
     BertTokenizerFast.from_pretrained(tiny_bert_no_heads_dir).save_pretrained(nodrop)
     train = _write_jsonl(tmp_path / "train.jsonl", [*GOLD, LONG])  # 8 windows, batch 5: last batch 3 split 2/1
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     common = ["-q", "ner", "train", "--model", str(nodrop), "--train", str(train), "--batch-size", "5"]
     common += ["--lr", "1e-3", "--max-length", "32", "--head-size", "8", "--epochs", "2"]
-    single = subprocess.run(
-        [sys.executable, "-m", "nlptool", *common, "--out", str(tmp_path / "one")],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    single = run_nlptool([*common, "--out", tmp_path / "one"])
     assert single.returncode == 0, single.stderr
-    multi = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "nlptool"]
-        + common
-        + ["--out", str(tmp_path / "two")],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    multi = run_nlptool([*common, "--out", str(tmp_path / "two")], nproc=2)
     assert multi.returncode == 0, multi.stderr[-3000:]
     a = load_file(tmp_path / "one" / "ner_head.safetensors")
     b = load_file(tmp_path / "two" / "ner_head.safetensors")

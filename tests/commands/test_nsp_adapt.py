@@ -9,7 +9,7 @@ import random
 
 import pytest
 
-from tests.conftest import jsonl, tiny_bert_config
+from tests.conftest import jsonl, run_nlptool, tiny_bert_config
 
 TOPICS = 4
 
@@ -171,9 +171,6 @@ def test_non_empty_out_needs_force(invoke, tiny_bert_dir, topic_corpus, tmp_path
 def test_torchrun_two_processes_match_one(topic_corpus, tiny_bert_dir, tmp_path):
     """nsp-adapt under torchrun --nproc_per_node 2 (gloo, CPU) follows the single-process run: same weights; only
     rank 0 writes (one model folder, one metrics file, the resume state removed)."""
-    import os
-    import subprocess
-    import sys
 
     from safetensors.torch import load_file
     from transformers import BertConfig, BertForPreTraining, BertTokenizerFast
@@ -183,27 +180,12 @@ def test_torchrun_two_processes_match_one(topic_corpus, tiny_bert_dir, tmp_path)
     config.hidden_dropout_prob = config.attention_probs_dropout_prob = 0.0
     BertForPreTraining.from_pretrained(tiny_bert_dir, config=config).save_pretrained(nodrop)
     BertTokenizerFast.from_pretrained(tiny_bert_dir).save_pretrained(nodrop)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     common = ["-q", "nsp-adapt", "--corpus", str(topic_corpus), "--model", str(nodrop), "--train-layers", "all"]
     common += ["--max-pairs", "61", "--batch-size", "8", "--epochs", "2", "--lr", "1e-3", "--max-length", "24"]
     common += ["--eval-fraction", "0.1", "--device", "cpu"]  # 61 pairs, batch 8: the last batch (5) splits 3/2
-    single = subprocess.run(
-        [sys.executable, "-m", "nlptool", *common, "--out", str(tmp_path / "one")],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    single = run_nlptool([*common, "--out", tmp_path / "one"])
     assert single.returncode == 0, single.stderr
-    multi = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "nlptool"]
-        + common
-        + ["--out", str(tmp_path / "two"), "--metrics-out", str(tmp_path / "two.json")],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    multi = run_nlptool([*common, "--out", str(tmp_path / "two"), "--metrics-out", str(tmp_path / "two.json")], nproc=2)
     assert multi.returncode == 0, multi.stderr[-3000:]
     a = load_file(tmp_path / "one" / "model.safetensors")
     b = load_file(tmp_path / "two" / "model.safetensors")

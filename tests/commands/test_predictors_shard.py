@@ -3,14 +3,10 @@ one process's output: the same rows in the same order, numbers within 1e-5 (enco
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import pytest
 
 from tests.commands.test_ner import trained  # noqa: F401 - the module-scoped trained NER folder
-from tests.conftest import SAMPLE_DATA, jsonl
+from tests.conftest import SAMPLE_DATA, jsonl, run_nlptool
 
 TEXTS = ["w1 w2 a b", "w3 w4 c", "a b c d e", "w5", "w6 w7 w8 a", "b", "c d w1"]
 
@@ -76,14 +72,6 @@ def test_zero_shot_metrics_need_every_row(invoke, tiny_bert_dir, texts_file, tmp
     assert not list(tmp_path.glob("o.jsonl*")) and not (tmp_path / "m.json").exists()
 
 
-def _torchrun(args, cwd):
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    env.pop("WORLD_SIZE", None)
-    env.pop("RANK", None)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "nlptool"]
-    return subprocess.run(cmd + args, env=env, capture_output=True, text=True, timeout=300, cwd=cwd)
-
-
 @pytest.mark.slow
 def test_torchrun_two_processes_equal_one(invoke, trained, tiny_bert_dir, texts_file, tmp_path):  # noqa: F811
     """torchrun --nproc_per_node 2: rank 0 merges the ranks' parts into one process's output."""
@@ -99,7 +87,7 @@ def test_torchrun_two_processes_equal_one(invoke, trained, tiny_bert_dir, texts_
         one = invoke(*args)
         assert one.exit_code == 0, (name, one.stderr)
         out = tmp_path / f"{name}.jsonl"
-        p = _torchrun(["-q", *args, "-o", str(out)], tmp_path)
+        p = run_nlptool(["-q", *args, "-o", str(out)], nproc=2, cwd=tmp_path)
         assert p.returncode == 0, (name, p.stderr[-2000:])
         _same_rows(jsonl(out.read_text(encoding="utf-8")), jsonl(one.stdout))
         assert not list(tmp_path.glob(f"{name}.jsonl.part-*"))
