@@ -76,7 +76,7 @@ _ST_APPLIED = {"Transformer", "Pooling", "Normalize"}
 KG_QA, NER, SENTENCE_ENCODER, NSP, TRANSFORMERS = "kg-qa", "ner", "sentence-encoder", "nsp", "transformers"
 _MARKERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     (KG_QA, ("kgqa.json", "kgqa_vocab.json", "trie.npz")),  # nlptool kg-qa train (core/kgqa/)
-    (NER, ("ner_config.json", "ner_head.safetensors")),  # nlptool ner train (core/ner.py)
+    (NER, ("ner_config.json", "ner_head.safetensors")),  # nlptool ner train (core/ner/)
     (SENTENCE_ENCODER, ("nlptool_encoder.json", "modules.json")),  # train-cosent / SentenceEncoder.save, or ST
 )
 _KINDS = {
