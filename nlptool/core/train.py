@@ -730,14 +730,14 @@ class _Loop:
         self.main = self.rank == 0
         self.distributed = self.world > 1 and dist.is_available() and dist.is_initialized()
         self.device = resolve_device(config.device)
-        if config.precision == "fp16" and self.device.type != "cuda":
-            raise NlptoolError(
-                "precision fp16 needs a CUDA device; use --precision bf16 (supported on CPU) or fp32 on this machine"
-            )
         if config.precision == "fp16" and hook is not None:
             raise NlptoolError(
                 "precision fp16 cannot be combined with per-task gradients (its loss scaling would enter them); "
                 "use --precision bf16 or fp32"
+            )
+        if config.precision == "fp16" and self.device.type != "cuda":
+            raise NlptoolError(
+                "precision fp16 needs a CUDA device; use --precision bf16 (supported on CPU) or fp32 on this machine"
             )
         self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(config.precision)
         self.out = Path(config.output_dir) if config.output_dir is not None else None

@@ -374,7 +374,7 @@ def test_delta_m_by_hand():
 def test_fp16_is_refused_with_a_gradient_hook(tiny_bert_no_heads_dir):
     encoder, tasks, examples = build(tiny_bert_no_heads_dir)
     config = TrainConfig(batch_size=4, device="cpu", precision="fp16", max_steps=1)
-    with pytest.raises(NlptoolError, match="fp16"):
+    with pytest.raises(NlptoolError, match="fp16 cannot be combined with per-task gradients"):
         fit_multitask(encoder, tasks, examples, config, out_dir=None)
 
 
@@ -403,3 +403,13 @@ def test_torchrun_two_processes_give_the_same_weights_on_both_ranks_and_match_on
     for w1, w2 in zip(single["weights"], rank0["weights"], strict=True):
         assert w1 == pytest.approx(w2, rel=1e-3)
     assert torch.allclose(single["params"], rank0["params"], rtol=1e-3, atol=1e-5)
+
+
+def test_bf16_autocast_trains_with_finite_weights(tiny_bert_no_heads_dir):
+    encoder, tasks, examples = build(tiny_bert_no_heads_dir)
+    before = torch.cat([p.detach().flatten().clone() for p in encoder.parameters()])
+    config = TrainConfig(batch_size=4, lr=1e-3, warmup_steps=0, device="cpu", precision="bf16", max_steps=2)
+    result = fit_multitask(encoder, tasks, examples, config, out_dir=None, combine="mgda")
+    after = torch.cat([p.detach().flatten() for p in encoder.parameters()])
+    assert torch.isfinite(after).all() and not torch.equal(before, after)
+    assert all(math.isfinite(w) for w in result.last_step["weights"].values())
