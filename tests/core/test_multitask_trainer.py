@@ -413,3 +413,10 @@ def test_bf16_autocast_trains_with_finite_weights(tiny_bert_no_heads_dir):
     after = torch.cat([p.detach().flatten() for p in encoder.parameters()])
     assert torch.isfinite(after).all() and not torch.equal(before, after)
     assert all(math.isfinite(w) for w in result.last_step["weights"].values())
+
+
+def test_the_gram_matrix_in_chunks_that_cut_through_parameters_matches_the_oracle(tiny_bert_no_heads_dir, monkeypatch):
+    import nlptool.core.multitask.trainer as trainer
+
+    monkeypatch.setattr(trainer, "GRAM_CHUNK", 7)  # every parameter is cut into many blocks, the last one partial
+    test_buffers_match_autograd_and_the_written_gradient_is_combine(tiny_bert_no_heads_dir, "mgda", {})
