@@ -203,3 +203,30 @@ def test_classify_kind(invoke, tiny_bert_no_heads_dir, files, tmp_path):
     # the task folder is a classifier folder ('classify predict|eval --model' load it with this function)
     encoder, task = classify.load_classifier(out / "tasks" / "topic")
     assert task.labels == ["x", "y"] and encoder.encode(["w1"]).shape == (1, 32)
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_match_one(tiny_bert_no_heads_dir, files, tmp_path):
+    """The command under torchrun: the same per-step weights and losses as one process, one set of output files."""
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    from tests.conftest import run_nlptool
+
+    nodrop = tmp_path / "nodrop"  # no dropout: its masks differ between one and two processes
+    config = BertConfig.from_pretrained(tiny_bert_no_heads_dir)
+    config.hidden_dropout_prob = config.attention_probs_dropout_prob = 0.0
+    BertModel.from_pretrained(tiny_bert_no_heads_dir, config=config).save_pretrained(nodrop)
+    BertTokenizerFast.from_pretrained(tiny_bert_no_heads_dir).save_pretrained(nodrop)
+    tasks = [f"sim=sts:{files['sts']}:{files['sts']}", f"ents=ner:{files['ner']}"]
+    logs = []
+    for nproc in (1, 2):
+        out = tmp_path / f"p{nproc}"
+        extra = ["--steps", "3", "--combine", "mgda", "--batch-size", "5"]
+        r = run_nlptool(_args(nodrop, out, *tasks, extra=extra), nproc=nproc)
+        assert r.returncode == 0, r.stderr
+        assert (out / "tasks" / "ents" / "ner_head.safetensors").is_file()
+        logs.append([json.loads(line) for line in (out / "mtl_log.jsonl").read_text().splitlines()])
+    assert [r["step"] for r in logs[1]] == [1, 2, 3]  # rank 0 alone writes the log
+    for one, two in zip(logs[0], logs[1], strict=True):
+        assert one["weights"] == pytest.approx(two["weights"], rel=1e-3)
+        assert one["losses"] == pytest.approx(two["losses"], rel=1e-4)
