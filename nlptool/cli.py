@@ -26,6 +26,7 @@ from nlptool.commands import (
     merge_shards,
     nsp_adapt,
     train_cosent,
+    train_multitask,
     zero_shot,
 )
 from nlptool.commands import ner as ner_commands
@@ -346,6 +347,7 @@ app.command("encode")(encode.encode)
 app.command("merge-shards")(merge_shards.merge_shards)
 app.command("eval-sts")(eval_sts.eval_sts)
 app.command("train-cosent")(train_cosent.train_cosent)
+app.command("train-multitask")(train_multitask.train_multitask)
 app.command("zero-shot")(zero_shot.zero_shot)
 app.command("nsp-adapt")(nsp_adapt.nsp_adapt)
 app.add_typer(ner_commands.app, name="ner")

@@ -100,3 +100,25 @@ def test_ner_from_python(tiny_bert_dir, tmp_path, monkeypatch, capsys):
     lines = capsys.readouterr().out.splitlines()
     assert float(lines[0].split()[0]) == pytest.approx(result.metrics["dev_f1"])
     assert float(lines[-1]) == pytest.approx(result.metrics["dev_f1"])  # the saved model is the best checkpoint
+
+
+def test_multitask_from_python(tiny_bert_dir, tmp_path, monkeypatch, capsys):
+    """Train two tasks on one encoder as the README shows; the bundled default model is replaced by the tiny BERT."""
+    import math
+
+    import nlptool.core.models as models
+
+    monkeypatch.setattr(models, "default_model_path", lambda: tiny_bert_dir)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "sample_data").symlink_to(SAMPLE_DATA)
+    code = readme_example("multitask-from-python")
+    namespace: dict = {}
+    exec(compile(code, "README.md:multitask-from-python", "exec"), namespace)  # noqa: S102
+    result = namespace["result"]
+    out = tmp_path / "demo_out" / "mtl-py"
+    assert (out / "encoder" / "modules.json").is_file() and (out / "tasks" / "ner" / "ner_head.safetensors").is_file()
+    assert result.metrics["steps"] == 4 and len((out / "mtl_log.jsonl").read_text().splitlines()) == 4
+    assert set(result.last_step["weights"]) == {"pairs", "ner"}
+    assert all(math.isfinite(w) for w in result.last_step["weights"].values())
+    printed = capsys.readouterr().out.splitlines()[0].split()[0]
+    assert float(printed) == pytest.approx(result.metrics["dev"]["mean_main"])

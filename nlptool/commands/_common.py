@@ -527,12 +527,19 @@ class TrainingProgress:
     """A rich progress bar fed by the shared training loop's events (steps, loss, lr, speed); silent with -q.
 
     Without a terminal it logs only the evaluations: ``metric`` = (key in the eval metrics, name shown), shown ×100.
-    ``unit`` names the training examples in the speed column (pairs, windows, questions).
+    ``unit`` names the training examples in the speed column (pairs, windows, questions); ``extra(event)`` adds text
+    to the bar's stats (train-multitask: the tasks' losses and weights).
     """
 
-    def __init__(self, unit: str = "examples", metric: tuple[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        unit: str = "examples",
+        metric: tuple[str, str] | None = None,
+        extra: Callable[[dict], str] | None = None,
+    ) -> None:
         self.unit = unit
         self.metric = metric
+        self.extra = extra
 
     def __enter__(self) -> Callable[[dict], None]:
         console = stderr_console()
@@ -557,6 +564,8 @@ class TrainingProgress:
         stats = f"loss {event.get('loss', float('nan')):.4f} lr {event.get('lr', 0):.2e}"
         if event.get("examples_per_s"):
             stats += f" {event['examples_per_s']:.1f} {self.unit}/s"
+        if self.extra is not None:
+            stats += self.extra(event)
         self.bar.update(self.task, completed=event.get("step", 0), stats=stats)
 
     def _log_eval(self, event: dict) -> None:

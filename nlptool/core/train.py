@@ -87,6 +87,15 @@ position in the epoch's (seeded, hence reproducible) batch plan, so a resume ski
 The caller may keep its own JSON-serialisable values with the checkpoints (``extra_state``, e.g. a metric measured
 before training); a resumed run returns the checkpoint's in :attr:`TrainResult.extra_state`.
 
+Gradient hooks
+--------------
+``train(gradient_hook=...)`` hands the gradient computation to a :class:`GradientHook` (the multi-task trainer's
+per-task gradient combination, :mod:`nlptool.core.multitask.trainer`): the loop then calls ``hook.backward(model,
+batch, weight, standin)`` for each micro-batch instead of ``compute_loss`` and its own backward, and
+``hook.before_step()`` once per optimizer step, before clipping and the step; it does not wrap the model in DDP (the
+hook averages over ranks) and keeps ``hook.state_dict()`` with the checkpoints. fp16 is refused with a hook.
+``max_steps`` replaces ``epochs`` by an exact number of optimizer steps.
+
 With ``report_to="tensorboard"`` the events of the training log also go to TensorBoard event files in
 ``output_dir/runs/`` (:mod:`nlptool.core.reporting`, which also defines the callback hooks ``train(callbacks=...)``
 takes).
@@ -114,7 +123,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -130,6 +139,7 @@ __all__ = [
     "PRECISIONS",
     "TrainConfig",
     "TrainResult",
+    "GradientHook",
     "train",
     "plan_batches",
     "steps_per_epoch",
@@ -166,6 +176,7 @@ _TRAJECTORY_FIELDS = (
     "precision",
     "group_by_length",
     "lr_scale",
+    "max_steps",
 )
 
 
@@ -204,6 +215,9 @@ class TrainConfig:
             freshly initialised head on a pre-trained encoder); the schedule scales every group alike.
         report_to: ``none`` or ``tensorboard``: also write the training log's events as TensorBoard scalars to
             ``output_dir/runs/`` (rank 0; needs the ``tensorboard`` package, see :mod:`nlptool.core.reporting`).
+        max_steps: train exactly this many optimizer steps instead of ``epochs`` passes (epochs continue as needed;
+            the last step may end mid-epoch, and evaluation, the ``train`` log event and a checkpoint follow it as
+            they follow the end of an epoch); ``None``: ``epochs * steps_per_epoch``.
     """
 
     epochs: int = 1
@@ -229,6 +243,7 @@ class TrainConfig:
     find_unused_parameters: bool = False
     lr_scale: dict[str, float] | None = None
     report_to: str = "none"
+    max_steps: int | None = None
 
 
 @dataclass
@@ -245,7 +260,7 @@ class TrainResult:
             "metrics": {...}}`` (plus ``"is_best"`` when a metric is tracked).
         examples_per_s: training examples per second in this call (evaluation and checkpoint time excluded).
         train_seconds: seconds spent in this call's training loop, evaluation and checkpoints excluded.
-        total_steps: optimizer steps of the whole run (``epochs * steps_per_epoch``).
+        total_steps: optimizer steps of the whole run (``epochs * steps_per_epoch``, or ``max_steps``).
         extra_state: the caller's values kept with the checkpoints (``train(extra_state=...)``); after a resume,
             those of the checkpoint (updated by the keys passed to this call).
         checkpoint_step: the step of the last checkpoint written or resumed from, or ``None``.
@@ -261,6 +276,35 @@ class TrainResult:
     total_steps: int = 0
     extra_state: dict = field(default_factory=dict)
     checkpoint_step: int | None = None
+
+
+@runtime_checkable
+class GradientHook(Protocol):
+    """Takes over the gradient computation of :func:`train` (``gradient_hook=``), e.g. to combine per-task gradients
+    (:mod:`nlptool.core.multitask.trainer`). The loop keeps everything else: batches, rank slices, the optimizer, the
+    schedule, clipping, evaluation and checkpoints. With a hook the loop does not wrap the model in
+    DistributedDataParallel: the hook averages the gradients over ranks itself (in :meth:`before_step`). fp16 (a
+    gradient scaler) is refused; bf16 autocast and fp32 work.
+    """
+
+    def backward(self, model: nn.Module, batch: Any, weight: float, standin: bool) -> Tensor:
+        """Forward and backward one micro-batch (this rank's slice of a global batch), the loss multiplied by
+        ``weight`` (as the loop would: ``n_{b,r} * P / N``; 0 on a stand-in batch, ``standin=True``, which must still
+        run its collectives). Returns the detached weighted loss for the progress and the log."""
+        ...
+
+    def before_step(self) -> None:
+        """Called once per optimizer step after the step's micro-batches, before clipping and ``optimizer.step()``:
+        leave the step's gradient in the parameters' ``.grad``."""
+        ...
+
+    def state_dict(self) -> dict:
+        """JSON-serialisable state kept with every checkpoint (``trainer_state.json``, key ``hook``)."""
+        ...
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore :meth:`state_dict`'s value when a run resumes (``{}`` from a checkpoint written without one)."""
+        ...
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -618,6 +662,8 @@ def _validate(config: TrainConfig, n: int, lengths, evaluate, save_best) -> None
         raise NlptoolError("no training examples; check the training file and its column mapping")
     if config.epochs < 1:
         raise bad(f"epochs={config.epochs}; use 1 or more")
+    if config.max_steps is not None and config.max_steps < 1:
+        raise bad(f"max_steps={config.max_steps}; use 1 or more, or None to train for the epochs")
     if config.batch_size < 1:
         raise bad(f"batch_size={config.batch_size}; use 1 or more")
     if config.grad_accum < 1:
@@ -665,8 +711,10 @@ class _Loop:
         cb,
         extra,
         callbacks: Sequence[TrainCallback] = (),
+        hook: GradientHook | None = None,
     ):
         self.config = config
+        self.hook = hook
         self.callbacks: list[TrainCallback] = []
         self.extra_state: dict = dict(extra or {})
         self.checkpoint_step: int | None = None  # the last checkpoint written or resumed from
@@ -682,6 +730,11 @@ class _Loop:
         self.main = self.rank == 0
         self.distributed = self.world > 1 and dist.is_available() and dist.is_initialized()
         self.device = resolve_device(config.device)
+        if config.precision == "fp16" and hook is not None:
+            raise NlptoolError(
+                "precision fp16 cannot be combined with per-task gradients (its loss scaling would enter them); "
+                "use --precision bf16 or fp32"
+            )
         if config.precision == "fp16" and self.device.type != "cuda":
             raise NlptoolError(
                 "precision fp16 needs a CUDA device; use --precision bf16 (supported on CPU) or fp32 on this machine"
@@ -691,7 +744,7 @@ class _Loop:
 
         self.n = len(examples)
         self.spe = steps_per_epoch(self.n, config.batch_size, config.grad_accum)
-        self.total_steps = self.spe * config.epochs
+        self.total_steps = self.spe * config.epochs if config.max_steps is None else config.max_steps
         if config.warmup_steps is not None:
             self.warmup = min(config.warmup_steps, self.total_steps)
         else:
@@ -723,7 +776,7 @@ class _Loop:
         if config.resume:
             rng_states = self._load_checkpoint(_find_checkpoint(config))
         self.model: nn.Module = self.module
-        if self.distributed:
+        if self.distributed and hook is None:  # a gradient hook averages the gradients over ranks itself
             device_ids = [self.device.index] if self.device.type == "cuda" else None
             self.model = nn.parallel.DistributedDataParallel(
                 self.module, device_ids=device_ids, find_unused_parameters=config.find_unused_parameters
@@ -777,6 +830,8 @@ class _Loop:
         self.history = list(state["history"])
         self.extra_state = {**dict(state.get("extra") or {}), **self.extra_state}
         self.checkpoint_step = self.step
+        if self.hook is not None:
+            self.hook.load_state_dict(dict(state.get("hook") or {}))
         return blobs["rng"]
 
     def _save_checkpoint(self) -> None:
@@ -817,6 +872,8 @@ class _Loop:
             "config": asdict(self.config),
             "extra": self.extra_state,
         }
+        if self.hook is not None:
+            state["hook"] = self.hook.state_dict()
         (tmp / "trainer_state.json").write_text(json.dumps(state, indent=1, default=str), encoding="utf-8")
         _replace_dir(tmp, final)
         self.checkpoint_step = self.step
@@ -926,6 +983,9 @@ class _Loop:
                 if self.amp_dtype is not None
                 else contextlib.nullcontext()
             )
+            if self.hook is not None:
+                with autocast:
+                    return self.hook.backward(self.model, batch, weight, standin).detach().reshape(()).float()
             with autocast:
                 loss = self.compute_loss(self.model, batch)
             if not isinstance(loss, Tensor) or loss.numel() != 1:
@@ -961,7 +1021,7 @@ class _Loop:
                         if not mine:
                             mine, standin = b[:1], True
                         weight = 0.0 if standin else (stop - start) * self.world / n_step
-                        sync = not self.distributed or j == len(group) - 1
+                        sync = self.model is self.module or j == len(group) - 1  # no_sync: DDP only
                         ctx = contextlib.nullcontext() if sync else self.model.no_sync()
                         with ctx:
                             step_loss += self._loss_on(mine, weight, standin)
@@ -975,6 +1035,8 @@ class _Loop:
                             f"diverged; lower the learning rate (lr={cfg.lr:g}, try {cfg.lr / 10:g}) or keep gradient "
                             "clipping on (max_grad_norm)"
                         )
+                    if self.hook is not None:
+                        self.hook.before_step()
                     grad_norm = None
                     if cfg.max_grad_norm is not None:
                         self.scaler.unscale_(self.optimizer)
@@ -1005,7 +1067,9 @@ class _Loop:
                                 "examples_per_s": rate,
                             }
                         )
-                    if (log_every and (self.step % log_every == 0 or last)) or (not log_every and end_of_epoch):
+                    if (log_every and (self.step % log_every == 0 or last)) or (
+                        not log_every and (end_of_epoch or last)
+                    ):
                         self._record(
                             {
                                 "event": "train",
@@ -1023,16 +1087,18 @@ class _Loop:
                         self.batch_in_epoch = 0
                     if self.evaluate_fn is not None:
                         due = (cfg.eval_every > 0 and (self.step % cfg.eval_every == 0 or last)) or (
-                            cfg.eval_every <= 0 and end_of_epoch
+                            cfg.eval_every <= 0 and (end_of_epoch or last)
                         )
                         if due:
                             self._evaluate()
                     if self.out is not None:
-                        due = end_of_epoch or (cfg.checkpoint_every > 0 and self.step % cfg.checkpoint_every == 0)
+                        due = (
+                            end_of_epoch or last or (cfg.checkpoint_every > 0 and self.step % cfg.checkpoint_every == 0)
+                        )
                         if due:
                             self._save_checkpoint()
                     t_start = time.perf_counter()
-                    if end_of_epoch:
+                    if end_of_epoch or last:  # without max_steps the last step always ends an epoch
                         break
         finally:
             self.optimizer.zero_grad(set_to_none=True)
@@ -1065,6 +1131,7 @@ def train(
     on_progress: Callable[[dict], None] | None = None,
     extra_state: Mapping[str, Any] | None = None,
     callbacks: Sequence[TrainCallback] = (),
+    gradient_hook: GradientHook | None = None,
 ) -> TrainResult:
     """Train ``model`` on ``examples`` with AdamW, a warmup schedule, evaluation, checkpoints and (under torchrun)
     DistributedDataParallel; see the module docstring for batching, the schedule and distribution.
@@ -1091,6 +1158,8 @@ def train(
         callbacks: :class:`~nlptool.core.reporting.TrainCallback` objects (rank 0 only), after those that
             ``config.report_to`` names: told when the loop begins, about every event of the training log, and at
             the end.
+        gradient_hook: a :class:`GradientHook` that computes each micro-batch's gradients (``compute_loss`` is then
+            not called) and prepares the step's gradient before clipping; the model is not wrapped in DDP.
 
     Returns:
         A :class:`TrainResult`.
@@ -1116,6 +1185,7 @@ def train(
             on_progress,
             extra_state,
             callbacks,
+            gradient_hook,
         )
         try:
             try:
