@@ -443,18 +443,18 @@ def predict_proba(
     out = np.zeros((len(items), k), dtype=np.float64)
     if not items:
         return out
-    modes = [(m, m.training) for m in [*encoder.modules(), *head.modules()]]
-    encoder.eval()
+    # the pooled embeddings as the encoder's own inference entry point gives them (no gradients, dropout off, batches
+    # sorted by token count, input order back), then the head
+    emb = encoder.encode(items, batch_size=batch_size)
+    was_training = head.training
     head.eval()
-    head_device = next(head.parameters()).device
     try:
         with torch.inference_mode():
-            for idx, features in encoder._batches(items, batch_size, True):
-                logits = head(encoder(features).to(head_device))
-                out[idx] = torch.softmax(logits.double(), dim=-1).cpu().numpy()
+            head_device = next(head.parameters()).device
+            logits = head(torch.from_numpy(emb).to(head_device))
+            out[:] = torch.softmax(logits.double(), dim=-1).cpu().numpy()
     finally:
-        for module, mode in modes:
-            module.training = mode
+        head.train(was_training)
     return out
 
 
