@@ -62,6 +62,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-length", type=int, default=128)
     p.add_argument("--head-lr-scale", type=float, default=10.0)
     p.add_argument("--out-dir", default=str(REPO / "bench_out" / "classify"))
+    p.add_argument(
+        "--from-log",
+        help="print the table of the JSON result lines of an earlier run's stderr (one per system) instead of running",
+    )
     return p.parse_args(argv)
 
 
@@ -215,6 +219,11 @@ def main(argv: list[str] | None = None) -> None:
     import transformers
 
     args = parse_args(argv)
+    if args.from_log:
+        lines = Path(args.from_log).read_text(encoding="utf-8").splitlines()
+        rows = [json.loads(line) for line in lines if line.startswith('{"seed"')]
+        print_table(rows, args, [s for s in args.systems.split(",") if s], "(from the log of the run)")
+        return
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -243,6 +252,10 @@ def main(argv: list[str] | None = None) -> None:
     }
     (out_dir / "results.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1) + "\n")
     versions = f"torch {torch.__version__} ({torch.get_num_threads()} threads), transformers {transformers.__version__}"
+    print_table(rows, args, systems, versions)
+
+
+def print_table(rows: list[dict[str, Any]], args: argparse.Namespace, systems: list[str], versions: str) -> None:
     print(f"AG News {args.train_size} train / {args.dev_size} dev (stratified), MiniLM-L6, {args.epochs} epoch(s), "
           f"batch {args.batch_size}, lr {args.lr:g}, warmup {args.warmup:g}, max length {args.max_length}; "
           f"{versions}")  # fmt: skip
