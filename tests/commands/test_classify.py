@@ -206,3 +206,32 @@ def test_predict_pipes_into_calibrate_can(model, files, tmp_path):
         m = json.loads((tmp_path / f"can{how[0]}.json").read_text(encoding="utf-8"))["metrics"]
         assert m["rows"] == 4 and m["prior"] == pytest.approx([0.5, 0.5])
         assert 0 <= m["accuracy_before"] <= 1
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_match_one(tiny_bert_no_heads_dir, files, tmp_path):
+    """classify train under torchrun --nproc_per_node 2 (gloo, CPU) follows the single-process run: same head."""
+    from safetensors.torch import load_file
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    from tests.conftest import run_nlptool
+
+    nodrop = tmp_path / "nodrop"
+    config = BertConfig.from_pretrained(tiny_bert_no_heads_dir)
+    config.hidden_dropout_prob = config.attention_probs_dropout_prob = 0.0
+    BertModel.from_pretrained(tiny_bert_no_heads_dir, config=config).save_pretrained(nodrop)
+    BertTokenizerFast.from_pretrained(tiny_bert_no_heads_dir).save_pretrained(nodrop)
+    train, dev = files  # 20 texts, batch 6: the last batch of 2 splits 1/1
+    common = ["-q", "classify", "train", "--model", str(nodrop), "--train", str(train), "--dev", str(dev)]
+    common += ["--batch-size", "6", "--lr", "1e-3", "--epochs", "2", "--dropout", "0", "--device", "cpu"]
+    single = run_nlptool([*common, "--out", tmp_path / "one"])
+    assert single.returncode == 0, single.stderr
+    multi = run_nlptool([*common, "--out", str(tmp_path / "two")], nproc=2)
+    assert multi.returncode == 0, multi.stderr[-3000:]
+    a = load_file(tmp_path / "one" / "classify_head.safetensors")
+    b = load_file(tmp_path / "two" / "classify_head.safetensors")
+    assert a.keys() == b.keys() == {"linear.weight", "linear.bias"}
+    assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-5
+    m1 = json.loads((tmp_path / "one" / "metrics.json").read_text())
+    m2 = json.loads((tmp_path / "two" / "metrics.json").read_text())
+    assert m2["params"]["world_size"] == 2 and m1["metrics"]["dev_accuracy"] == m2["metrics"]["dev_accuracy"]
