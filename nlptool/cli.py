@@ -29,6 +29,7 @@ from nlptool.commands import (
     train_multitask,
     zero_shot,
 )
+from nlptool.commands import classify as classify_commands
 from nlptool.commands import ner as ner_commands
 from nlptool.commands._common import HIDDEN_OPTION_NAMES, configure_logging
 from nlptool.core.errors import NlptoolError
@@ -351,6 +352,7 @@ app.command("train-multitask")(train_multitask.train_multitask)
 app.command("zero-shot")(zero_shot.zero_shot)
 app.command("nsp-adapt")(nsp_adapt.nsp_adapt)
 app.add_typer(ner_commands.app, name="ner")
+app.add_typer(classify_commands.app, name="classify")
 app.add_typer(kg_qa.app, name="kg-qa")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
@@ -33,6 +34,29 @@ def test_cosent_from_python(tiny_bert_dir, tmp_path, monkeypatch, capsys):
     assert namespace["vectors"].shape == (2, 32)
     before, after, best = capsys.readouterr().out.splitlines()[0].split()
     assert float(after) == pytest.approx(result.metrics["dev_spearman"]) and -1 <= float(before) <= 1
+
+
+def test_classify_from_python(tiny_bert_dir, tmp_path, monkeypatch, capsys):
+    """Train, load, predict and evaluate a classifier as the README shows, on the tiny BERT as the default model."""
+    import numpy as np
+
+    import nlptool.core.models as models
+
+    monkeypatch.setattr(models, "default_model_path", lambda: tiny_bert_dir)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "sample_data").symlink_to(SAMPLE_DATA)
+    code = readme_example("classify-from-python")
+    namespace: dict = {}
+    exec(compile(code, "README.md:classify-from-python", "exec"), namespace)  # noqa: S102
+    result, task, probs = namespace["result"], namespace["task"], namespace["probs"]
+    assert result.model_dir.resolve() == (tmp_path / "demo_out" / "clf-py").resolve()
+    assert (result.model_dir / "classify_head.safetensors").is_file() and result.metrics["train_texts"] == 200
+    assert result.metrics["dev_texts"] == 100 and task.labels == ["negative", "positive"]
+    assert probs.shape == (2, 2) and np.allclose(probs.sum(axis=1), 1.0)
+    lines = capsys.readouterr().out.splitlines()
+    assert float(lines[0].split()[0]) == pytest.approx(result.metrics["dev_accuracy"])
+    confusion = json.loads(lines[-1])  # the printed list of lists is JSON
+    assert np.trace(confusion) / 100 == pytest.approx(result.metrics["dev_accuracy"])  # the saved model is the best
 
 
 def run_example(marker: str, tmp_path, monkeypatch) -> dict:

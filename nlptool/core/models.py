@@ -74,20 +74,25 @@ _ST_APPLIED = {"Transformer", "Pooling", "Normalize"}
 # text into [CLS] [SEP]). The markers, in the order they are tested:
 
 KG_QA, NER, SENTENCE_ENCODER, NSP, TRANSFORMERS = "kg-qa", "ner", "sentence-encoder", "nsp", "transformers"
+CLASSIFY = "classify"
 _MARKERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     (KG_QA, ("kgqa.json", "kgqa_vocab.json", "trie.npz")),  # nlptool kg-qa train (core/kgqa/)
     (NER, ("ner_config.json", "ner_head.safetensors")),  # nlptool ner train (core/ner/)
+    # nlptool classify train (core/classify.py): before the sentence encoder, whose files the folder also holds
+    (CLASSIFY, ("classify_config.json", "classify_head.safetensors")),
     (SENTENCE_ENCODER, ("nlptool_encoder.json", "modules.json")),  # train-cosent / SentenceEncoder.save, or ST
 )
 _KINDS = {
     KG_QA: "a kg-qa model folder (use it with 'nlptool kg-qa predict|eval|ask')",
     NER: "an NER model folder (use it with 'nlptool ner predict|eval')",
+    CLASSIFY: "a text-classifier folder (use it with 'nlptool classify predict|eval')",
     SENTENCE_ENCODER: "a sentence-encoder folder (use it with 'nlptool encode|eval-sts|zero-shot --method embedding')",
     NSP: "a next-sentence-prediction model folder (use it with 'nlptool zero-shot --method nsp')",
     TRANSFORMERS: "a Hugging Face model folder (use it as --model of 'nlptool encode|train-cosent|ner train')",
 }
-#: the kinds a plain ``from_pretrained`` loader (encoder, NSP scorer, a base model to train from) can use
-ENCODER_KINDS = frozenset({SENTENCE_ENCODER, NSP, TRANSFORMERS})
+#: the kinds a plain ``from_pretrained`` loader (encoder, NSP scorer, a base model to train from) can use; a classifier
+#: folder is a complete sentence-encoder folder plus its head, so its encoder loads (and trains further) as one
+ENCODER_KINDS = frozenset({SENTENCE_ENCODER, NSP, TRANSFORMERS, CLASSIFY})
 
 # Files from which transformers builds a tokenizer; a folder with none of them has no vocabulary.
 TOKENIZER_FILES = (
@@ -129,9 +134,9 @@ def describe_kind(kind: str) -> str:
 
 
 def folder_kind(folder: str | os.PathLike) -> str | None:
-    """What an existing folder is: one of ``kg-qa``, ``ner``, ``sentence-encoder``, ``nsp`` (a checkpoint whose
-    ``config.json`` names a next-sentence-prediction architecture, as ``nsp-adapt`` saves), ``transformers`` (any other
-    folder with a ``config.json``), or ``None`` (no model folder at all)."""
+    """What an existing folder is: one of ``kg-qa``, ``ner``, ``classify``, ``sentence-encoder``, ``nsp`` (a checkpoint
+    whose ``config.json`` names a next-sentence-prediction architecture, as ``nsp-adapt`` saves), ``transformers`` (any
+    other folder with a ``config.json``), or ``None`` (no model folder at all)."""
     path = Path(folder)
     for kind, names in _MARKERS:
         if any((path / name).exists() for name in names):
