@@ -45,6 +45,7 @@ Prints the direction checks, a table, and one JSON line (the last line of stdout
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import json
 import platform
 import statistics
@@ -72,7 +73,6 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(args.threads)
 
-    import torchjd
     import transformers
     from torchjd import aggregation
     from torchjd.autojac import jac_to_grad, mtl_backward
@@ -259,7 +259,7 @@ def main() -> None:
                 "checks": checks,
                 "args": vars(args),
                 "torch": torch.__version__,
-                "torchjd": getattr(torchjd, "__version__", "?"),
+                "torchjd": importlib.metadata.version("torchjd"),
                 "transformers": transformers.__version__,
                 "machine": platform.processor() or platform.machine(),
             }
