@@ -19,6 +19,12 @@ combined gradient on the shared (encoder) parameters, each head its own task's g
     (one backward per row, no vmap) and ``jac_to_grad(..., optimize_gramian_computation=True)`` (Gramian summed over
     parameters, no concatenated Jacobian; only aggregators whose weights come from the Gramian).
 
+``jd-jac:AGG``
+    Not one of TorchJD's entry points but a composition of its public functions that skips the other task's pass:
+    ``torchjd.autojac.jac(loss_t, inputs=shared + head_t)`` once per task (one backward through that task's own
+    encoder pass, as ours), the rows stacked into each shared parameter's ``.jac``, each head's row into its
+    ``.grad``, then ``jac_to_grad(shared, AGG, optimize_gramian_computation=True)``.
+
 Aggregators: ``Sum`` (≙ ours ``sum``), ``MGDA`` (Frank-Wolfe, ≙ ours ``mgda``, exact), ``PCGrad`` (≙ ours
 ``pcgrad``), ``UPGrad`` (TorchJD's default; no counterpart). Note that the tasks' inputs differ (STS pairs vs NER
 sentences), so each task's loss depends on one encoder pass only; ``mtl_backward`` still back-propagates each row of
@@ -60,6 +66,7 @@ DATA = REPO.parent / "shared" / "data"
 OURS = ("sum", "gradnorm-sum", "mgda", "pcgrad")
 JD = ("Sum", "MGDA", "PCGrad", "UPGrad")
 JD_SEQ = ("MGDA", "PCGrad", "UPGrad")
+JD_JAC = ("MGDA", "PCGrad", "UPGrad")
 MATCH = {"sum": "Sum", "mgda": "MGDA", "pcgrad": "PCGrad"}
 
 
@@ -75,7 +82,7 @@ def main() -> None:
 
     import transformers
     from torchjd import aggregation
-    from torchjd.autojac import jac_to_grad, mtl_backward
+    from torchjd.autojac import jac, jac_to_grad, mtl_backward
 
     from nlptool.core.cosent import PairTask
     from nlptool.core.encoder import SentenceEncoder
@@ -144,6 +151,22 @@ def main() -> None:
             return step
         agg = getattr(aggregation, name)()
         seq = kind == "jd-seq"
+        if kind == "jd-jac":
+
+            def step(batch) -> dict | None:
+                losses, _ = jd_losses(batch)
+                rows = []
+                for t, loss in enumerate(losses):
+                    jacs = jac(loss, inputs=[*shared, *head_params[t]])  # one backward through this task's pass
+                    rows.append(jacs[: len(shared)])
+                    for q, j in zip(head_params[t], jacs[len(shared) :], strict=True):
+                        q.grad = j[0]
+                for i, q in enumerate(shared):
+                    q.jac = torch.cat([r[i] for r in rows])
+                w = jac_to_grad(shared, agg, optimize_gramian_computation=True)
+                return {"weights": [float(x) for x in w]}
+
+            return step
 
         def step(batch) -> dict | None:
             losses, feats = jd_losses(batch)
@@ -162,7 +185,12 @@ def main() -> None:
 
         return step
 
-    systems = [f"ours:{m}" for m in OURS] + [f"jd:{a}" for a in JD] + [f"jd-seq:{a}" for a in JD_SEQ]
+    systems = (
+        [f"ours:{m}" for m in OURS]
+        + [f"jd:{a}" for a in JD]
+        + [f"jd-seq:{a}" for a in JD_SEQ]
+        + [f"jd-jac:{a}" for a in JD_JAC]
+    )
     if args.only:
         systems = [s for s in systems if s in args.only.split(",")]
 
@@ -186,8 +214,8 @@ def main() -> None:
         if case != "as is":
             ner.loss = negated_ner_loss  # what GradientCombiner calls; jd_losses applies sign["ner"]
         for ours_name, jd_name in MATCH.items():
-            for kind in ("jd", "jd-seq"):
-                if kind == "jd-seq" and jd_name == "Sum":
+            for kind in ("jd", "jd-seq", "jd-jac"):
+                if kind != "jd" and jd_name == "Sum":
                     continue
                 u_o, o = direction(f"ours:{ours_name}")
                 u_j, j = direction(f"{kind}:{jd_name}")
@@ -238,18 +266,17 @@ def main() -> None:
     for s in systems:
         print(f"{s:<18} {med[s]:8.3f}")
     ratios = {}
-    print(f"\n{'method':<8} {'ours':>7} {'jd':>7} {'jd-seq':>7} {'ours/jd':>8} {'ours/jd-seq':>12}")
+    kinds = ("jd", "jd-seq", "jd-jac")
+    print(f"\n{'method':<8} {'ours':>7} " + " ".join(f"{k:>7} {'ours/' + k:>12}" for k in kinds))
     for ours_name, jd_name in MATCH.items():
-        o, j, q = med.get(f"ours:{ours_name}"), med.get(f"jd:{jd_name}"), med.get(f"jd-seq:{jd_name}")
-        ratios[ours_name] = {"jd": o / j if o and j else None, "jd-seq": o / q if o and q else None}
-
-        def fmt(x, width=7, spec=".3f"):
-            return f"{x:{width}{spec}}" if x is not None else f"{'-':>{width}}"
-
-        print(
-            f"{ours_name:<8} {fmt(o)} {fmt(j)} {fmt(q)} {fmt(ratios[ours_name]['jd'], 8)} "
-            f"{fmt(ratios[ours_name]['jd-seq'], 12)}"
-        )
+        o = med.get(f"ours:{ours_name}")
+        peers = {k: med.get(f"{k}:{jd_name}") for k in kinds}
+        ratios[ours_name] = {k: o / v if o and v else None for k, v in peers.items()}
+        cells = []
+        for k in kinds:
+            v, r = peers[k], ratios[ours_name][k]
+            cells.append((f"{v:7.3f}" if v else f"{'-':>7}") + " " + (f"{r:12.3f}" if r else f"{'-':>12}"))
+        print(f"{ours_name:<8} " + (f"{o:7.3f}" if o else f"{'-':>7}") + " " + " ".join(cells))
     print(
         json.dumps(
             {
