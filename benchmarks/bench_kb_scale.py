@@ -130,13 +130,18 @@ def run_stage(stage: str, kb: str, questions: str, out: str) -> dict:
         res.update(seconds=time.perf_counter() - t, keys=len(kg.trie), pairs=len(pairs))
     elif stage in ("build-trie CLI", "train CLI"):
         exe = [sys.executable, "-m", "nlptool"]
+        kb, questions, out = (str(Path(x).resolve()) for x in (kb, questions, out))
         if stage == "build-trie CLI":
             cmd = [*exe, "kg-qa", "build-trie", "--kb", kb, "--tokenizer", "char", "-o", f"{out}/trie.npz", "--force"]
         else:
             cmd = [*exe, "kg-qa", "train", "--kb", kb, "--train", questions, "--out", f"{out}/model", "--epochs", "1"]
             cmd += ["--d-model", "16", "--layers", "1", "--heads", "2", "--ffn", "16", "--device", "cpu", "--force"]
         t = time.perf_counter()
-        proc = subprocess.run(cmd, capture_output=True, text=True)
+        import nlptool
+
+        # run in the folder above the imported package: `python -m` puts the current folder first on sys.path
+        root = Path(nlptool.__file__).resolve().parents[1]
+        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=root)
         res["seconds"] = time.perf_counter() - t
         if proc.returncode:
             raise SystemExit(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
