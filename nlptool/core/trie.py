@@ -82,7 +82,7 @@ class TokenTrie:
         """
         if chunk_size < 1:
             raise NlptoolError("chunk_size must be >= 1")
-        runs: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        runs: list[tuple[bytes, np.ndarray, np.ndarray, int]] = []
         chunk: list[tuple[bytes, int, int]] = []
         serial = 0
         max_token = max(root, end)
@@ -100,49 +100,76 @@ class TokenTrie:
             chunk.append((_pack(seq), serial, int(value)))  # serial: the first occurrence wins among duplicates
             serial += 1
             if len(chunk) >= chunk_size:
-                runs.append(cls._pack_run(chunk))
+                runs.append(cls._pack_run(chunk, 2 if max_token < 2**16 else 4))
                 chunk = []
         if chunk or not runs:
-            runs.append(cls._pack_run(chunk))
-        dtype = np.uint16 if max_token < 2**16 else np.uint32
-        tok_out = array("I")
+            runs.append(cls._pack_run(chunk, 2 if max_token < 2**16 else 4))
+        del chunk
+        width = 2 if max_token < 2**16 else 4
+        runs = [cls._widen(r, width) for r in runs]  # a run packed narrow before a wide token came
+        tok_out = bytearray()  # big-endian tokens of the merged keys
         off_out = array("q", [0])
         val_out = array("q")
         duplicates = 0
+        position = 0
         previous: bytes | None = None
         for key, _serial, value in heapq.merge(*(cls._iter_run(r) for r in runs)):
             if key == previous:
                 duplicates += 1
                 continue
             previous = key
-            tok_out.frombytes(np.frombuffer(key, dtype=">u4").astype(np.uint32).tobytes())
-            off_out.append(len(tok_out))
+            tok_out += key
+            position += len(key)
+            off_out.append(position // width)
             val_out.append(value)
-        tokens = np.frombuffer(tok_out, dtype=np.uint32).astype(dtype)
+        del runs
+        dtype = np.uint16 if width == 2 else np.uint32
+        tokens = np.frombuffer(tok_out, dtype=">u2" if width == 2 else ">u4").astype(dtype)
+        del tok_out
         offsets = np.frombuffer(off_out, dtype=np.int64).copy()
+        del off_out
         if offsets[-1] < 2**31:
             offsets = offsets.astype(np.int32)
         values = np.frombuffer(val_out, dtype=np.int64).copy()
+        del val_out
         if len(values) and values.min() >= -(2**31) and values.max() < 2**31:
             values = values.astype(np.int32)
         return cls(tokens, offsets, values, root=root, end=end), duplicates
 
     @staticmethod
-    def _pack_run(chunk: list[tuple[bytes, int, int]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _pack_run(chunk: list[tuple[bytes, int, int]], width: int) -> tuple[bytes, np.ndarray, np.ndarray, int]:
+        """Sort a chunk and pack it: big-endian tokens of ``width`` bytes (2 while every token so far fits: the same
+        order as 4 bytes, half the memory), token offsets, ``(serial, value)`` rows."""
         chunk.sort()
         lengths = np.fromiter((len(k) // 4 for k, _, _ in chunk), dtype=np.int64, count=len(chunk))
         offsets = np.zeros(len(chunk) + 1, dtype=np.int64)
         np.cumsum(lengths, out=offsets[1:])
-        flat = np.frombuffer(b"".join(k for k, _, _ in chunk), dtype=np.uint8).copy()
-        meta = np.array([(s, v) for _, s, v in chunk], dtype=np.int64).reshape(-1, 2)
-        return flat, offsets, meta
+        del lengths
+        flat = b"".join(k for k, _, _ in chunk)
+        if width == 2:
+            flat = np.frombuffer(flat, dtype=">u4").astype(">u2").tobytes()
+        meta = np.fromiter((x for _, s, v in chunk for x in (s, v)), dtype=np.int64, count=2 * len(chunk))
+        chunk.clear()
+        return flat, offsets, meta.reshape(-1, 2), width
 
     @staticmethod
-    def _iter_run(run: tuple[np.ndarray, np.ndarray, np.ndarray]) -> Iterator[tuple[bytes, int, int]]:
-        flat, offsets, meta = run
-        data = flat.tobytes()
-        for i in range(len(offsets) - 1):
-            yield data[offsets[i] * 4 : offsets[i + 1] * 4], int(meta[i, 0]), int(meta[i, 1])
+    def _widen(run: tuple[bytes, np.ndarray, np.ndarray, int], width: int) -> tuple[bytes, np.ndarray, np.ndarray, int]:
+        flat, offsets, meta, w = run
+        if w == width:
+            return run
+        return np.frombuffer(flat, dtype=">u2").astype(">u4").tobytes(), offsets, meta, width
+
+    @staticmethod
+    def _iter_run(run: tuple[bytes, np.ndarray, np.ndarray, int]) -> Iterator[tuple[bytes, int, int]]:
+        data, offsets, meta, width = run
+        block = 65_536  # Python ints for one block of keys at a time
+        for a in range(0, len(offsets) - 1, block):
+            b = min(a + block, len(offsets) - 1)
+            offs = (offsets[a : b + 1] * width).tolist()
+            serials = meta[a:b, 0].tolist()
+            values = meta[a:b, 1].tolist()
+            for i in range(b - a):
+                yield data[offs[i] : offs[i + 1]], serials[i], values[i]
 
     # -- size ---------------------------------------------------------------------------------------------------------
     def __len__(self) -> int:

@@ -15,7 +15,7 @@ import numpy as np
 
 from nlptool.core.errors import NlptoolError
 from nlptool.core.kgqa.answers import split_subject
-from nlptool.core.kgqa.data import KnowledgeBase, iter_kb_file
+from nlptool.core.kgqa.data import KnowledgeBase, clean_chars, iter_kb_file
 from nlptool.core.trie import TokenTrie
 
 VOCAB_FILE = "kgqa_vocab.json"
@@ -38,10 +38,14 @@ class CharCodec:
 
     @classmethod
     def from_texts(cls, texts: Iterable[str]) -> CharCodec:
-        chars: set[str] = set()
-        for t in texts:
-            chars.update(_clean(t))
-        return cls(sorted(chars))
+        """The characters of the texts after whitespace normalisation (streamed; :func:`clean_chars`)."""
+        return cls(sorted(clean_chars(texts)))
+
+    @classmethod
+    def from_kb(cls, kb: KnowledgeBase, questions: Iterable[str] = ()) -> CharCodec:
+        """``from_texts([*questions, *kb.strings()])`` without one Python string per KB string: the KB's characters
+        come from its byte buffers (:meth:`KnowledgeBase.chars`)."""
+        return cls(sorted(clean_chars(questions) | kb.chars()))
 
     def __len__(self) -> int:
         return len(self.itos)
@@ -126,7 +130,7 @@ def key_ids(codec: Any, subject: str, predicate: str) -> list[int]:
 def build_trie(kb: KnowledgeBase, codec: Any) -> tuple[TokenTrie, int]:
     """A trie of every KB key (values: KB entry indices); returns it and the number of keys that collided."""
     return TokenTrie.build(
-        ((key_ids(codec, kb.subjects[i], kb.predicates[i]), i) for i in range(len(kb))),
+        ((key_ids(codec, s, p), i) for i, (s, p) in enumerate(kb.keys())),
         root=codec.start_id,
         end=codec.end_id,
     )

@@ -108,7 +108,7 @@ class KgqaModel:
         if model is None:
             if backbone not in (None, "bart-char"):
                 raise NlptoolError(f"--backbone {backbone} needs --model (a pretrained checkpoint)")
-            codec = CharCodec.from_texts([*questions, *kb.strings()])
+            codec = CharCodec.from_kb(kb, questions)
             bb: Any = char_bart_backbone(
                 codec,
                 d_model=d_model,
