@@ -76,7 +76,7 @@ HeadLrScaleOpt = Annotated[
     typer.Option(
         "--head-lr-scale",
         help="Learning rate of the (freshly initialised) linear head = lr × this; the encoder keeps lr "
-        "(BENCHMARKS.md: AG News at 1 and 10).",
+        "(10: a prior choice, as NER's head; not yet tuned for classification).",
         min=0.0,
     ),
 ]

@@ -558,8 +558,8 @@ def evaluate_classifier(
 # fit
 
 #: The head's learning rate is the encoder's times this by default (``classify train --head-lr-scale``): a fresh
-#: linear layer on a pre-trained encoder learns too slowly at the encoder's rate on short budgets (as for NER's
-#: head); see BENCHMARKS.md for the AG News runs at 1 and 10.
+#: linear layer on a pre-trained encoder learns slowly at the encoder's rate on short budgets (measured for NER's
+#: head, BENCHMARKS.md); for this head 10 is a prior choice, not yet tuned (the AG News benchmark has a run at 1).
 DEFAULT_HEAD_LR_SCALE = 10.0
 
 
