@@ -34,11 +34,13 @@ from pathlib import Path
 from nlptool.core.kgqa import (
     DecodeOptions,
     KgqaModel,
+    KnowledgeBase,
     format_answer,
     kb_from_qa,
     kgclue_scores,
     predictions_of,
     read_qa,
+    split_subject,
     write_kb,
 )
 
@@ -51,6 +53,71 @@ SETTINGS = {
     "trie + subject-in-question": DecodeOptions(subject_in_question=True),
     "trie + subject-in-q. + look-ahead": DecodeOptions(subject_in_question=True, lookahead=True),
 }
+
+
+def _suffix_len(a: str, b: str) -> int:
+    n = 0
+    while n < min(len(a), len(b)) and a[-1 - n] == b[-1 - n]:
+        n += 1
+    return n
+
+
+def add_distractors(kb: KnowledgeBase, k: int, seed: int = 0) -> tuple[KnowledgeBase, dict]:
+    """A KB where every subject of ``kb`` has, besides its own triples, the predicates (with their first objects) of
+    ``k`` other subjects of the same kind: the same meaning (the text in the final full-width parentheses, ``''`` for
+    none), else the most similar meanings (the longest common suffix, the head noun of a Chinese meaning: ``电影``,
+    ``歌曲``, ``演员``), ties broken at random (``seed``). A donor predicate that the subject already has is skipped,
+    so every (subject, predicate) keeps one entry and the gold triples are unchanged. Returns the KB and its figures
+    (subjects, donors filled by a similar meaning, triples added)."""
+    subjects: dict[str, list[int]] = {}
+    for i, s in enumerate(kb.subjects):
+        subjects.setdefault(s, []).append(i)
+    names = list(subjects)
+    kinds: dict[str, list[str]] = {}
+    for s in names:
+        kinds.setdefault(split_subject(s)[1], []).append(s)
+    rng = random.Random(seed)
+    ranked: dict[str, list[str]] = {}  # meaning -> the other meanings, most similar first (for kinds with < k + 1)
+    by_last: dict[str, list[str]] = {}
+    for m in kinds:
+        if m:
+            by_last.setdefault(m[-1], []).append(m)
+    others_all = [m for m in kinds if m]
+    out = KnowledgeBase()
+    for i in range(len(kb)):
+        for o in kb.objects[i]:
+            out.add(kb.subjects[i], kb.predicates[i], o)
+    similar_fills = added = 0
+    for s in names:
+        meaning = split_subject(s)[1]
+        pool = [t for t in kinds[meaning] if t != s]
+        donors = rng.sample(pool, k) if len(pool) > k else rng.sample(pool, len(pool))
+        if len(donors) < k:
+            if meaning not in ranked:
+                near = [m for m in by_last.get(meaning[-1], []) if m != meaning] if meaning else []
+                rng.shuffle(near)
+                near.sort(key=lambda m: -_suffix_len(m, meaning))  # stable: ties stay shuffled
+                rest = [m for m in others_all if m != meaning and (not meaning or m[-1] != meaning[-1])]
+                rng.shuffle(rest)
+                ranked[meaning] = near + rest
+            for m in ranked[meaning]:
+                if len(donors) >= k:
+                    break
+                for t in kinds[m]:
+                    if len(donors) >= k:
+                        break
+                    donors.append(t)
+                    similar_fills += 1
+        have = {kb.predicates[i] for i in subjects[s]}
+        for d in donors:
+            for j in subjects[d]:
+                p = kb.predicates[j]
+                if p in have:
+                    continue
+                have.add(p)
+                out.add(s, p, kb.objects[j][0])
+                added += 1
+    return out, {"subjects": len(names), "similar_meaning_donors": similar_fills, "triples_added": added}
 
 
 def prepare(args: argparse.Namespace) -> None:
@@ -70,11 +137,18 @@ def prepare(args: argparse.Namespace) -> None:
             for r in rows:
                 fh.write(json.dumps(r, ensure_ascii=False) + "\n")
     kb = kb_from_qa([str(data / "train.json"), str(data / "dev.json"), *args.extra_qa])
+    note = ""
+    if args.distractors:
+        kb, info = add_distractors(kb, args.distractors, args.seed)
+        note = (
+            f"; {args.distractors} distractor subjects per subject ({info['similar_meaning_donors']} of "
+            f"{info['subjects'] * args.distractors} donors by a similar meaning), {info['triples_added']} triples added"
+        )
     with open(out / "kb.tsv", "w", encoding="utf-8") as fh:
         write_kb(kb, fh)
     print(
         f"prepare: train {len(rest)}, val {len(val)}, heldout {len(held)}, dev {len(dev)}; KB {kb.triples} triples, "
-        f"{len(kb)} keys -> {out}"
+        f"{len(kb)} keys{note} -> {out}"
     )
 
 
@@ -187,6 +261,12 @@ def main() -> None:
     p.add_argument("--val", type=int, default=500)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--extra-qa", nargs="*", default=[], help="more QA files whose answers join the KB")
+    p.add_argument(
+        "--distractors",
+        type=int,
+        default=0,
+        help="give every subject the predicates and objects of K other subjects of the same kind (0 = none)",
+    )
     e = sub.add_parser("eval", help="decode held-out and dev under each setting")
     e.add_argument("--out", default="bench_out/kgqa")
     e.add_argument("--model", default="bench_out/kgqa/model")

@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+from nlptool.core.batching import pad_ids
 from nlptool.core.errors import NlptoolError
 from nlptool.core.kgqa.keys import VOCAB_FILE, CharCodec, HFCodec
 
@@ -56,9 +57,11 @@ class Backbone(Protocol):
         num_beams: int,
         num_return: int,
         max_new_tokens: int,
+        fast_forward: bool = False,
     ) -> list[list[tuple[list[int], float]]]:
         """Beam search per question: ``num_return`` ``(key ids, root first; score = sum of log-probabilities)`` pairs.
-        ``make_processor(questions, num_beams)`` builds the trie's logits processor (``None``: unconstrained)."""
+        ``make_processor(questions, num_beams)`` builds the trie's logits processor (``None``: unconstrained);
+        ``fast_forward``: append the tokens the trie forces without a decoder step each (same keys and scores)."""
         ...
 
     def save(self, folder: Path) -> None:
@@ -94,16 +97,7 @@ def global_token_mean_loss(logits: Any, labels: Any, *, log_probs: bool = False)
     return all_gather_with_grad(fn(flat[keep], target[keep], reduction="none")).mean()
 
 
-def pad_batch(seqs: Sequence[Sequence[int]], pad: int) -> tuple[Any, Any]:
-    import torch
-
-    width = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), width), pad, dtype=torch.long)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    for i, s in enumerate(seqs):
-        ids[i, : len(s)] = torch.tensor(s, dtype=torch.long)
-        mask[i, : len(s)] = 1
-    return ids, mask
+pad_batch = pad_ids  # the old name, kept importable from nlptool.core.kgqa (it was in __all__)
 
 
 class Seq2SeqBackbone:
@@ -113,10 +107,11 @@ class Seq2SeqBackbone:
         self.model = model
         self.codec = codec
         self.kind = kind
+        self.search_stats: dict = {}  # the last fast-forward search's step counts (seq2seq_search's stats)
 
     def collate(self, examples: Sequence[tuple[list[int], list[int]]]) -> dict:
-        ids, mask = pad_batch([q for q, _ in examples], self.codec.pad_id)
-        labels, lmask = pad_batch([k for _, k in examples], self.codec.pad_id)
+        ids, mask = pad_ids([q for q, _ in examples], self.codec.pad_id)
+        labels, lmask = pad_ids([k for _, k in examples], self.codec.pad_id)
         labels[lmask == 0] = -100
         return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
@@ -135,15 +130,38 @@ class Seq2SeqBackbone:
         num_beams: int,
         num_return: int,
         max_new_tokens: int,
+        fast_forward: bool = False,
     ) -> list[list[tuple[list[int], float]]]:
-        """Beam search for each question; per question ``num_return`` ``(ids, score)`` pairs, ids root first."""
+        """Beam search for each question; per question ``num_return`` ``(ids, score)`` pairs, ids root first.
+        ``fast_forward`` (with a processor): :func:`~nlptool.core.kgqa.search.seq2seq_search`, the same search with
+        the trie's forced tokens appended without a decoder step each; otherwise ``generate()``."""
         import torch
         from transformers import LogitsProcessorList
 
         processor = make_processor(questions, num_beams) if make_processor is not None else None
 
         device = next(self.model.parameters()).device
-        ids, mask = pad_batch(questions, self.codec.pad_id)
+        ids, mask = pad_ids(questions, self.codec.pad_id)
+        copy = bool(getattr(self.model.config, "kgqa_copy", False))
+        if processor is not None and fast_forward:
+            from nlptool.core.kgqa.search import seq2seq_search
+
+            with torch.no_grad():
+                seqs, scores = seq2seq_search(
+                    self.model,
+                    ids.to(device),
+                    mask.to(device),
+                    processor,
+                    num_beams=num_beams,
+                    num_return=num_return,
+                    max_new_tokens=max_new_tokens,
+                    start_id=self.codec.start_id,
+                    end_id=self.codec.end_id,
+                    pad_id=self.codec.pad_id,
+                    copy=copy,
+                    stats=self.search_stats,
+                )
+            return _group(seqs, scores, num_return, self.codec)
         kwargs: dict[str, Any] = {
             "input_ids": ids.to(device),
             "attention_mask": mask.to(device),
@@ -161,7 +179,7 @@ class Seq2SeqBackbone:
             "return_dict_in_generate": True,
             "output_scores": True,
         }
-        if getattr(self.model.config, "kgqa_copy", False):
+        if copy:
             kwargs["decoder_source_ids"] = kwargs["input_ids"]
         if num_beams > 1:  # rank beams by the key's log-probability (no length normalisation)
             kwargs.update(length_penalty=0.0, early_stopping=False)
@@ -235,7 +253,7 @@ class UniLMBackbone:
         import torch
 
         seqs = [q + k for q, k in zip(qs, keys, strict=True)]
-        ids, mask = pad_batch(seqs, self.codec.pad_id)
+        ids, mask = pad_ids(seqs, self.codec.pad_id)
         seg = torch.zeros_like(ids)
         for i, q in enumerate(qs):
             seg[i, len(q) : len(seqs[i])] = 1
@@ -276,8 +294,10 @@ class UniLMBackbone:
         num_beams: int,
         num_return: int,
         max_new_tokens: int,
+        fast_forward: bool = False,
     ) -> list[list[tuple[list[int], float]]]:
-        """Beam search (sum of log-probabilities, as ``generate()`` with ``length_penalty=0``) with ``processor``."""
+        """Beam search (sum of log-probabilities, as ``generate()`` with ``length_penalty=0``) with ``processor``.
+        ``fast_forward`` is accepted for the protocol and has no effect: every step runs the network."""
         import torch
 
         device = next(self.model.parameters()).device
