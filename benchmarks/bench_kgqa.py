@@ -198,49 +198,96 @@ def evaluate(args: argparse.Namespace) -> None:
     if not args.speed_questions:
         print(json.dumps(results, sort_keys=True))
         return
-    # Decoding speed: the same questions with and without the trie, interleaved repeats.
+    # Decoding speed: the same questions without the trie, with it through generate() (the reference) and through
+    # nlptool's fast-forward search, interleaved repeats; mask-only and renormalised.
     rows = read_qa(str(out / "dev.jsonl"))[: args.speed_questions]
     qs = [r.question for r in rows]
-    times: dict[str, list[float]] = {"no trie": [], "trie": []}
-    steps: dict[str, int] = {}
-    counted: list[int] = []
+    configs = {
+        "no trie": DecodeOptions(constrained=False),
+        "trie, generate()": DecodeOptions(fast_forward=False),
+        "trie, fast-forward": DecodeOptions(),
+        "renorm., generate()": DecodeOptions(renormalize=True, fast_forward=False),
+        "renorm., fast-forward": DecodeOptions(renormalize=True),
+    }
+    for opts in configs.values():
+        opts.num_beams = args.num_beams
+        opts.batch_size = args.batch_size
+    times: dict[str, list[float]] = {name: [] for name in configs}
+    steps: dict[str, dict[str, int]] = {}
+    outputs: dict[str, list] = {}
+    counted: dict[str, int] = {}
     net = model.backbone.model
     plain_generate = net.generate
+    backbone_generate = model.backbone.generate
 
     def counting_generate(*a, **kw):  # decoder steps = generated length per batch (beam search runs them all)
-        out = plain_generate(*a, **kw)
-        counted.append(out.sequences.shape[1] - 1)
-        return out
+        res = plain_generate(*a, **kw)
+        counted["steps"] = counted.get("steps", 0) + res.sequences.shape[1] - 1
+        counted["decoder_calls"] = counted.get("decoder_calls", 0) + res.sequences.shape[1] - 1
+        rows = res.sequences.shape[0]  # batch × beams (num_return_sequences = beams)
+        counted["decoder_row_positions"] = counted.get("decoder_row_positions", 0) + rows * (res.sequences.shape[1] - 1)
+        return res
+
+    def counting_backbone(*a, **kw):  # the fast path's own counts (search steps, decoder calls and positions)
+        res = backbone_generate(*a, **kw)
+        if kw.get("fast_forward"):
+            for key, value in model.backbone.search_stats.items():
+                counted[key] = counted.get(key, 0) + value
+        return res
 
     net.generate = counting_generate
+    model.backbone.generate = counting_backbone
     for _ in range(args.repeats):
-        for name, opts in (("no trie", DecodeOptions(constrained=False)), ("trie", DecodeOptions())):
-            opts.num_beams = args.num_beams
-            opts.batch_size = args.batch_size
+        for name, opts in configs.items():
             counted.clear()
             start = time.perf_counter()
-            model.answer(qs, opts)
+            outputs[name] = model.answer(qs, opts)
             times[name].append(time.perf_counter() - start)
-            steps[name] = sum(counted)
+            steps[name] = dict(counted)
     net.generate = plain_generate
+    model.backbone.generate = backbone_generate
     med = {k: statistics.median(v) for k, v in times.items()}
-    per_step = {k: med[k] / steps[k] for k in med}
+    same = {}
+    for ref, fast in (("trie, generate()", "trie, fast-forward"), ("renorm., generate()", "renorm., fast-forward")):
+        answers = sum(
+            [c.answer for c in x] == [c.answer for c in y] for x, y in zip(outputs[ref], outputs[fast], strict=True)
+        )
+        diffs = [
+            abs(c.score - d.score)
+            for x, y in zip(outputs[ref], outputs[fast], strict=True)
+            for c, d in zip(x, y, strict=False)
+        ]
+        same[fast] = {"same_answers": answers, "max_abs_score_diff": max(diffs, default=0.0)}
     results["speed"] = {
         "questions": len(qs),
         "median_seconds": med,
-        "decoder_steps": steps,
-        "seconds_per_step": per_step,
+        "all_seconds": times,
+        "counts": steps,
         "questions_per_s": {k: len(qs) / v for k, v in med.items()},
-        "overhead": med["trie"] / med["no trie"],
-        "overhead_per_step": per_step["trie"] / per_step["no trie"],
+        "ratio_to_no_trie": {k: v / med["no trie"] for k, v in med.items()},
+        "fast_vs_generate": same,
         "repeats": args.repeats,
     }
     print(
         f"\ndecoding speed, {len(qs)} dev questions, beams {args.num_beams}, batch {args.batch_size}, median of "
-        f"{args.repeats}: no trie {med['no trie']:.2f} s ({len(qs) / med['no trie']:.1f} q/s, {steps['no trie']} "
-        f"steps), trie {med['trie']:.2f} s ({len(qs) / med['trie']:.1f} q/s, {steps['trie']} steps); overhead "
-        f"x{med['trie'] / med['no trie']:.2f} in time, x{per_step['trie'] / per_step['no trie']:.2f} per step"
+        f"{args.repeats} interleaved repeats"
     )
+    print(
+        f"{'decoding':24s} {'sec':>7s} {'q/s':>6s} {'x no trie':>9s} {'steps':>6s} {'dec.calls':>9s} {'dec.pos':>8s} "
+        f"{'rows x pos':>10s}"
+    )
+    for name in configs:
+        c = steps[name]
+        print(
+            f"{name:24s} {med[name]:7.2f} {len(qs) / med[name]:6.1f} {med[name] / med['no trie']:9.2f} "
+            f"{c.get('steps', 0):6d} {c.get('decoder_calls', 0):9d} {c.get('decoder_positions', c.get('steps', 0)):8d} "
+            f"{c.get('decoder_row_positions', 0):10d}"
+        )
+    for fast, info in same.items():
+        print(
+            f"{fast}: same answers (every candidate, in order) as generate() for {info['same_answers']} of "
+            f"{len(qs)} questions, max |score difference| {info['max_abs_score_diff']:.2e}"
+        )
     results["machine"] = {
         "platform": platform.platform(),
         "cpus": os.cpu_count(),

@@ -169,7 +169,7 @@ def test_distractor_kb():
     songs = [f"歌{i}（某人演唱歌曲）" for i in range(3)]
     for i, s in enumerate(films):
         kb.add(s, f"导演{i % 2}", f"d{i}")  # films 0/2 and 1/3 share a predicate
-    for s in songs:
+    for i, s in enumerate(songs):
         kb.add(s, f"作词{i}", f"w{i}")
     kb.add("无义词", "拼音", "wu")
     kb.add("另一词", "释义", "yi")

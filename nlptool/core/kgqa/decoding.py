@@ -108,6 +108,14 @@ class TrieLogitsProcessor:
                 allowed = keep
         return allowed
 
+    def select_items(self, keep: Sequence[int]) -> None:
+        """From now on row ``r`` belongs to batch item ``keep[r // num_beams]`` of the current numbering (a search
+        that drops settled questions calls this)."""
+        if self.questions is not None:
+            self.questions = [self.questions[i] for i in keep]
+        new = {old: i for i, old in enumerate(keep)}
+        self._lcs_cache = {(new[b], seq): v for (b, seq), v in self._lcs_cache.items() if b in new}
+
     def _lookahead_weights(self, seq: list[int], row: int, allowed: np.ndarray) -> np.ndarray | None:
         if self.sep_id not in seq[1:] or len(allowed) < 2:
             return None

@@ -51,7 +51,8 @@ class _Decoder:
         self.cache: Any = None
         self.cached = 0
         self.steps = 0  # decoder calls
-        self.positions = 0  # decoder positions computed per row
+        self.positions = 0  # decoder positions fed per call, summed
+        self.row_positions = 0  # rows × positions, summed: the decoder's work
 
     def logits(self, tokens: Any) -> Any:
         """Feed ``tokens`` (rows × positions, the tokens after the cached ones) and return the float logits at every
@@ -68,10 +69,18 @@ class _Decoder:
         self.cached += tokens.shape[1]
         self.steps += 1
         self.positions += tokens.shape[1]
+        self.row_positions += tokens.shape[0] * tokens.shape[1]
         return out.logits.float()
 
     def reorder(self, index: Any) -> None:
         self.cache = _reorder(self.model, self.cache, index)
+
+    def select(self, rows: Any) -> None:
+        """Keep only ``rows`` (the rows of the questions still searched), in that order."""
+        self.encoder_outputs.last_hidden_state = self.encoder_outputs.last_hidden_state[rows]
+        self.mask = self.mask[rows]
+        self.extra = {key: value[rows] for key, value in self.extra.items()}
+        self.reorder(rows)
 
 
 class _Stretch:
@@ -141,15 +150,21 @@ def seq2seq_search(
     pad_id: int,
     copy: bool = False,
     fast_forward: bool = True,
+    run_chunk: int = 4,
     stats: dict | None = None,
 ) -> tuple[list[list[int]], list[float]]:
     """Beam search (greedy for ``num_beams=1``) of an encoder-decoder ``model`` under the trie ``processor``
     (:class:`~nlptool.core.kgqa.decoding.TrieLogitsProcessor`), as ``generate()`` runs it, with forced tokens
     appended without per-token decoder steps when ``fast_forward`` (see the module docstring).
 
+    Forced runs are appended ``run_chunk`` tokens at a time: a mask-only teacher-forced pass costs about what the
+    steps it replaces cost per position, so longer passes save little, and between chunks the questions that are
+    settled leave the search (on KgCLUE most are, long before the longest key is spelled out).
+
     Returns ``num_return`` sequences per question (batch-major, decoder start first) and their scores (sums of
-    processed log-probabilities). ``stats`` (a dict), when given, receives ``steps`` (search steps), ``decoder_calls``
-    and ``decoder_positions``.
+    processed log-probabilities). ``stats`` (a dict), when given, receives ``steps`` (search steps), ``decoder_calls``,
+    ``decoder_positions`` (positions fed, summed over calls) and ``decoder_row_positions`` (rows × positions: the
+    decoder's work; questions that are settled are dropped from the search).
     """
     import torch
 
@@ -179,6 +194,8 @@ def seq2seq_search(
     vocab: int | None = None
     cur_len = 1
     search_steps = 0
+    active = list(range(batch))  # the questions still searched (original positions)
+    results: dict[int, tuple[Any, Any]] = {}  # finished questions: (sequences, scores)
     while True:
         search_steps += 1
         # a. the processed log-probabilities of this step: from the decoder, or from a forced run
@@ -189,7 +206,8 @@ def seq2seq_search(
             # a finished greedy row takes pad whatever it is offered, so it never blocks
             live = greedy or bool(torch.isfinite(running_scores).all())
             if fast_forward and allowed is not None and live and all(len(a) == 1 for a in allowed):
-                stretch = _start_stretch(processor, decoder, rows, allowed, seqs, cur_len, max_length - cur_len, vocab)
+                limit = min(max_length - cur_len, run_chunk)
+                stretch = _start_stretch(processor, decoder, rows, allowed, seqs, cur_len, limit, vocab)
         if stretch is not None:
             assert vocab is not None
             processed = stretch.rows(vocab)
@@ -217,6 +235,15 @@ def seq2seq_search(
                 stretch = _end_stretch(stretch, decoder)
             if not unfinished.any():
                 break
+            if stretch is None and not unfinished.all():  # a finished row only takes pad from now on: drop it
+                keep = torch.nonzero(unfinished).flatten()
+                for i in torch.nonzero(~unfinished).flatten().tolist():
+                    results[active[i]] = (seqs[i : i + 1], scores[i : i + 1])
+                active = [active[i] for i in keep.tolist()]
+                seqs, scores, unfinished = seqs[keep], scores[keep], unfinished[keep]
+                decoder.select(keep)
+                processor.select_items(keep.tolist())
+                batch = n = len(active)
             continue
         log_probs = processed.view(batch, k, -1) + running_scores[:, :, None]
         log_probs = log_probs.reshape(batch, -1)
@@ -256,12 +283,42 @@ def seq2seq_search(
             stretch = _end_stretch(stretch, decoder)
         if done:
             break
+        if stretch is None and not unsatisfied.all():
+            # a question whose finished keys no running beam can beat is settled: every later candidate of it is
+            # pushed 1e9 below them, and the search only ends at the length limit or when all are settled (its
+            # candidates cannot all be end tokens: one per beam), so dropping it changes nothing for the others
+            keep = torch.nonzero(unsatisfied.flatten()).flatten()
+            for i in torch.nonzero(~unsatisfied.flatten()).flatten().tolist():
+                results[active[i]] = (finished_seqs[i, :num_return], beam_scores[i, :num_return])
+            active = [active[i] for i in keep.tolist()]
+            rows = (keep[:, None] * k + torch.arange(k, device=dev)[None, :]).flatten()
+            seqs = seqs[rows]
+            running_scores, finished_seqs = running_scores[keep], finished_seqs[keep]
+            beam_scores, is_finished, unsatisfied = beam_scores[keep], is_finished[keep], unsatisfied[keep]
+            decoder.select(rows)
+            processor.select_items(keep.tolist())
+            batch = len(active)
+            n = batch * k
+            item_offset = torch.arange(batch, device=dev).view(-1, 1) * k
     if stats is not None:
-        stats.update(steps=search_steps, decoder_calls=decoder.steps, decoder_positions=decoder.positions)
-    if greedy:
-        return seqs[:, :cur_len].tolist(), scores.tolist()
-    out_seqs = finished_seqs[:, :num_return].reshape(batch * num_return, max_length).tolist()
-    return out_seqs, beam_scores[:, :num_return].flatten().tolist()
+        stats.update(
+            steps=search_steps,
+            decoder_calls=decoder.steps,
+            decoder_positions=decoder.positions,
+            decoder_row_positions=decoder.row_positions,
+        )
+    for i, item in enumerate(active):
+        if greedy:
+            results[item] = (seqs[i : i + 1], scores[i : i + 1])
+        else:
+            results[item] = (finished_seqs[i, :num_return], beam_scores[i, :num_return])
+    out_seqs: list[list[int]] = []
+    out_scores: list[float] = []
+    for item in range(len(results)):
+        item_seqs, item_scores = results[item]
+        out_seqs += item_seqs.tolist()
+        out_scores += item_scores.tolist()
+    return out_seqs, out_scores
 
 
 def _end_stretch(stretch: _Stretch, decoder: _Decoder) -> None:
