@@ -204,3 +204,31 @@ def test_distractor_kb():
     out2, info2 = bench.add_distractors(kb2, 1, seed=0)
     assert ("甲（2020年电影）", "主演") in out2.index and ("乙（2021年电影）", "导演") in out2.index
     assert info2["similar_meaning_donors"] == 3
+
+
+@pytest.mark.parametrize("num_beams", [1, 2, 5])
+@pytest.mark.parametrize("mode", MODES[:4])
+def test_unilm_fast_forward_equals_its_step_by_step_search(tiny_bert_dir, tmp_path, monkeypatch, num_beams, mode):
+    """UniLM's own beam search: forced runs scored in one network pass (or none, renormalised) give the keys and
+    scores of one pass per token."""
+    kb_file = tmp_path / "kb.tsv"
+    kb_file.write_text(
+        "w1 w2\ta\tw5\nw1 w2（w3）\tb\tw6\nw4\ta b\tw7\nw4\tc\tw8\nw9 w10\ta\tw11\nw9 w10（w12）\tc\tw13\n",
+        encoding="utf-8",
+    )
+    torch.manual_seed(0)
+    model = kgqa.KgqaModel.create(kgqa.read_kb(kb_file), [], model=str(tiny_bert_dir), backbone="unilm")
+    model.backbone.model.eval()
+    questions = ["w1 w2 a", "w9 w10 w12 c", "w4 a b", "w4"]
+    old = model.answer(questions, kgqa.DecodeOptions(num_beams, num_beams, fast_forward=False, **mode))
+    runs = []
+    plain = kgqa.TrieLogitsProcessor.forced_run
+
+    def counted(self, *args):
+        runs.append(plain(self, *args))
+        return runs[-1]
+
+    monkeypatch.setattr(kgqa.TrieLogitsProcessor, "forced_run", counted)
+    new = model.answer(questions, kgqa.DecodeOptions(num_beams, num_beams, **mode))
+    assert any(len(r) > 1 for r in runs)  # the fast path ran, over several tokens at once
+    _same(old, new)

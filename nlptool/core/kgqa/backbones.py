@@ -297,7 +297,9 @@ class UniLMBackbone:
         fast_forward: bool = False,
     ) -> list[list[tuple[list[int], float]]]:
         """Beam search (sum of log-probabilities, as ``generate()`` with ``length_penalty=0``) with ``processor``.
-        ``fast_forward`` is accepted for the protocol and has no effect: every step runs the network."""
+        ``fast_forward``: when every beam has a single allowed continuation, the forced runs are scored in one
+        network pass (mask-only) or none (renormalised: a forced token costs 0) instead of one pass per token; the
+        selection is the same, so the keys and scores are too (up to float rounding)."""
         import torch
 
         device = next(self.model.parameters()).device
@@ -311,43 +313,102 @@ class UniLMBackbone:
                 processor.scores_are_logprobs = True
             beams: list[tuple[list[int], float]] = [([self.codec.start_id], 0.0)]
             finished: list[tuple[list[int], float]] = []
-            for _ in range(max_new_tokens):
-                if not beams:
-                    break
-                batch = self._inputs([qs] * len(beams), [s for s, _ in beams])
+            vocab: int | None = None
+            step = 0
+            while step < max_new_tokens and beams:
+                rows = [s for s, _ in beams]
+                runs = None
+                if processor is not None and fast_forward and vocab is not None:
+                    allowed = processor.allowed_rows(rows, vocab)
+                    if all(len(a) == 1 for a in allowed):  # every beam forced: the runs, scored in one pass
+                        runs = [
+                            processor.forced_run(r, i, int(a[0]), max_new_tokens - step, vocab)
+                            for i, (r, a) in enumerate(zip(rows, allowed, strict=True))
+                        ]
+                if runs is not None:
+                    m = min(len(r) for r in runs)
+                    forced = torch.tensor([r[:m] for r in runs], dtype=torch.long, device=device)
+                    if processor.renormalize:  # a forced token costs log 1 = 0: no network call
+                        forced_lp = torch.zeros(forced.shape, device=device)
+                    else:
+                        batch = self._inputs(
+                            [qs] * len(beams), [r + run[: m - 1] for r, run in zip(rows, runs, strict=True)]
+                        )
+                        batch = {k: v.to(device) for k, v in batch.items()}
+                        with torch.no_grad():
+                            logits = self._logits(self.model, batch)
+                        pos = torch.tensor([len(qs) + len(r) - 1 for r in rows], device=device)
+                        pos = pos[:, None] + torch.arange(m, device=device)[None, :]
+                        rows_idx = torch.arange(len(beams), device=device)[:, None]
+                        lp_all = torch.log_softmax(logits[rows_idx, pos].float(), -1)
+                        forced_lp = lp_all.gather(2, forced.unsqueeze(-1)).squeeze(-1)
+                    origin = list(range(len(beams)))
+                    for t in range(m):  # the same selection on the rows the processor would have returned
+                        lp = torch.full((len(beams), vocab), float("-inf"), device=device)
+                        o = torch.tensor(origin, device=device)
+                        lp[torch.arange(len(beams), device=device), forced[o, t]] = forced_lp[o, t]
+                        step += 1
+                        beams, src, stop = self._select(beams, lp, finished, num_beams, end, device)
+                        origin = [origin[i] for i in src]
+                        if stop or not beams or step >= max_new_tokens:
+                            break
+                    if stop:
+                        break
+                    continue
+                batch = self._inputs([qs] * len(beams), rows)
                 batch = {k: v.to(device) for k, v in batch.items()}
                 with torch.no_grad():
                     logits = self._logits(self.model, batch)
-                pos = torch.tensor([len(qs) + len(s) - 1 for s, _ in beams], device=device)
+                pos = torch.tensor([len(qs) + len(s) - 1 for s in rows], device=device)
                 last = logits[torch.arange(len(beams), device=device), pos]
-                prefixes = torch.tensor([s for s, _ in beams], dtype=torch.long)
                 lp = torch.log_softmax(last.float(), -1)
-                if processor is not None:
-                    lp = processor(prefixes, lp)
-                total = lp + torch.tensor([sc for _, sc in beams], device=device)[:, None]
-                flat = total.flatten()
-                k = min(2 * num_beams, int(torch.isfinite(flat).sum()))
-                if k == 0:
-                    break
-                vals, idx = flat.topk(k)
                 vocab = lp.shape[1]
-                nxt = []
-                for v, i in zip(vals.tolist(), idx.tolist(), strict=True):
-                    s = beams[i // vocab][0] + [i % vocab]
-                    if i % vocab == end:
-                        finished.append((s, v))
-                    elif len(nxt) < num_beams:
-                        nxt.append((s, v))
-                beams = nxt
-                best_running = max((sc for _, sc in beams), default=float("-inf"))
-                if len(finished) >= num_beams and best_running <= sorted(sc for _, sc in finished)[-num_beams]:
-                    break  # log-probabilities only fall: no running beam can still enter the top num_beams
+                if processor is not None:
+                    lp = processor(torch.tensor(rows, dtype=torch.long), lp)
+                step += 1
+                beams, _, stop = self._select(beams, lp, finished, num_beams, end, device)
+                if stop:
+                    break
             finished.sort(key=lambda x: -x[1])
             top = (finished or beams)[:num_return]
             while len(top) < num_return:
                 top.append(top[-1] if top else ([self.codec.start_id, end], float("-inf")))
             results.append([(s, sc) for s, sc in top])
         return results
+
+    @staticmethod
+    def _select(
+        beams: list[tuple[list[int], float]],
+        lp: Any,
+        finished: list[tuple[list[int], float]],
+        num_beams: int,
+        end: int,
+        device: Any,
+    ) -> tuple[list[tuple[list[int], float]], list[int], bool]:
+        """One beam-search step from the processed log-probabilities ``lp`` (beams × vocab): the next beams, the beam
+        each came from, and whether the search is over (finished keys are appended to ``finished``)."""
+        import torch
+
+        total = lp + torch.tensor([sc for _, sc in beams], device=device)[:, None]
+        flat = total.flatten()
+        k = min(2 * num_beams, int(torch.isfinite(flat).sum()))
+        if k == 0:  # nothing can continue: the search ends with these beams
+            return beams, list(range(len(beams))), True
+        vals, idx = flat.topk(k)
+        vocab = lp.shape[1]
+        nxt: list[tuple[list[int], float]] = []
+        src: list[int] = []
+        for v, i in zip(vals.tolist(), idx.tolist(), strict=True):
+            s = beams[i // vocab][0] + [i % vocab]
+            if i % vocab == end:
+                finished.append((s, v))
+            elif len(nxt) < num_beams:
+                nxt.append((s, v))
+                src.append(i // vocab)
+        best_running = max((sc for _, sc in nxt), default=float("-inf"))
+        # log-probabilities only fall: no running beam can still enter the top num_beams
+        stop = len(finished) >= num_beams and best_running <= sorted(sc for _, sc in finished)[-num_beams]
+        return nxt, src, stop
 
     def save(self, folder: Path) -> None:
         self.model.save_pretrained(folder)
