@@ -252,12 +252,18 @@ def evaluate(args: argparse.Namespace) -> None:
         answers = sum(
             [c.answer for c in x] == [c.answer for c in y] for x, y in zip(outputs[ref], outputs[fast], strict=True)
         )
-        diffs = [
-            abs(c.score - d.score)
+        pairs = [
+            (c.score, d.score)
             for x, y in zip(outputs[ref], outputs[fast], strict=True)
             for c, d in zip(x, y, strict=False)
         ]
-        same[fast] = {"same_answers": answers, "max_abs_score_diff": max(diffs, default=0.0)}
+        diffs = [abs(a - b) for a, b in pairs]
+        rel = [abs(a - b) / max(1.0, abs(a)) for a, b in pairs]  # float32 sums: one ulp of -64 is 7.6e-6
+        same[fast] = {
+            "same_answers": answers,
+            "max_abs_score_diff": max(diffs, default=0.0),
+            "max_rel_score_diff": max(rel, default=0.0),
+        }
     results["speed"] = {
         "questions": len(qs),
         "median_seconds": med,
@@ -286,7 +292,8 @@ def evaluate(args: argparse.Namespace) -> None:
     for fast, info in same.items():
         print(
             f"{fast}: same answers (every candidate, in order) as generate() for {info['same_answers']} of "
-            f"{len(qs)} questions, max |score difference| {info['max_abs_score_diff']:.2e}"
+            f"{len(qs)} questions, max |score difference| {info['max_abs_score_diff']:.2e} (relative to "
+            f"max(1, |score|): {info['max_rel_score_diff']:.2e})"
         )
     results["machine"] = {
         "platform": platform.platform(),
