@@ -34,11 +34,13 @@ from pathlib import Path
 from nlptool.core.kgqa import (
     DecodeOptions,
     KgqaModel,
+    KnowledgeBase,
     format_answer,
     kb_from_qa,
     kgclue_scores,
     predictions_of,
     read_qa,
+    split_subject,
     write_kb,
 )
 
@@ -51,6 +53,71 @@ SETTINGS = {
     "trie + subject-in-question": DecodeOptions(subject_in_question=True),
     "trie + subject-in-q. + look-ahead": DecodeOptions(subject_in_question=True, lookahead=True),
 }
+
+
+def _suffix_len(a: str, b: str) -> int:
+    n = 0
+    while n < min(len(a), len(b)) and a[-1 - n] == b[-1 - n]:
+        n += 1
+    return n
+
+
+def add_distractors(kb: KnowledgeBase, k: int, seed: int = 0) -> tuple[KnowledgeBase, dict]:
+    """A KB where every subject of ``kb`` has, besides its own triples, the predicates (with their first objects) of
+    ``k`` other subjects of the same kind: the same meaning (the text in the final full-width parentheses, ``''`` for
+    none), else the most similar meanings (the longest common suffix, the head noun of a Chinese meaning: ``电影``,
+    ``歌曲``, ``演员``), ties broken at random (``seed``). A donor predicate that the subject already has is skipped,
+    so every (subject, predicate) keeps one entry and the gold triples are unchanged. Returns the KB and its figures
+    (subjects, donors filled by a similar meaning, triples added)."""
+    subjects: dict[str, list[int]] = {}
+    for i, s in enumerate(kb.subjects):
+        subjects.setdefault(s, []).append(i)
+    names = list(subjects)
+    kinds: dict[str, list[str]] = {}
+    for s in names:
+        kinds.setdefault(split_subject(s)[1], []).append(s)
+    rng = random.Random(seed)
+    ranked: dict[str, list[str]] = {}  # meaning -> the other meanings, most similar first (for kinds with < k + 1)
+    by_last: dict[str, list[str]] = {}
+    for m in kinds:
+        if m:
+            by_last.setdefault(m[-1], []).append(m)
+    others_all = [m for m in kinds if m]
+    out = KnowledgeBase()
+    for i in range(len(kb)):
+        for o in kb.objects[i]:
+            out.add(kb.subjects[i], kb.predicates[i], o)
+    similar_fills = added = 0
+    for s in names:
+        meaning = split_subject(s)[1]
+        pool = [t for t in kinds[meaning] if t != s]
+        donors = rng.sample(pool, k) if len(pool) > k else rng.sample(pool, len(pool))
+        if len(donors) < k:
+            if meaning not in ranked:
+                near = [m for m in by_last.get(meaning[-1], []) if m != meaning] if meaning else []
+                rng.shuffle(near)
+                near.sort(key=lambda m: -_suffix_len(m, meaning))  # stable: ties stay shuffled
+                rest = [m for m in others_all if m != meaning and (not meaning or m[-1] != meaning[-1])]
+                rng.shuffle(rest)
+                ranked[meaning] = near + rest
+            for m in ranked[meaning]:
+                if len(donors) >= k:
+                    break
+                for t in kinds[m]:
+                    if len(donors) >= k:
+                        break
+                    donors.append(t)
+                    similar_fills += 1
+        have = {kb.predicates[i] for i in subjects[s]}
+        for d in donors:
+            for j in subjects[d]:
+                p = kb.predicates[j]
+                if p in have:
+                    continue
+                have.add(p)
+                out.add(s, p, kb.objects[j][0])
+                added += 1
+    return out, {"subjects": len(names), "similar_meaning_donors": similar_fills, "triples_added": added}
 
 
 def prepare(args: argparse.Namespace) -> None:
@@ -70,11 +137,18 @@ def prepare(args: argparse.Namespace) -> None:
             for r in rows:
                 fh.write(json.dumps(r, ensure_ascii=False) + "\n")
     kb = kb_from_qa([str(data / "train.json"), str(data / "dev.json"), *args.extra_qa])
+    note = ""
+    if args.distractors:
+        kb, info = add_distractors(kb, args.distractors, args.seed)
+        note = (
+            f"; {args.distractors} distractor subjects per subject ({info['similar_meaning_donors']} of "
+            f"{info['subjects'] * args.distractors} donors by a similar meaning), {info['triples_added']} triples added"
+        )
     with open(out / "kb.tsv", "w", encoding="utf-8") as fh:
         write_kb(kb, fh)
     print(
         f"prepare: train {len(rest)}, val {len(val)}, heldout {len(held)}, dev {len(dev)}; KB {kb.triples} triples, "
-        f"{len(kb)} keys -> {out}"
+        f"{len(kb)} keys{note} -> {out}"
     )
 
 
@@ -124,49 +198,103 @@ def evaluate(args: argparse.Namespace) -> None:
     if not args.speed_questions:
         print(json.dumps(results, sort_keys=True))
         return
-    # Decoding speed: the same questions with and without the trie, interleaved repeats.
+    # Decoding speed: the same questions without the trie, with it through generate() (the reference) and through
+    # nlptool's fast-forward search, interleaved repeats; mask-only and renormalised.
     rows = read_qa(str(out / "dev.jsonl"))[: args.speed_questions]
     qs = [r.question for r in rows]
-    times: dict[str, list[float]] = {"no trie": [], "trie": []}
-    steps: dict[str, int] = {}
-    counted: list[int] = []
+    configs = {
+        "no trie": DecodeOptions(constrained=False),
+        "trie, generate()": DecodeOptions(fast_forward=False),
+        "trie, fast-forward": DecodeOptions(),
+        "renorm., generate()": DecodeOptions(renormalize=True, fast_forward=False),
+        "renorm., fast-forward": DecodeOptions(renormalize=True),
+    }
+    for opts in configs.values():
+        opts.num_beams = args.num_beams
+        opts.batch_size = args.batch_size
+    times: dict[str, list[float]] = {name: [] for name in configs}
+    steps: dict[str, dict[str, int]] = {}
+    outputs: dict[str, list] = {}
+    counted: dict[str, int] = {}
     net = model.backbone.model
     plain_generate = net.generate
+    backbone_generate = model.backbone.generate
 
     def counting_generate(*a, **kw):  # decoder steps = generated length per batch (beam search runs them all)
-        out = plain_generate(*a, **kw)
-        counted.append(out.sequences.shape[1] - 1)
-        return out
+        res = plain_generate(*a, **kw)
+        counted["steps"] = counted.get("steps", 0) + res.sequences.shape[1] - 1
+        counted["decoder_calls"] = counted.get("decoder_calls", 0) + res.sequences.shape[1] - 1
+        rows = res.sequences.shape[0]  # batch × beams (num_return_sequences = beams)
+        counted["decoder_row_positions"] = counted.get("decoder_row_positions", 0) + rows * (res.sequences.shape[1] - 1)
+        return res
+
+    def counting_backbone(*a, **kw):  # the fast path's own counts (search steps, decoder calls and positions)
+        res = backbone_generate(*a, **kw)
+        if kw.get("fast_forward"):
+            for key, value in model.backbone.search_stats.items():
+                counted[key] = counted.get(key, 0) + value
+        return res
 
     net.generate = counting_generate
+    model.backbone.generate = counting_backbone
     for _ in range(args.repeats):
-        for name, opts in (("no trie", DecodeOptions(constrained=False)), ("trie", DecodeOptions())):
-            opts.num_beams = args.num_beams
-            opts.batch_size = args.batch_size
+        for name, opts in configs.items():
             counted.clear()
             start = time.perf_counter()
-            model.answer(qs, opts)
+            outputs[name] = model.answer(qs, opts)
             times[name].append(time.perf_counter() - start)
-            steps[name] = sum(counted)
+            steps[name] = dict(counted)
     net.generate = plain_generate
+    model.backbone.generate = backbone_generate
     med = {k: statistics.median(v) for k, v in times.items()}
-    per_step = {k: med[k] / steps[k] for k in med}
+    same = {}
+    for ref, fast in (("trie, generate()", "trie, fast-forward"), ("renorm., generate()", "renorm., fast-forward")):
+        answers = sum(
+            [c.answer for c in x] == [c.answer for c in y] for x, y in zip(outputs[ref], outputs[fast], strict=True)
+        )
+        pairs = [
+            (c.score, d.score)
+            for x, y in zip(outputs[ref], outputs[fast], strict=True)
+            for c, d in zip(x, y, strict=False)
+        ]
+        diffs = [abs(a - b) for a, b in pairs]
+        rel = [abs(a - b) / max(1.0, abs(a)) for a, b in pairs]  # float32 sums: one ulp of -64 is 7.6e-6
+        same[fast] = {
+            "same_answers": answers,
+            "max_abs_score_diff": max(diffs, default=0.0),
+            "max_rel_score_diff": max(rel, default=0.0),
+        }
     results["speed"] = {
         "questions": len(qs),
         "median_seconds": med,
-        "decoder_steps": steps,
-        "seconds_per_step": per_step,
+        "all_seconds": times,
+        "counts": steps,
         "questions_per_s": {k: len(qs) / v for k, v in med.items()},
-        "overhead": med["trie"] / med["no trie"],
-        "overhead_per_step": per_step["trie"] / per_step["no trie"],
+        "ratio_to_no_trie": {k: v / med["no trie"] for k, v in med.items()},
+        "fast_vs_generate": same,
         "repeats": args.repeats,
     }
     print(
         f"\ndecoding speed, {len(qs)} dev questions, beams {args.num_beams}, batch {args.batch_size}, median of "
-        f"{args.repeats}: no trie {med['no trie']:.2f} s ({len(qs) / med['no trie']:.1f} q/s, {steps['no trie']} "
-        f"steps), trie {med['trie']:.2f} s ({len(qs) / med['trie']:.1f} q/s, {steps['trie']} steps); overhead "
-        f"x{med['trie'] / med['no trie']:.2f} in time, x{per_step['trie'] / per_step['no trie']:.2f} per step"
+        f"{args.repeats} interleaved repeats"
     )
+    print(
+        f"{'decoding':24s} {'sec':>7s} {'q/s':>6s} {'x no trie':>9s} {'steps':>6s} {'dec.calls':>9s} {'dec.pos':>8s} "
+        f"{'rows x pos':>10s}"
+    )
+    for name in configs:
+        c = steps[name]
+        print(
+            f"{name:24s} {med[name]:7.2f} {len(qs) / med[name]:6.1f} {med[name] / med['no trie']:9.2f} "
+            f"{c.get('steps', 0):6d} {c.get('decoder_calls', 0):9d} {c.get('decoder_positions', c.get('steps', 0)):8d} "
+            f"{c.get('decoder_row_positions', 0):10d}"
+        )
+    for fast, info in same.items():
+        print(
+            f"{fast}: same answers (every candidate, in order) as generate() for {info['same_answers']} of "
+            f"{len(qs)} questions, max |score difference| {info['max_abs_score_diff']:.2e} (relative to "
+            f"max(1, |score|): {info['max_rel_score_diff']:.2e})"
+        )
     results["machine"] = {
         "platform": platform.platform(),
         "cpus": os.cpu_count(),
@@ -187,6 +315,12 @@ def main() -> None:
     p.add_argument("--val", type=int, default=500)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--extra-qa", nargs="*", default=[], help="more QA files whose answers join the KB")
+    p.add_argument(
+        "--distractors",
+        type=int,
+        default=0,
+        help="give every subject the predicates and objects of K other subjects of the same kind (0 = none)",
+    )
     e = sub.add_parser("eval", help="decode held-out and dev under each setting")
     e.add_argument("--out", default="bench_out/kgqa")
     e.add_argument("--model", default="bench_out/kgqa/model")

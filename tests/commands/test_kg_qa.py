@@ -244,7 +244,11 @@ def test_ask_reads_questions_from_stdin(invoke, model_dir):
     assert [x["question"] for x in lines] == [questions[0]] * 2 + [questions[1]] * 2  # blank lines are skipped
     assert [x["rank"] for x in lines] == [1, 2, 1, 2]
     one = invoke("kg-qa", "ask", model_dir, questions[1], "--top-k", "2")
-    assert jsonl(one.stdout) == lines[2:]  # the same answers as one question at a time
+    # the same answers as one question at a time; the scores up to float rounding (the fast-forward search scores
+    # forced tokens in teacher-forced passes whose extent depends on the other questions of the batch)
+    alone = jsonl(one.stdout)
+    assert [{**x, "score": None} for x in alone] == [{**x, "score": None} for x in lines[2:]]
+    assert [x["score"] for x in alone] == pytest.approx([x["score"] for x in lines[2:]], rel=1e-6)
     empty = invoke("kg-qa", "ask", model_dir, "-", input="\n")
     assert empty.exit_code == 1 and "no questions on stdin" in empty.stderr
 

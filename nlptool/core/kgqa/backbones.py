@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+from nlptool.core.batching import pad_ids
 from nlptool.core.errors import NlptoolError
 from nlptool.core.kgqa.keys import VOCAB_FILE, CharCodec, HFCodec
 
@@ -56,9 +57,11 @@ class Backbone(Protocol):
         num_beams: int,
         num_return: int,
         max_new_tokens: int,
+        fast_forward: bool = False,
     ) -> list[list[tuple[list[int], float]]]:
         """Beam search per question: ``num_return`` ``(key ids, root first; score = sum of log-probabilities)`` pairs.
-        ``make_processor(questions, num_beams)`` builds the trie's logits processor (``None``: unconstrained)."""
+        ``make_processor(questions, num_beams)`` builds the trie's logits processor (``None``: unconstrained);
+        ``fast_forward``: append the tokens the trie forces without a decoder step each (same keys and scores)."""
         ...
 
     def save(self, folder: Path) -> None:
@@ -94,16 +97,7 @@ def global_token_mean_loss(logits: Any, labels: Any, *, log_probs: bool = False)
     return all_gather_with_grad(fn(flat[keep], target[keep], reduction="none")).mean()
 
 
-def pad_batch(seqs: Sequence[Sequence[int]], pad: int) -> tuple[Any, Any]:
-    import torch
-
-    width = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), width), pad, dtype=torch.long)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    for i, s in enumerate(seqs):
-        ids[i, : len(s)] = torch.tensor(s, dtype=torch.long)
-        mask[i, : len(s)] = 1
-    return ids, mask
+pad_batch = pad_ids  # the old name, kept importable from nlptool.core.kgqa (it was in __all__)
 
 
 class Seq2SeqBackbone:
@@ -113,10 +107,11 @@ class Seq2SeqBackbone:
         self.model = model
         self.codec = codec
         self.kind = kind
+        self.search_stats: dict = {}  # the last fast-forward search's step counts (seq2seq_search's stats)
 
     def collate(self, examples: Sequence[tuple[list[int], list[int]]]) -> dict:
-        ids, mask = pad_batch([q for q, _ in examples], self.codec.pad_id)
-        labels, lmask = pad_batch([k for _, k in examples], self.codec.pad_id)
+        ids, mask = pad_ids([q for q, _ in examples], self.codec.pad_id)
+        labels, lmask = pad_ids([k for _, k in examples], self.codec.pad_id)
         labels[lmask == 0] = -100
         return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
@@ -135,15 +130,38 @@ class Seq2SeqBackbone:
         num_beams: int,
         num_return: int,
         max_new_tokens: int,
+        fast_forward: bool = False,
     ) -> list[list[tuple[list[int], float]]]:
-        """Beam search for each question; per question ``num_return`` ``(ids, score)`` pairs, ids root first."""
+        """Beam search for each question; per question ``num_return`` ``(ids, score)`` pairs, ids root first.
+        ``fast_forward`` (with a processor): :func:`~nlptool.core.kgqa.search.seq2seq_search`, the same search with
+        the trie's forced tokens appended without a decoder step each; otherwise ``generate()``."""
         import torch
         from transformers import LogitsProcessorList
 
         processor = make_processor(questions, num_beams) if make_processor is not None else None
 
         device = next(self.model.parameters()).device
-        ids, mask = pad_batch(questions, self.codec.pad_id)
+        ids, mask = pad_ids(questions, self.codec.pad_id)
+        copy = bool(getattr(self.model.config, "kgqa_copy", False))
+        if processor is not None and fast_forward:
+            from nlptool.core.kgqa.search import seq2seq_search
+
+            with torch.no_grad():
+                seqs, scores = seq2seq_search(
+                    self.model,
+                    ids.to(device),
+                    mask.to(device),
+                    processor,
+                    num_beams=num_beams,
+                    num_return=num_return,
+                    max_new_tokens=max_new_tokens,
+                    start_id=self.codec.start_id,
+                    end_id=self.codec.end_id,
+                    pad_id=self.codec.pad_id,
+                    copy=copy,
+                    stats=self.search_stats,
+                )
+            return _group(seqs, scores, num_return, self.codec)
         kwargs: dict[str, Any] = {
             "input_ids": ids.to(device),
             "attention_mask": mask.to(device),
@@ -161,7 +179,7 @@ class Seq2SeqBackbone:
             "return_dict_in_generate": True,
             "output_scores": True,
         }
-        if getattr(self.model.config, "kgqa_copy", False):
+        if copy:
             kwargs["decoder_source_ids"] = kwargs["input_ids"]
         if num_beams > 1:  # rank beams by the key's log-probability (no length normalisation)
             kwargs.update(length_penalty=0.0, early_stopping=False)
@@ -235,7 +253,7 @@ class UniLMBackbone:
         import torch
 
         seqs = [q + k for q, k in zip(qs, keys, strict=True)]
-        ids, mask = pad_batch(seqs, self.codec.pad_id)
+        ids, mask = pad_ids(seqs, self.codec.pad_id)
         seg = torch.zeros_like(ids)
         for i, q in enumerate(qs):
             seg[i, len(q) : len(seqs[i])] = 1
@@ -276,8 +294,12 @@ class UniLMBackbone:
         num_beams: int,
         num_return: int,
         max_new_tokens: int,
+        fast_forward: bool = False,
     ) -> list[list[tuple[list[int], float]]]:
-        """Beam search (sum of log-probabilities, as ``generate()`` with ``length_penalty=0``) with ``processor``."""
+        """Beam search (sum of log-probabilities, as ``generate()`` with ``length_penalty=0``) with ``processor``.
+        ``fast_forward``: when every beam has a single allowed continuation, the forced runs are scored in one
+        network pass (mask-only) or none (renormalised: a forced token costs 0) instead of one pass per token; the
+        selection is the same, so the keys and scores are too (up to float rounding)."""
         import torch
 
         device = next(self.model.parameters()).device
@@ -291,43 +313,102 @@ class UniLMBackbone:
                 processor.scores_are_logprobs = True
             beams: list[tuple[list[int], float]] = [([self.codec.start_id], 0.0)]
             finished: list[tuple[list[int], float]] = []
-            for _ in range(max_new_tokens):
-                if not beams:
-                    break
-                batch = self._inputs([qs] * len(beams), [s for s, _ in beams])
+            vocab: int | None = None
+            step = 0
+            while step < max_new_tokens and beams:
+                rows = [s for s, _ in beams]
+                runs = None
+                if processor is not None and fast_forward and vocab is not None:
+                    allowed = processor.allowed_rows(rows, vocab)
+                    if all(len(a) == 1 for a in allowed):  # every beam forced: the runs, scored in one pass
+                        runs = [
+                            processor.forced_run(r, i, int(a[0]), max_new_tokens - step, vocab)
+                            for i, (r, a) in enumerate(zip(rows, allowed, strict=True))
+                        ]
+                if runs is not None:
+                    m = min(len(r) for r in runs)
+                    forced = torch.tensor([r[:m] for r in runs], dtype=torch.long, device=device)
+                    if processor.renormalize:  # a forced token costs log 1 = 0: no network call
+                        forced_lp = torch.zeros(forced.shape, device=device)
+                    else:
+                        batch = self._inputs(
+                            [qs] * len(beams), [r + run[: m - 1] for r, run in zip(rows, runs, strict=True)]
+                        )
+                        batch = {k: v.to(device) for k, v in batch.items()}
+                        with torch.no_grad():
+                            logits = self._logits(self.model, batch)
+                        pos = torch.tensor([len(qs) + len(r) - 1 for r in rows], device=device)
+                        pos = pos[:, None] + torch.arange(m, device=device)[None, :]
+                        rows_idx = torch.arange(len(beams), device=device)[:, None]
+                        lp_all = torch.log_softmax(logits[rows_idx, pos].float(), -1)
+                        forced_lp = lp_all.gather(2, forced.unsqueeze(-1)).squeeze(-1)
+                    origin = list(range(len(beams)))
+                    for t in range(m):  # the same selection on the rows the processor would have returned
+                        lp = torch.full((len(beams), vocab), float("-inf"), device=device)
+                        o = torch.tensor(origin, device=device)
+                        lp[torch.arange(len(beams), device=device), forced[o, t]] = forced_lp[o, t]
+                        step += 1
+                        beams, src, stop = self._select(beams, lp, finished, num_beams, end, device)
+                        origin = [origin[i] for i in src]
+                        if stop or not beams or step >= max_new_tokens:
+                            break
+                    if stop:
+                        break
+                    continue
+                batch = self._inputs([qs] * len(beams), rows)
                 batch = {k: v.to(device) for k, v in batch.items()}
                 with torch.no_grad():
                     logits = self._logits(self.model, batch)
-                pos = torch.tensor([len(qs) + len(s) - 1 for s, _ in beams], device=device)
+                pos = torch.tensor([len(qs) + len(s) - 1 for s in rows], device=device)
                 last = logits[torch.arange(len(beams), device=device), pos]
-                prefixes = torch.tensor([s for s, _ in beams], dtype=torch.long)
                 lp = torch.log_softmax(last.float(), -1)
-                if processor is not None:
-                    lp = processor(prefixes, lp)
-                total = lp + torch.tensor([sc for _, sc in beams], device=device)[:, None]
-                flat = total.flatten()
-                k = min(2 * num_beams, int(torch.isfinite(flat).sum()))
-                if k == 0:
-                    break
-                vals, idx = flat.topk(k)
                 vocab = lp.shape[1]
-                nxt = []
-                for v, i in zip(vals.tolist(), idx.tolist(), strict=True):
-                    s = beams[i // vocab][0] + [i % vocab]
-                    if i % vocab == end:
-                        finished.append((s, v))
-                    elif len(nxt) < num_beams:
-                        nxt.append((s, v))
-                beams = nxt
-                best_running = max((sc for _, sc in beams), default=float("-inf"))
-                if len(finished) >= num_beams and best_running <= sorted(sc for _, sc in finished)[-num_beams]:
-                    break  # log-probabilities only fall: no running beam can still enter the top num_beams
+                if processor is not None:
+                    lp = processor(torch.tensor(rows, dtype=torch.long), lp)
+                step += 1
+                beams, _, stop = self._select(beams, lp, finished, num_beams, end, device)
+                if stop:
+                    break
             finished.sort(key=lambda x: -x[1])
             top = (finished or beams)[:num_return]
             while len(top) < num_return:
                 top.append(top[-1] if top else ([self.codec.start_id, end], float("-inf")))
             results.append([(s, sc) for s, sc in top])
         return results
+
+    @staticmethod
+    def _select(
+        beams: list[tuple[list[int], float]],
+        lp: Any,
+        finished: list[tuple[list[int], float]],
+        num_beams: int,
+        end: int,
+        device: Any,
+    ) -> tuple[list[tuple[list[int], float]], list[int], bool]:
+        """One beam-search step from the processed log-probabilities ``lp`` (beams × vocab): the next beams, the beam
+        each came from, and whether the search is over (finished keys are appended to ``finished``)."""
+        import torch
+
+        total = lp + torch.tensor([sc for _, sc in beams], device=device)[:, None]
+        flat = total.flatten()
+        k = min(2 * num_beams, int(torch.isfinite(flat).sum()))
+        if k == 0:  # nothing can continue: the search ends with these beams
+            return beams, list(range(len(beams))), True
+        vals, idx = flat.topk(k)
+        vocab = lp.shape[1]
+        nxt: list[tuple[list[int], float]] = []
+        src: list[int] = []
+        for v, i in zip(vals.tolist(), idx.tolist(), strict=True):
+            s = beams[i // vocab][0] + [i % vocab]
+            if i % vocab == end:
+                finished.append((s, v))
+            elif len(nxt) < num_beams:
+                nxt.append((s, v))
+                src.append(i // vocab)
+        best_running = max((sc for _, sc in nxt), default=float("-inf"))
+        # log-probabilities only fall: no running beam can still enter the top num_beams
+        stop = len(finished) >= num_beams and best_running <= sorted(sc for _, sc in finished)[-num_beams]
+        return nxt, src, stop
 
     def save(self, folder: Path) -> None:
         self.model.save_pretrained(folder)

@@ -108,6 +108,14 @@ class TrieLogitsProcessor:
                 allowed = keep
         return allowed
 
+    def select_items(self, keep: Sequence[int]) -> None:
+        """From now on row ``r`` belongs to batch item ``keep[r // num_beams]`` of the current numbering (a search
+        that drops settled questions calls this)."""
+        if self.questions is not None:
+            self.questions = [self.questions[i] for i in keep]
+        new = {old: i for i, old in enumerate(keep)}
+        self._lcs_cache = {(new[b], seq): v for (b, seq), v in self._lcs_cache.items() if b in new}
+
     def _lookahead_weights(self, seq: list[int], row: int, allowed: np.ndarray) -> np.ndarray | None:
         if self.sep_id not in seq[1:] or len(allowed) < 2:
             return None
@@ -130,20 +138,32 @@ class TrieLogitsProcessor:
             v = self._lcs_cache[k] = token_lcs(seq, q)
         return v
 
-    def __call__(self, input_ids: Any, scores: Any) -> Any:
-        import torch
-
-        if not self.scores_are_logprobs:  # greedy search hands raw logits, beam search log-probabilities
-            scores = torch.log_softmax(scores.float(), dim=-1)
-        rows = input_ids.tolist()
-        n, vocab = scores.shape
-        row_idx: list[np.ndarray] = []
-        col_idx: list[np.ndarray] = []
-        reweight: list[tuple[int, np.ndarray, np.ndarray]] = []
+    def allowed_rows(self, rows: Sequence[list[int]], vocab: int) -> list[np.ndarray]:
+        """The allowed next tokens of every row (prefixes root first; rows batch-major), limited to ids below
+        ``vocab`` (the model's output size)."""
+        out = []
         for r, seq in enumerate(rows):
             allowed = self.allowed_tokens(seq, r)
             if len(allowed) and allowed[-1] >= vocab:  # sorted: only a tokenizer larger than the head gets here
                 allowed = allowed[allowed < vocab]
+            out.append(allowed)
+        return out
+
+    def __call__(self, input_ids: Any, scores: Any) -> Any:
+        rows = input_ids.tolist()
+        return self.process(rows, scores, self.allowed_rows(rows, scores.shape[1]))
+
+    def process(self, rows: Sequence[list[int]], scores: Any, allowed_rows: Sequence[np.ndarray]) -> Any:
+        """:meth:`__call__` with the rows as lists and their allowed sets (:meth:`allowed_rows`) already known."""
+        import torch
+
+        if not self.scores_are_logprobs:  # greedy search hands raw logits, beam search log-probabilities
+            scores = torch.log_softmax(scores.float(), dim=-1)
+        n, vocab = scores.shape
+        row_idx: list[np.ndarray] = []
+        col_idx: list[np.ndarray] = []
+        reweight: list[tuple[int, np.ndarray, np.ndarray]] = []
+        for r, (seq, allowed) in enumerate(zip(rows, allowed_rows, strict=True)):
             row_idx.append(np.full(len(allowed), r, dtype=np.int64))
             col_idx.append(allowed)
             if self.lookahead:
@@ -161,6 +181,21 @@ class TrieLogitsProcessor:
         if self.renormalize:
             out = torch.log_softmax(out, dim=-1)
         return out
+
+    def forced_run(self, seq: list[int], row: int, first: int, limit: int, vocab: int) -> list[int]:
+        """The tokens that row ``row`` (prefix ``seq``, whose only allowed next token is ``first``) is forced to take:
+        ``first`` and then every token that is again the only one allowed, at most ``limit`` tokens. A forced token's
+        processed log-probability is the model's (mask-only) or 0 (renormalised), and look-ahead never reweights a
+        single allowed token, so the run can be scored without the processor."""
+        run = [first]
+        cur = [*seq, first]
+        while len(run) < limit:
+            allowed = self.allowed_tokens(cur, row)
+            if len(allowed) != 1 or allowed[0] >= vocab:
+                break
+            run.append(int(allowed[0]))
+            cur.append(run[-1])
+        return run
 
 
 @dataclass
@@ -185,7 +220,13 @@ class Candidate:
 
 @dataclass
 class DecodeOptions:
-    """How :meth:`KgqaModel.answer` decodes (see :class:`TrieLogitsProcessor`)."""
+    """How :meth:`KgqaModel.answer` decodes (see :class:`TrieLogitsProcessor`).
+
+    ``fast_forward`` (encoder-decoder backbones, with the trie): nlptool's own beam search
+    (:func:`~nlptool.core.kgqa.search.seq2seq_search`), which appends the tokens the trie forces on every live beam
+    without a decoder step per token, and decodes questions in batches of similar length. It returns the keys and
+    scores of ``generate()``'s beam search (``fast_forward=False``, kept as the reference) up to float rounding.
+    """
 
     num_beams: int = 5
     top_k: int = 1
@@ -194,6 +235,7 @@ class DecodeOptions:
     lookahead: bool = False
     subject_in_question: bool = False
     batch_size: int = 32
+    fast_forward: bool = True
 
     def params(self) -> dict[str, Any]:
         """The decoding settings as ``metrics.json`` records them (``trie``: constrained decoding)."""

@@ -170,25 +170,37 @@ class KgqaModel:
         net = self.backbone.model
         was_training = net.training
         net.eval()
-        out: list[list[Candidate]] = []
+        encoded = self.encode_questions(questions)
+        fast = opt.fast_forward and opt.constrained
+        if fast:  # batches of similar length (less padding); answers go back in input order
+            from nlptool.core.batching import length_batches
+
+            batches = length_batches([len(q) for q in encoded], opt.batch_size)
+        else:
+            batches = [
+                list(range(s, min(s + opt.batch_size, len(questions))))
+                for s in range(0, len(questions), opt.batch_size)
+            ]
+        slots: list[list[Candidate] | None] = [None] * len(questions)
         try:
-            for start in range(0, len(questions), opt.batch_size):
-                chunk = questions[start : start + opt.batch_size]
+            for batch in batches:
+                kwargs = {"fast_forward": True} if fast else {}
                 with torch.no_grad():
                     beams = self.backbone.generate(
-                        self.encode_questions(chunk),
+                        [encoded[i] for i in batch],
                         make if opt.constrained else None,
                         num_beams=opt.num_beams,
                         num_return=opt.num_beams if opt.num_beams > 1 else 1,
                         max_new_tokens=self.max_key + 1,
+                        **kwargs,
                     )
-                for cands in beams:
-                    out.append(self._candidates(cands, opt.top_k, opt.constrained))
+                for i, cands in zip(batch, beams, strict=True):
+                    slots[i] = self._candidates(cands, opt.top_k, opt.constrained)
                 if on_batch is not None:
-                    on_batch(len(chunk))
+                    on_batch(len(batch))
         finally:
             net.train(was_training)
-        return out
+        return [c if c is not None else [] for c in slots]
 
     def _candidates(self, cands: list[tuple[list[int], float]], top_k: int, constrained: bool) -> list[Candidate]:
         seen: set[tuple[str, str, str]] = set()
