@@ -58,3 +58,24 @@ head -n 2 demo_out/ner_pred.jsonl
   -o demo_out/kgqa_dev_preds.jsonl --force
 "$NLP" kg-qa eval sample_data/kgqa_dev.jsonl --predictions demo_out/kgqa_dev_preds.jsonl --metrics-out demo_out/kgqa_dev_metrics.json --force
 "$NLP" kg-qa ask "白鹭是谁导演的？" --model demo_out/kgqa --renormalize --lookahead
+
+# Text classification: fine-tune the bundled all-MiniLM-L6-v2 with a linear head on 200 SST-2 sentences, evaluate on
+# the next 100, and send its probabilities through CAN with the prior of the training labels.
+"$NLP" classify train --train sample_data/sst2_preds.jsonl --dev sample_data/sst2_zero_shot.jsonl --text-col sentence \
+  --out demo_out/minilm-clf --epochs 5 --lr 1e-4 --force
+"$NLP" classify eval sample_data/sst2_zero_shot.jsonl --text-col sentence --model demo_out/minilm-clf \
+  --metrics-out demo_out/clf_dev_metrics.json --force
+"$NLP" -q classify predict sample_data/sst2_zero_shot.jsonl --text-col sentence --model demo_out/minilm-clf \
+  | "$NLP" calibrate-can - --labels negative,positive --prior-from sample_data/sst2_preds.jsonl --label-col label \
+  -o demo_out/clf_can.jsonl --metrics-out demo_out/clf_can_metrics.json --force
+
+# Multi-task: one encoder for the three tasks above (STS pairs, NER, SST-2 classes), the gradients combined by
+# Su's normalise-then-sum; the single-task models' metrics.json give Δm. Then each task's folder works alone.
+"$NLP" train-multitask --out demo_out/minilm-mtl --combine gradnorm-sum --steps 40 --batch-size 16 \
+  --task sts=sts:sample_data/stsb_train_sample.csv:sample_data/stsb_dev_sample.csv \
+  --task ner=ner:demo_out/ner_train.jsonl:sample_data/ner_dev.jsonl \
+  --task sst2=classify:sample_data/sst2_preds.jsonl:sample_data/sst2_zero_shot.jsonl --text-col sentence \
+  --baseline sts=demo_out/minilm-cosent/metrics.json --baseline ner=demo_out/minilm-ner/metrics.json \
+  --baseline sst2=demo_out/minilm-clf/metrics.json --force
+"$NLP" ner eval sample_data/ner_dev.jsonl --model demo_out/minilm-mtl/tasks/ner --force
+"$NLP" classify eval sample_data/sst2_zero_shot.jsonl --text-col sentence --model demo_out/minilm-mtl/tasks/sst2 --force
