@@ -244,7 +244,16 @@ def test_a_real_sigint_before_the_first_checkpoint(tiny_bert_dir, tmp_path):
     out = tmp_path / "model"
     args = [sys.executable, "-m", "nlptool", *map(str, train_args(tiny_bert_dir, train, out, "--batch-size", "2"))]
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
+    # A shell's background job (`cmd &`) starts with SIGINT ignored, and Python then keeps it ignored: give the child
+    # the default disposition, so the test also holds when the suite itself runs in the background.
+    proc = subprocess.Popen(
+        args,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     log = out / "training" / "train_log.jsonl"
     deadline = time.monotonic() + 120
     while not log.exists() and proc.poll() is None and time.monotonic() < deadline:
