@@ -203,7 +203,7 @@ def train(
 
 
 def _read_train_files(
-    train_file: str, dev: str | None, text_col: str, label_col: str, fmt: str | None
+    train_file: str, dev: str | None, text_col: str, label_col: str, fmt: str | None, dev_hint: str = "--dev"
 ) -> tuple[Any, Any]:
     """The training rows and the dev rows (``None`` without --dev); empty files and unknown dev labels stop."""
     from nlptool.core.classify import check_labels, read_classify
@@ -215,7 +215,7 @@ def _read_train_files(
         return data, None
     dev_data = read_classify(dev, text_col=text_col, label_col=label_col, format=fmt)
     if not len(dev_data):
-        raise no_rows_error(dev, "give dev rows or leave out --dev")
+        raise no_rows_error(dev, f"give dev rows or leave out {dev_hint}")
     check_labels(dev_data, data.label_set(), "the training data")
     return data, dev_data
 

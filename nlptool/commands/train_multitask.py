@@ -379,28 +379,13 @@ def _build_task(
 
 
 def _build_classify(spec: TaskSpec, encoder: Any, device: str, text_col: str, label_col: str) -> _Built:
-    from nlptool.commands._common import no_rows_error
-    from nlptool.core.errors import NlptoolError
+    from nlptool.commands.classify import _read_train_files
+    from nlptool.core.classify import DEFAULT_HEAD_LR_SCALE, ClassifyTask
 
-    try:
-        from nlptool.core import classify
-    except ImportError:
-        raise NlptoolError(
-            f"--task {spec.name}=classify:...: this installation has no nlptool.core.classify; update nlptool"
-        ) from None
-    data = classify.read_classify(spec.train, text_col=text_col, label_col=label_col)
-    if not len(data):
-        raise no_rows_error(spec.train)
-    dev = None
-    if spec.dev:
-        dev = classify.read_classify(spec.dev, text_col=text_col, label_col=label_col)
-        if not len(dev):
-            raise no_rows_error(spec.dev, "give dev rows or leave out the :DEV part")
-        classify.check_labels(dev, data.label_set(), "the training data")
-    task = classify.ClassifyTask(encoder, data.label_set(), eval_device=device)
+    data, dev = _read_train_files(spec.train, spec.dev, text_col, label_col, None, dev_hint="the :DEV part")
+    task = ClassifyTask(encoder, data.label_set(), eval_device=device)
     task.name = spec.name
-    scale = getattr(classify, "DEFAULT_HEAD_LR_SCALE", None)
-    return _Built(spec, task, task.examples(data), dev, len(data), scale)
+    return _Built(spec, task, task.examples(data), dev, len(data), DEFAULT_HEAD_LR_SCALE)
 
 
 def _task_stats(event: dict) -> str:
