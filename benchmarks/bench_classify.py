@@ -63,6 +63,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--head-lr-scale", type=float, default=10.0)
     p.add_argument("--out-dir", default=str(REPO / "bench_out" / "classify"))
     p.add_argument(
+        "--speed-rounds",
+        type=int,
+        default=0,
+        help="instead of the accuracy runs: training throughput of ours and peer only, interleaved: this many rounds, "
+        "each running every system for --speed-steps steps from a fresh model, in an order rotated every round",
+    )
+    p.add_argument("--speed-steps", type=int, default=20)
+    p.add_argument(
         "--from-log",
         help="print the table of the JSON result lines of an earlier run's stderr (one per system) instead of running",
     )
@@ -87,7 +95,9 @@ def load_split(
     return x_tr, y_tr, x_dev, y_dev
 
 
-def run_ours(args: argparse.Namespace, seed: int, data: tuple, *, head_lr_scale: float, group: bool) -> dict:
+def run_ours(
+    args: argparse.Namespace, seed: int, data: tuple, *, head_lr_scale: float, group: bool, max_steps: int | None = None
+) -> dict:
     import torch
 
     from nlptool.core.classify import ClassifyData, fit, predict_proba
@@ -107,9 +117,13 @@ def run_ours(args: argparse.Namespace, seed: int, data: tuple, *, head_lr_scale:
         seed=seed,
         device="cpu",
         group_by_length=group,
+        max_steps=max_steps,
     )
     result = fit(encoder, train, None, config=config, head_lr_scale=head_lr_scale)
     task = result.task
+    if max_steps is not None:  # the speed mode: no prediction
+        return {"train_seconds": result.metrics["train_seconds"], "steps": result.metrics["steps"],
+                "examples_per_s": result.metrics["texts_per_s"]}  # fmt: skip
     t0 = time.perf_counter()
     probs = predict_proba(encoder, task, x_dev, batch_size=64)
     eval_s = time.perf_counter() - t0
@@ -125,7 +139,7 @@ def run_ours(args: argparse.Namespace, seed: int, data: tuple, *, head_lr_scale:
     }
 
 
-def run_peer(args: argparse.Namespace, seed: int, data: tuple, labels: list[str]) -> dict:
+def run_peer(args: argparse.Namespace, seed: int, data: tuple, labels: list[str], max_steps: int | None = None) -> dict:
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
     from transformers.utils import logging as hf_logging
@@ -145,16 +159,18 @@ def run_peer(args: argparse.Namespace, seed: int, data: tuple, labels: list[str]
     opt = torch.optim.AdamW(weight_decay_groups(model, 0.01), lr=args.lr)
     n = len(x_tr)
     steps_per_epoch = -(-n // args.batch_size)
-    total = steps_per_epoch * args.epochs
+    total = steps_per_epoch * args.epochs if max_steps is None else max_steps
     warmup = min(int(np.ceil(args.warmup * total)), total)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: lr_multiplier(i + 1, total, warmup))
     gen = torch.Generator().manual_seed(seed)
     model.train()
-    steps = 0
+    steps = examples = 0
     t0 = time.perf_counter()
-    for _ in range(args.epochs):
+    while steps < total:  # epochs of shuffled batches until the step budget is spent
         order = torch.randperm(n, generator=gen).tolist()
         for start in range(0, n, args.batch_size):
+            if steps == total:
+                break
             idx = order[start : start + args.batch_size]
             batch = tokenizer(
                 [x_tr[i] for i in idx], padding="longest", truncation=True, max_length=args.max_length,
@@ -167,7 +183,10 @@ def run_peer(args: argparse.Namespace, seed: int, data: tuple, labels: list[str]
             sched.step()
             opt.zero_grad(set_to_none=True)
             steps += 1
+            examples += len(idx)
     train_s = time.perf_counter() - t0
+    if max_steps is not None:
+        return {"train_seconds": train_s, "steps": steps, "examples_per_s": examples / train_s}
     model.eval()
     probs = np.zeros((len(x_dev), len(labels)))
     t0 = time.perf_counter()
@@ -184,7 +203,7 @@ def run_peer(args: argparse.Namespace, seed: int, data: tuple, labels: list[str]
         "probs": probs,
         "train_seconds": train_s,
         "steps": steps,
-        "examples_per_s": n * args.epochs / train_s,
+        "examples_per_s": examples / train_s,
         "eval_seconds": eval_s,
     }
 
@@ -228,6 +247,9 @@ def main(argv: list[str] | None = None) -> None:
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     systems = [s for s in args.systems.split(",") if s]
+    if args.speed_rounds:
+        speed(args, systems)
+        return
     rows: list[dict[str, Any]] = []
     for seed in [int(s) for s in args.seeds.split(",")]:
         data = load_split(args.data, seed, args.train_size, args.dev_size)
@@ -253,6 +275,44 @@ def main(argv: list[str] | None = None) -> None:
     (out_dir / "results.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1) + "\n")
     versions = f"torch {torch.__version__} ({torch.get_num_threads()} threads), transformers {transformers.__version__}"
     print_table(rows, args, systems, versions)
+
+
+def speed(args: argparse.Namespace, systems: list[str]) -> None:
+    """Interleaved training throughput: round r trains every system for ``--speed-steps`` optimizer steps (seed
+    ``first seed + r``: each round draws other batches, the same for every system's shuffling seed), the order of the
+    systems rotated by one each round; the loop's own time only (model loading excluded). Prints each round's
+    examples/s, the per-round ratio to the peer, and their medians."""
+    import statistics
+
+    import torch
+
+    seed0 = int(args.seeds.split(",")[0])
+    data = load_split(args.data, seed0, args.train_size, args.dev_size)
+    labels = sorted(set(data[1]))
+    rates: dict[str, list[float]] = {s: [] for s in systems}
+    for r in range(args.speed_rounds):
+        order = systems[r % len(systems) :] + systems[: r % len(systems)]
+        for system in order:
+            if system == "peer":
+                run = run_peer(args, seed0 + r, data, labels, max_steps=args.speed_steps)
+            else:
+                hls = 1.0 if system == "ours-hls1" else args.head_lr_scale
+                run = run_ours(args, seed0 + r, data, head_lr_scale=hls, group=system != "ours-nogroup",
+                               max_steps=args.speed_steps)  # fmt: skip
+            rates[system].append(run["examples_per_s"])
+            print(json.dumps({"round": r, "system": system, **run}), file=sys.stderr, flush=True)
+    print(f"training throughput, AG News {args.train_size} train rows (seed {seed0}), batch {args.batch_size}, "
+          f"{args.speed_steps} steps per system per round, {args.speed_rounds} rounds rotated; torch "
+          f"{torch.__version__}, {torch.get_num_threads()} thread(s)")  # fmt: skip
+    print()
+    print("| system | examples/s per round | median | median ratio to peer |")
+    print("|---|---|---|---|")
+    for system in systems:
+        ratio = "-"
+        if "peer" in rates and system != "peer":
+            ratio = f"{statistics.median(a / b for a, b in zip(rates[system], rates['peer'], strict=True)):.2f}"
+        per = " / ".join(f"{v:.2f}" for v in rates[system])
+        print(f"| {system} | {per} | {statistics.median(rates[system]):.2f} | {ratio} |")
 
 
 def print_table(rows: list[dict[str, Any]], args: argparse.Namespace, systems: list[str], versions: str) -> None:
