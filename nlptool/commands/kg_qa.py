@@ -269,6 +269,15 @@ EvalRenormOpt = Annotated[
 EvalLookaheadOpt = Annotated[
     bool, typer.Option("--eval-lookahead", help="Dev evaluations decode with --lookahead (as --eval-renormalize).")
 ]
+TrieLossOpt = Annotated[
+    float,
+    typer.Option(
+        "--trie-loss",
+        help="Weight of a second loss: each key token's cross-entropy among the tokens the KB's trie allows there "
+        "(the --renormalize decoding's loss), which trains the choice between a subject's predicates; 0 = off.",
+        min=0.0,
+    ),
+]
 KbLinkOpt = Annotated[
     bool, typer.Option("--kb-link", help="Record the KB's path and SHA-256 in the model folder instead of a copy.")
 ]
@@ -304,6 +313,7 @@ def train(
     eval_beams: EvalBeamsOpt = 5,
     eval_renormalize: EvalRenormOpt = False,
     eval_lookahead: EvalLookaheadOpt = False,
+    trie_loss: TrieLossOpt = 0.0,
     kb_link: KbLinkOpt = False,
     resume: ResumeOpt = False,
     device: DeviceOpt = "auto",

@@ -440,15 +440,36 @@ def test_train_chooses_the_checkpoint_with_the_decoding_given(invoke, tmp_path):
     assert json.loads(plain.stdout)["metrics"]["Score"] != json.loads(same.stdout)["metrics"]["Score"]
 
 
+def test_train_trie_loss_option(invoke, tmp_path):
+    """--trie-loss reaches the loss (a different model from the same seed) and metrics.json; a negative weight is a
+    usage error that leaves no folder behind."""
+    base = ["kg-qa", "train", "--kb", KB, "--train", TRAIN, "--epochs", "2", *TINY]
+    r = invoke(*base, "--out", tmp_path / "m", "--trie-loss", "0.5", "--metrics-out", tmp_path / "m.json")
+    assert r.exit_code == 0, r.stderr
+    assert json.loads((tmp_path / "m.json").read_text(encoding="utf-8"))["params"]["trie_loss"] == 0.5
+    r0 = invoke(*base, "--out", tmp_path / "m0")
+    assert r0.exit_code == 0, r0.stderr
+    from safetensors.torch import load_file
+
+    a, b = load_file(tmp_path / "m" / "model.safetensors"), load_file(tmp_path / "m0" / "model.safetensors")
+    assert max((a[k] - b[k]).abs().max().item() for k in a) > 1e-4
+    bad = invoke(*base, "--out", tmp_path / "bad", "--trie-loss", "-1")
+    assert bad.exit_code == 2 and "--trie-loss" in bad.stderr
+    assert not (tmp_path / "bad").exists()
+
+
 @pytest.mark.slow
-def test_torchrun_two_processes_match_one(tmp_path):
+@pytest.mark.parametrize("trie_loss", ["0", "0.5"])
+def test_torchrun_two_processes_match_one(tmp_path, trie_loss):
     """kg-qa train under torchrun --nproc_per_node 2 (gloo, CPU) follows the single-process run: the same weights
-    (the key-token mean is taken over the whole global batch, not per rank), and only rank 0 writes the folder."""
+    (the key-token mean is taken over the whole global batch, not per rank; with --trie-loss, its mean too), and only
+    rank 0 writes the folder."""
 
     from safetensors.torch import load_file
 
     # 34 questions in batches of 8: the last batch (2) is split 1/1, the others 4/4 with different key lengths
     common = ["-q", "kg-qa", "train", "--kb", str(KB), "--train", str(TRAIN), "--epochs", "2", *TINY]
+    common += ["--trie-loss", trie_loss]
     single = run_nlptool([*common, "--out", tmp_path / "one"])
     assert single.returncode == 0, single.stderr
     multi = run_nlptool([*common, "--out", str(tmp_path / "two")], nproc=2)

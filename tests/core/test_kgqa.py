@@ -497,6 +497,91 @@ def test_reported_score_is_the_teacher_forced_log_probability(score_models, back
             assert c.score == pytest.approx(expected, abs=1e-3), (question, c.answer)
 
 
+# -- the trie loss (kg-qa train --trie-loss) --------------------------------------------------------------------------
+def test_trie_choices_hand_computed():
+    trie = _toy_trie()  # keys (root 1) 5 3 6 3 2 / 5 3 7 3 2 / 8 3 6 3 2
+    got = kgqa.trie_choices(trie, [5, 3, 6, 3, 2])
+    assert [(t, a.tolist()) for t, a in got] == [(0, [5, 8]), (2, [6, 7])]
+    assert [(t, a.tolist()) for t, a in kgqa.trie_choices(trie, [8, 3, 6, 3, 2])] == [(0, [5, 8])]
+    # a key that leaves the trie (an answer missing from the KB) stops before the token the trie does not allow
+    assert [(t, a.tolist()) for t, a in kgqa.trie_choices(trie, [5, 3, 9, 3, 2])] == [(0, [5, 8])]
+    assert kgqa.trie_choices(trie, [9, 3, 6, 3, 2]) == []
+
+
+def test_trie_loss_per_token_against_a_masked_softmax():
+    """Oracle: a dense (B, T, V) mask of the trie's allowed tokens, log-softmax over it, the label's entry."""
+    trie = _toy_trie()
+    keys = [[5, 3, 7, 3, 2], [8, 3, 6, 3, 2], [5, 3, 9, 3, 2]]
+    labels = torch.tensor([k + [-100] for k in keys[:2]] + [keys[2] + [-100]])
+    torch.manual_seed(0)
+    logits = torch.randn(3, 6, 10, requires_grad=True)
+    choices = [kgqa.trie_choices(trie, k) for k in keys]
+    batch = kgqa.trie_tensors(choices, [0, 0, 0], 6)
+    got = kgqa.trie_loss_per_token(logits, labels, batch).view(3, 6)
+    expected = torch.zeros(3, 6)
+    for i, ch in enumerate(choices):
+        for t, allowed in ch:
+            mask = torch.full((10,), float("-inf"))
+            mask[torch.as_tensor(allowed)] = 0.0
+            expected[i, t] = -torch.log_softmax(logits[i, t].detach() + mask, -1)[labels[i, t]]
+    assert torch.allclose(got.detach(), expected, atol=1e-6)
+    assert expected[0, 2] > 0 and expected[0, 1] == 0 and expected[2, 2] == 0  # forced and off-trie tokens: 0
+    # log-probabilities in place of logits give the same loss (the copy model's output)
+    again = kgqa.trie_loss_per_token(torch.log_softmax(logits, -1), labels, batch).view(3, 6)
+    assert torch.allclose(again, got, atol=1e-5)
+    got.sum().backward()  # differentiable
+    assert logits.grad is not None and logits.grad[0, 1].abs().sum() == 0  # a forced token gets no gradient
+
+
+@pytest.mark.parametrize("backbone", ["bart-char", "seq2seq", "unilm"])
+def test_trie_loss_is_the_renormalised_key_score(score_models, backbone):
+    """Summed over a key, the trie loss is minus the key's renormalised score, which the decoder reports (checked
+    above against teacher forcing): the loss trains exactly what --renormalize decodes. Each backbone puts key token
+    t in its own column (seq2seq: t; UniLM: after the question); the loss adds weight × the token mean."""
+    model = score_models[backbone]
+    bb = model.backbone
+    opts = kgqa.DecodeOptions(num_beams=2, top_k=2, renormalize=True)
+    questions = ["w1 w2 a", "w9 w10 w12 c"]
+    for question, cands in zip(questions, model.answer(questions, opts), strict=True):
+        for c in cands:
+            key = kgqa.key_ids(model.codec, c.subject, c.predicate)
+            q = model.encode_questions([question])[0]
+            batch = bb.collate([(q, key, kgqa.trie_choices(model.trie, key))])
+            with torch.no_grad():
+                if isinstance(bb, kgqa.UniLMBackbone):
+                    logits = bb._logits(bb.model, batch)
+                else:
+                    inputs = {k: v for k, v in batch.items() if not k.startswith("trie_")}
+                    logits = bb.model(**inputs).logits
+                per_token = kgqa.trie_loss_per_token(logits, batch["labels"], batch)
+                assert -per_token.sum().item() == pytest.approx(c.score, abs=1e-3), (question, c.answer)
+                bb.trie_loss = 0.0
+                plain = bb.loss(bb.model, batch).item()
+                bb.trie_loss = 0.5
+                both = bb.loss(bb.model, batch).item()
+                bb.trie_loss = 0.0
+            assert both == pytest.approx(plain + 0.5 * per_token.sum().item() / len(key), abs=1e-5)
+
+
+def test_fit_with_the_trie_loss_trains_and_refuses_a_negative_weight():
+    """A few steps with --trie-loss: the pairs carry their choices, the loss is finite and falls; a negative weight
+    is refused before training."""
+    from nlptool.core.train import TrainConfig
+
+    kb = kgqa.read_kb(KB_FILE)
+    rows = kgqa.read_qa(str(TRAIN_FILE))
+    model = _tiny_bart(kb, [r.question for r in rows], seed=0)
+    pairs = kgqa.training_pairs(model, rows, with_choices=True)
+    assert all(len(p) == 3 and p[2] and p[2][0][0] == 0 for p in pairs)  # every key chooses its first token
+    config = TrainConfig(epochs=6, batch_size=8, lr=3e-3, device="cpu", log_every=1, seed=0)
+    result = kgqa.fit(model, rows, config, trie_loss=1.0)
+    losses = [e["loss"] for e in result.history if e.get("event") == "train"]
+    assert all(math.isfinite(v) for v in losses) and losses[-1] < losses[0]
+    assert model.backbone.trie_loss == 1.0
+    with pytest.raises(NlptoolError, match="--trie-loss -1"):
+        kgqa.fit(model, rows, config, trie_loss=-1.0)
+
+
 # -- the package layout and the training steps of 'kg-qa train' -----------------------------------------------------
 def test_package_exports_every_public_name_and_backbones_follow_the_protocol(tiny_bert_dir):
     """``nlptool.core.kgqa`` re-exports the public names of its modules, and both backbones satisfy ``Backbone``."""

@@ -41,6 +41,9 @@ from nlptool.core.kgqa.backbones import (
     load_pretrained,
     pad_batch,
     pretrained_backbone,
+    trie_loss_per_token,
+    trie_tensors,
+    with_trie_loss,
 )
 from nlptool.core.kgqa.data import (
     KB_HEADER_NAMES,
@@ -59,7 +62,15 @@ from nlptool.core.kgqa.data import (
     write_kb,
 )
 from nlptool.core.kgqa.decoding import Candidate, DecodeOptions, TrieLogitsProcessor, prediction_record, token_lcs
-from nlptool.core.kgqa.keys import VOCAB_FILE, CharCodec, HFCodec, build_trie, build_trie_from_file, key_ids
+from nlptool.core.kgqa.keys import (
+    VOCAB_FILE,
+    CharCodec,
+    HFCodec,
+    build_trie,
+    build_trie_from_file,
+    key_ids,
+    trie_choices,
+)
 from nlptool.core.kgqa.model import (
     CONFIG_FILE,
     FORMAT_VERSION,
@@ -94,4 +105,5 @@ __all__ = [
     "predictions_of", "TrieBuild", "build_trie_file", "load_codec", "char_bart_backbone", "load_backbone",
     "pretrained_backbone", "read_kb", "read_qa",
     "read_training_data", "save_trained", "split_subject", "token_lcs", "train", "training_pairs", "write_kb",
+    "trie_choices", "trie_loss_per_token", "trie_tensors", "with_trie_loss",
 ]  # fmt: skip

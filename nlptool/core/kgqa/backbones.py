@@ -15,6 +15,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+import numpy as np
+
 from nlptool.core.batching import pad_ids
 from nlptool.core.errors import NlptoolError
 from nlptool.core.kgqa.keys import VOCAB_FILE, CharCodec, HFCodec
@@ -31,6 +33,7 @@ class Backbone(Protocol):
         codec: turns questions and keys into token ids (:class:`~nlptool.core.kgqa.keys.CharCodec` or
             :class:`~nlptool.core.kgqa.keys.HFCodec`); its ``start_id`` is the trie's root, ``end_id`` ends keys.
         kind: ``bart-char``, ``seq2seq`` or ``unilm`` (recorded in ``kgqa.json``).
+        trie_loss: the weight of the trie loss in :meth:`loss` (:func:`with_trie_loss`; 0: the plain cross-entropy).
 
     Backbones are made by :func:`char_bart_backbone` (from scratch) and :func:`pretrained_backbone` (a checkpoint),
     written by :meth:`save` and read back by :func:`load_backbone`.
@@ -39,6 +42,7 @@ class Backbone(Protocol):
     model: Any
     codec: Any
     kind: str
+    trie_loss: float
 
     def collate(self, examples: Sequence[tuple[list[int], list[int]]]) -> dict:
         """A training batch from ``(question ids, key ids)`` pairs (:func:`~nlptool.core.kgqa.model.training_pairs`)."""
@@ -46,7 +50,8 @@ class Backbone(Protocol):
 
     def loss(self, model: Any, batch: dict) -> Any:
         """The mean cross-entropy over the key tokens of ``batch`` (``model`` may be the DDP wrapper of
-        :attr:`model`); under torchrun the mean is over the whole global batch, as in one process."""
+        :attr:`model`), plus :attr:`trie_loss` × the trie loss when the batch carries trie choices; under torchrun
+        the means are over the whole global batch, as in one process."""
         ...
 
     def generate(
@@ -97,6 +102,62 @@ def global_token_mean_loss(logits: Any, labels: Any, *, log_probs: bool = False)
     return all_gather_with_grad(fn(flat[keep], target[keep], reduction="none")).mean()
 
 
+TRIE_KEYS = ("trie_rows", "trie_tokens", "trie_valid")
+
+
+def trie_tensors(choices: Sequence[Sequence[tuple[int, Any]]], starts: Sequence[int], width: int) -> dict:
+    """The batch entries of the trie loss (:func:`trie_loss_per_token`) from each example's
+    :func:`~nlptool.core.kgqa.keys.trie_choices`: ``trie_rows`` (P,), the flattened ``(example, column)`` index of
+    every choice point, where example ``i``'s key token ``t`` sits in column ``starts[i] + t`` of a ``width``-wide
+    label matrix; ``trie_tokens`` (P, A), the tokens allowed there (padded); ``trie_valid`` (P, A), which are real."""
+    import torch
+
+    rows = [i * width + start + t for i, (ch, start) in enumerate(zip(choices, starts, strict=True)) for t, _ in ch]
+    sets = [allowed for ch in choices for _, allowed in ch]
+    a = max((len(x) for x in sets), default=1)
+    tokens = torch.zeros((len(sets), a), dtype=torch.long)
+    valid = torch.zeros((len(sets), a), dtype=torch.bool)
+    for j, allowed in enumerate(sets):
+        tokens[j, : len(allowed)] = torch.from_numpy(np.asarray(allowed, dtype=np.int64))
+        valid[j, : len(allowed)] = True
+    return {"trie_rows": torch.tensor(rows, dtype=torch.long), "trie_tokens": tokens, "trie_valid": valid}
+
+
+def trie_loss_per_token(logits: Any, labels: Any, batch: dict) -> Any:
+    """Per label position (flattened like ``labels``), the negative log-probability of the label among the tokens the
+    trie allows there (the renormalised decoding's probability, ``--renormalize``); 0 where the trie leaves one token
+    (or where the key has left the trie). ``logits``: ``(..., V)`` scores or log-probabilities (the same result: only
+    differences within a row matter). ``batch``: the entries of :func:`trie_tensors`."""
+    import torch
+
+    flat = logits.float().flatten(0, -2)
+    rows = batch["trie_rows"]
+    out = torch.zeros(flat.shape[0], dtype=flat.dtype, device=flat.device)
+    if not len(rows):
+        return out
+    picked = flat[rows]
+    allowed = picked.gather(1, batch["trie_tokens"]).masked_fill(~batch["trie_valid"], float("-inf"))
+    gold = picked.gather(1, labels.flatten()[rows].unsqueeze(1)).squeeze(1)
+    return out.index_put((rows,), torch.logsumexp(allowed, dim=1) - gold)
+
+
+def with_trie_loss(loss: Any, logits: Any, labels: Any, batch: dict, weight: float) -> Any:
+    """``loss + weight ×`` the mean over the labelled tokens of :func:`trie_loss_per_token` (over the whole global
+    batch under torchrun, as :func:`global_token_mean_loss`); ``loss`` unchanged when the batch has no trie entries or
+    ``weight`` is 0."""
+    from nlptool.core.train import all_gather_with_grad
+
+    if not weight or "trie_rows" not in batch:
+        return loss
+    per_token = trie_loss_per_token(logits, labels, batch)[labels.flatten() != -100]
+    term = all_gather_with_grad(per_token).mean() if distributed() else per_token.mean()
+    return loss + weight * term
+
+
+def _without_trie(batch: dict) -> dict:
+    return {k: v for k, v in batch.items() if k not in TRIE_KEYS}
+
+
 pad_batch = pad_ids  # the old name, kept importable from nlptool.core.kgqa (it was in __all__)
 
 
@@ -108,19 +169,24 @@ class Seq2SeqBackbone:
         self.codec = codec
         self.kind = kind
         self.search_stats: dict = {}  # the last fast-forward search's step counts (seq2seq_search's stats)
+        self.trie_loss = 0.0  # the weight of with_trie_loss's term (set by kgqa.model.fit)
 
-    def collate(self, examples: Sequence[tuple[list[int], list[int]]]) -> dict:
-        ids, mask = pad_ids([q for q, _ in examples], self.codec.pad_id)
-        labels, lmask = pad_ids([k for _, k in examples], self.codec.pad_id)
+    def collate(self, examples: Sequence[tuple]) -> dict:
+        """A batch from ``(question ids, key ids)`` pairs, or ``(question ids, key ids, trie choices)`` triples
+        (:func:`~nlptool.core.kgqa.model.training_pairs` with a trie), whose choices add the trie loss's entries."""
+        ids, mask = pad_ids([e[0] for e in examples], self.codec.pad_id)
+        labels, lmask = pad_ids([e[1] for e in examples], self.codec.pad_id)
         labels[lmask == 0] = -100
-        return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+        batch = {"input_ids": ids, "attention_mask": mask, "labels": labels}
+        if examples and len(examples[0]) > 2:
+            batch.update(trie_tensors([e[2] for e in examples], [0] * len(examples), labels.shape[1]))
+        return batch
 
     def loss(self, model: Any, batch: dict) -> Any:
-        out = model(**batch, use_cache=False)
-        if not distributed():
-            return out.loss
+        out = model(**_without_trie(batch), use_cache=False)
         copy = bool(getattr(self.model.config, "kgqa_copy", False))  # the copy model's logits are log-probabilities
-        return global_token_mean_loss(out.logits, batch["labels"], log_probs=copy)
+        loss = global_token_mean_loss(out.logits, batch["labels"], log_probs=copy) if distributed() else out.loss
+        return with_trie_loss(loss, out.logits, batch["labels"], batch, self.trie_loss)
 
     def generate(
         self,
@@ -235,6 +301,7 @@ class UniLMBackbone:
     def __init__(self, model: Any, codec: Any):
         self.model = model
         self.codec = codec
+        self.trie_loss = 0.0  # the weight of with_trie_loss's term (set by kgqa.model.fit)
 
     @staticmethod
     def attention_bias(segments: Any, pad_mask: Any, dtype: Any) -> Any:
@@ -260,17 +327,20 @@ class UniLMBackbone:
         seg = seg.masked_fill(mask == 0, 1)
         return {"input_ids": ids, "token_type_ids": seg, "pad": mask}
 
-    def collate(self, examples: Sequence[tuple[list[int], list[int]]]) -> dict:
+    def collate(self, examples: Sequence[tuple]) -> dict:
+        """As :meth:`Seq2SeqBackbone.collate`: pairs, or triples with the trie loss's choices."""
         import torch
 
-        qs = [q[:-1] for q, _ in examples]  # the question's final [SEP] is the key's root
-        keys = [[self.codec.start_id, *k] for _, k in examples]
+        qs = [e[0][:-1] for e in examples]  # the question's final [SEP] is the key's root
+        keys = [[self.codec.start_id, *e[1]] for e in examples]
         batch = self._inputs(qs, keys)
         labels = torch.full_like(batch["input_ids"], -100)
         for i, (q, k) in enumerate(zip(qs, keys, strict=True)):
             start = len(q)
             labels[i, start : start + len(k) - 1] = torch.tensor(k[1:], dtype=torch.long)
         batch["labels"] = labels
+        if examples and len(examples[0]) > 2:  # key token t is predicted at column len(q) + t
+            batch.update(trie_tensors([e[2] for e in examples], [len(q) for q in qs], labels.shape[1]))
         return batch
 
     def _logits(self, model: Any, batch: dict) -> Any:
@@ -283,8 +353,10 @@ class UniLMBackbone:
 
         logits = self._logits(model, batch)
         if distributed():
-            return global_token_mean_loss(logits, batch["labels"])
-        return torch.nn.functional.cross_entropy(logits.flatten(0, 1), batch["labels"].flatten(), ignore_index=-100)
+            loss = global_token_mean_loss(logits, batch["labels"])
+        else:
+            loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), batch["labels"].flatten(), ignore_index=-100)
+        return with_trie_loss(loss, logits, batch["labels"], batch, self.trie_loss)
 
     def generate(
         self,

@@ -127,6 +127,26 @@ def key_ids(codec: Any, subject: str, predicate: str) -> list[int]:
     ]
 
 
+def trie_choices(trie: TokenTrie, key: Sequence[int]) -> list[tuple[int, np.ndarray]]:
+    """Where the trie gives ``key`` (token ids without the root, as :func:`key_ids` makes them) a choice:
+    ``(position in key, the tokens allowed there)`` for every position whose prefix (root + ``key[:position]``) has
+    two or more continuations. A key that leaves the trie (an answer that is not a KB triple) stops at the last
+    position whose token the trie allows, so every listed set contains the key's own token there."""
+    out: list[tuple[int, np.ndarray]] = []
+    node: Any = trie.root_node()
+    for t, token in enumerate(key):
+        allowed = trie.allowed(node)
+        i = int(np.searchsorted(allowed, token))
+        if i == len(allowed) or allowed[i] != token:
+            break
+        if len(allowed) > 1:
+            out.append((t, allowed))
+        node = trie.child(node, int(token))
+        if node is None:
+            break
+    return out
+
+
 def build_trie(kb: KnowledgeBase, codec: Any) -> tuple[TokenTrie, int]:
     """A trie of every KB key (values: KB entry indices); returns it and the number of keys that collided."""
     return TokenTrie.build(

@@ -57,7 +57,7 @@ from nlptool.core.kgqa.data import (
     write_kb,
 )
 from nlptool.core.kgqa.decoding import Candidate, DecodeOptions, TrieLogitsProcessor
-from nlptool.core.kgqa.keys import CharCodec, build_trie, key_ids
+from nlptool.core.kgqa.keys import CharCodec, build_trie, key_ids, trie_choices
 from nlptool.core.trie import TokenTrie
 
 FORMAT_VERSION = 1
@@ -350,13 +350,16 @@ class KgqaModel:
         return cls(bb, kb, config=cfg, trie=trie)
 
 
-def training_pairs(model: KgqaModel, examples: Sequence[QAExample]) -> list[tuple[list[int], list[int]]]:
-    """``(question ids, key ids)`` per example (key ids without the root, ending with the end token)."""
+def training_pairs(model: KgqaModel, examples: Sequence[QAExample], *, with_choices: bool = False) -> list[tuple]:
+    """``(question ids, key ids)`` per example (key ids without the root, ending with the end token); with
+    ``with_choices``, ``(question ids, key ids, choices)`` where ``choices`` are the key's choice points in the KB's
+    trie (:func:`~nlptool.core.kgqa.keys.trie_choices`), which the trie loss reads."""
     qs = model.encode_questions([e.question for e in examples])
-    out = []
+    out: list[tuple] = []
     for q, e in zip(qs, examples, strict=True):
         assert e.answer is not None
-        out.append((q, key_ids(model.codec, e.answer[0], e.answer[1])))
+        key = key_ids(model.codec, e.answer[0], e.answer[1])
+        out.append((q, key, trie_choices(model.trie, key)) if with_choices else (q, key))
     return out
 
 
@@ -373,8 +376,16 @@ def fit(
     dev: Sequence[QAExample] | None = None,
     eval_options: DecodeOptions | None = None,
     on_progress: Callable[[dict], None] | None = None,
+    trie_loss: float = 0.0,
 ) -> Any:
     """Train ``model`` on ``examples`` with the shared loop (:func:`nlptool.core.train.train`, a ``TrainConfig``).
+
+    The loss is the cross-entropy of the key tokens, plus ``trie_loss`` × the *trie loss*: the mean over key tokens
+    of the negative log-probability of each token among the tokens the KB's trie allows at its place (0 where the
+    trie leaves one), i.e. the loss of the renormalised decoding (``--renormalize``). The plain cross-entropy
+    pushes a key's tokens up against the whole vocabulary; the trie loss pushes them up against the KB's other
+    continuations there: the other subjects' names, and after a subject its other predicates, which the plain loss
+    never singles out (:func:`~nlptool.core.kgqa.backbones.with_trie_loss`).
 
     With ``dev``, KgCLUE's Score on ``dev`` (decoded with ``eval_options``, by default :class:`DecodeOptions`'
     defaults: the beam width and mode that prediction uses) is computed every evaluation and the best weights are
@@ -385,8 +396,11 @@ def fit(
 
     from nlptool.core.train import train, unwrap_model
 
-    pairs = training_pairs(model, examples)
+    if trie_loss < 0:
+        raise NlptoolError(f"--trie-loss {trie_loss:g}: use 0 (off) or a positive weight")
+    pairs = training_pairs(model, examples, with_choices=trie_loss > 0)
     bb = model.backbone
+    bb.trie_loss = trie_loss
     evaluate = save_best = None
     if dev:
         opts = eval_options or DecodeOptions()
@@ -409,7 +423,7 @@ def fit(
         config,
         evaluate=evaluate,
         save_best=save_best,
-        lengths=[len(q) + len(k) for q, k in pairs],
+        lengths=[len(p[0]) + len(p[1]) for p in pairs],
         on_progress=on_progress,
     )
     best = Path(config.output_dir) / "best" / "model.pt" if config.output_dir else None
@@ -483,6 +497,7 @@ class TrainSettings:
     eval_beams: int = 5
     eval_renormalize: bool = False
     eval_lookahead: bool = False
+    trie_loss: float = 0.0
     seed: int = 0
     device: str = "cpu"
     save_every: int = 0
@@ -521,6 +536,7 @@ class TrainSettings:
         """The settings recorded in ``metrics.json`` (``backbone``: the kind the model was built as)."""
         names = ("epochs", "batch_size", "lr", "warmup", "device", "backbone", "d_model", "layers", "heads", "ffn")
         names += ("dropout", "copy", "max_question_tokens", "eval_beams", "eval_renormalize", "eval_lookahead")
+        names += ("trie_loss",)
         values = {**self.__dict__, "lr": self.peak_lr, "backbone": backbone}
         return {name: values[name] for name in names}
 
@@ -613,6 +629,7 @@ def train(
         dev=data.dev_eval,
         eval_options=eval_options,
         on_progress=on_progress,
+        trie_loss=settings.trie_loss,
     )
     seconds = time.perf_counter() - started
     scores = None
