@@ -166,7 +166,8 @@ def evaluate(args: argparse.Namespace) -> None:
     import torch
 
     out = Path(args.out)
-    model = KgqaModel.load(args.model)
+    kb = str(out / "kb.tsv") if args.kb == "out" else args.kb
+    model = KgqaModel.load(args.model, kb_path=kb)
     n_params = sum(p.numel() for p in model.backbone.model.parameters())
     splits = {name: read_qa(str(out / f"{name}.jsonl")) for name in args.splits}
     if args.limit:
@@ -324,6 +325,12 @@ def main() -> None:
     e = sub.add_parser("eval", help="decode held-out and dev under each setting")
     e.add_argument("--out", default="bench_out/kgqa")
     e.add_argument("--model", default="bench_out/kgqa/model")
+    e.add_argument(
+        "--kb",
+        default=None,
+        help="decode under this KB instead of the model's own ('out': --out/kb.tsv, e.g. a --distractors KB for a "
+        "model trained on another; the network is the same, only the trie and the lookup change)",
+    )
     e.add_argument("--num-beams", type=int, default=5)
     e.add_argument("--batch-size", type=int, default=64)
     e.add_argument("--limit", type=int, default=0, help="only the first N questions of each split (0 = all)")
