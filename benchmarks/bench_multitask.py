@@ -37,6 +37,7 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -230,8 +231,10 @@ def report(out: Path) -> None:
             base[(name, d["seed"])] = d["main"][name]
     head = f"{'system':<28} {'seed':>4} " + " ".join(f"{t:>9}" for t in TASKS)
     print(head + f" {'Δm':>7} {'min Δ':>7} {'s/step':>7}")
+    groups: dict[str, list[tuple[dict, float | None, float | None]]] = {}
     for d in sorted(docs, key=lambda d: (d["system"].startswith("mtl"), d["system"], str(d["scale"]), d["seed"])):
-        label = d["system"] + ("".join(f" {k}×{v:g}" for k, v in d["scale"].items()))
+        label = d["system"] + (f"({d['main_task']})" if d.get("main_task") else "")
+        label += "".join(f" {k}×{v:g}" for k, v in d["scale"].items())
         cells = []
         rel, diffs = [], []
         for t in TASKS:
@@ -241,9 +244,29 @@ def report(out: Path) -> None:
             if v is not None and b is not None and d["system"].startswith("mtl"):
                 rel.append((v - b) / abs(b) * 100)
                 diffs.append(100 * (v - b))
-        dm = f"{sum(rel) / len(rel):7.2f}" if rel else f"{'':>7}"
-        md = f"{min(diffs):7.2f}" if diffs else f"{'':>7}"
-        print(f"{label:<28} {d['seed']:>4} " + " ".join(cells) + f" {dm} {md} {d['train_seconds'] / d['steps']:7.2f}")
+        dm = sum(rel) / len(rel) if rel else None
+        md = min(diffs) if diffs else None
+        groups.setdefault(label, []).append((d, dm, md))
+        dm_s = f"{dm:7.2f}" if dm is not None else f"{'':>7}"
+        md_s = f"{md:7.2f}" if md is not None else f"{'':>7}"
+        per_step = d["train_seconds"] / d["steps"]
+        print(f"{label:<28} {d['seed']:>4} " + " ".join(cells) + f" {dm_s} {md_s} {per_step:7.2f}")
+    if any(len(rows) > 1 for rows in groups.values()):
+        # over seeds: the mean of each metric, of Δm (± its sample standard deviation) and of the largest drop
+        print(f"\nmean over seeds\n{'system':<28} {'seeds':>5} " + " ".join(f"{t:>9}" for t in TASKS), end="")
+        print(f" {'Δm':>7} {'± sd':>6} {'min Δ':>7}")
+        for label, rows in groups.items():
+            cells = []
+            for t in TASKS:
+                vals = [d["main"][t] for d, _, _ in rows if d["main"].get(t) is not None]
+                cells.append(f"{100 * statistics.mean(vals):9.2f}" if vals else f"{'':>9}")
+            dms = [dm for _, dm, _ in rows if dm is not None]
+            mds = [md for _, _, md in rows if md is not None]
+            dm_s = f"{statistics.mean(dms):7.2f}" if dms else f"{'':>7}"
+            sd_s = f"{statistics.stdev(dms):6.2f}" if len(dms) > 1 else f"{'':>6}"
+            md_s = f"{statistics.mean(mds):7.2f}" if mds else f"{'':>7}"
+            seeds = ",".join(str(d["seed"]) for d, _, _ in rows)
+            print(f"{label:<28} {seeds:>5} " + " ".join(cells) + f" {dm_s} {sd_s} {md_s}")
 
 
 def main(argv: list[str] | None = None) -> None:
