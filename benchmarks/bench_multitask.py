@@ -192,6 +192,7 @@ def run(args: argparse.Namespace) -> None:
         dev={n: dev for n, (_, _, dev) in tasks.items()},
         combine="sum" if kind == "single" else what,
         main_task=args.main_task,
+        normalize=args.mgda_normalize,
     )
     seconds = time.perf_counter() - t0
     evals = [e for e in fit.train_result.history if e.get("event") == "eval"]
@@ -205,6 +206,7 @@ def run(args: argparse.Namespace) -> None:
         "lr": args.lr,
         "scale": scales,
         "main_task": args.main_task,
+        "mgda_normalize": args.mgda_normalize,
         "metrics": metrics,
         "main": {n: metrics.get(f"{n}.{MAIN_METRIC[n]}") for n in names},
         "train_seconds": fit.train_result.train_seconds,
@@ -234,6 +236,7 @@ def report(out: Path) -> None:
     groups: dict[str, list[tuple[dict, float | None, float | None]]] = {}
     for d in sorted(docs, key=lambda d: (d["system"].startswith("mtl"), d["system"], str(d["scale"]), d["seed"])):
         label = d["system"] + (f"({d['main_task']})" if d.get("main_task") else "")
+        label += f"({d['mgda_normalize']})" if d.get("mgda_normalize", "none") != "none" else ""
         label += "".join(f" {k}×{v:g}" for k, v in d["scale"].items())
         cells = []
         rel, diffs = [], []
@@ -276,6 +279,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--system", default="mtl:gradnorm-sum", help="single:TASK or mtl:METHOD")
     p.add_argument("--tasks", nargs="+", default=list(TASKS), choices=TASKS)
     p.add_argument("--main-task", default=None, help="for mtl:main-aux")
+    p.add_argument("--mgda-normalize", default="none", help="for mtl:mgda: none, l2 or loss")
     p.add_argument("--scale", nargs="*", default=[], help="NAME=FACTOR: multiply a task's loss (stress test)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--steps", type=int, default=300)
