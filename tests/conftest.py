@@ -97,3 +97,39 @@ def run_nlptool(args, *, nproc: int = 1, cwd=None, timeout: int = 300):
     launcher = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc)] if nproc > 1 else []
     cmd = [sys.executable, *launcher, "-m", "nlptool", *map(str, args)]
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout, cwd=cwd)
+
+
+def save_tiny_bart(tok_dir: Path, out: Path) -> Path:
+    """A random 1-layer BART (seed 0) with the tiny BERT WordPiece tokenizer of ``tok_dir``, saved into ``out``: it
+    stands in for a pretrained seq2seq checkpoint in the kg-qa tests."""
+    import torch
+    from transformers import BartConfig, BartForConditionalGeneration, BertTokenizerFast
+
+    tok = BertTokenizerFast.from_pretrained(tok_dir)
+    cfg = BartConfig(
+        vocab_size=len(tok),
+        d_model=32,
+        encoder_layers=1,
+        decoder_layers=1,
+        encoder_attention_heads=2,
+        decoder_attention_heads=2,
+        encoder_ffn_dim=64,
+        decoder_ffn_dim=64,
+        max_position_embeddings=64,
+        pad_token_id=tok.pad_token_id,
+        bos_token_id=tok.cls_token_id,
+        eos_token_id=tok.sep_token_id,
+        decoder_start_token_id=tok.cls_token_id,
+        forced_bos_token_id=None,
+        forced_eos_token_id=None,
+    )
+    torch.manual_seed(0)
+    BartForConditionalGeneration(cfg).save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
+
+
+@pytest.fixture
+def tiny_seq2seq_dir(tmp_path, tiny_bert_dir) -> Path:
+    """:func:`save_tiny_bart` into ``tmp_path/bart``."""
+    return save_tiny_bart(tiny_bert_dir, tmp_path / "bart")

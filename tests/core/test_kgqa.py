@@ -13,7 +13,7 @@ import torch
 from nlptool.core import kgqa
 from nlptool.core.errors import InputError, NlptoolError
 from nlptool.core.trie import TokenTrie
-from tests.conftest import SAMPLE_DATA
+from tests.conftest import SAMPLE_DATA, save_tiny_bart
 
 KB_FILE = SAMPLE_DATA / "kgqa_kb.tsv"
 TRAIN_FILE = SAMPLE_DATA / "kgqa_train.jsonl"
@@ -309,36 +309,6 @@ def test_unilm_random_model_outputs_are_kb_keys(tiny_bert_dir, tmp_path):
 W_KB = "w1 w2\ta\tw5\nw1 w2（w3）\tb\tw6\nw4\ta b\tw7\nw4\tc\tw8\n"
 
 
-@pytest.fixture
-def tiny_seq2seq_dir(tmp_path, tiny_bert_dir):
-    """A random 1-layer BART with the tiny BERT WordPiece tokenizer: stands in for a pretrained seq2seq checkpoint."""
-    from transformers import BartConfig, BartForConditionalGeneration, BertTokenizerFast
-
-    tok = BertTokenizerFast.from_pretrained(tiny_bert_dir)
-    cfg = BartConfig(
-        vocab_size=len(tok),
-        d_model=32,
-        encoder_layers=1,
-        decoder_layers=1,
-        encoder_attention_heads=2,
-        decoder_attention_heads=2,
-        encoder_ffn_dim=64,
-        decoder_ffn_dim=64,
-        max_position_embeddings=64,
-        pad_token_id=tok.pad_token_id,
-        bos_token_id=tok.cls_token_id,
-        eos_token_id=tok.sep_token_id,
-        decoder_start_token_id=tok.cls_token_id,
-        forced_bos_token_id=None,
-        forced_eos_token_id=None,
-    )
-    torch.manual_seed(0)
-    path = tmp_path / "bart"
-    BartForConditionalGeneration(cfg).save_pretrained(path)
-    tok.save_pretrained(path)
-    return path
-
-
 @pytest.mark.parametrize("copy", [True, False])
 def test_copy_and_plain_bart_outputs_are_kb_keys(copy):
     kb = kgqa.read_kb(KB_FILE)
@@ -441,33 +411,11 @@ def _teacher_forced_score(model, question: str, cand, opts) -> float:
 
 @pytest.fixture(scope="module")
 def score_models(tmp_path_factory, tiny_bert_dir):
-    from transformers import BartConfig, BartForConditionalGeneration, BertTokenizerFast
-
     tmp = tmp_path_factory.mktemp("score-models")
     kb_file = tmp / "kb.tsv"
     kb_file.write_text(W_KB + "w9 w10\ta\tw11\nw9 w10（w12）\tc\tw13\n", encoding="utf-8")
     kb = kgqa.read_kb(kb_file)
-    tok = BertTokenizerFast.from_pretrained(tiny_bert_dir)
-    cfg = BartConfig(
-        vocab_size=len(tok),
-        d_model=32,
-        encoder_layers=1,
-        decoder_layers=1,
-        encoder_attention_heads=2,
-        decoder_attention_heads=2,
-        encoder_ffn_dim=64,
-        decoder_ffn_dim=64,
-        max_position_embeddings=64,
-        pad_token_id=tok.pad_token_id,
-        bos_token_id=tok.cls_token_id,
-        eos_token_id=tok.sep_token_id,
-        decoder_start_token_id=tok.cls_token_id,
-        forced_bos_token_id=None,
-        forced_eos_token_id=None,
-    )
-    torch.manual_seed(0)
-    BartForConditionalGeneration(cfg).save_pretrained(tmp / "bart")
-    tok.save_pretrained(tmp / "bart")
+    save_tiny_bart(tiny_bert_dir, tmp / "bart")
     torch.manual_seed(0)
     models = {
         "bart-char": _tiny_bart(kb, ["w1 w2 a", "w9 w10 c"], seed=5),
